@@ -1,0 +1,54 @@
+"""The one interface both models implement.
+
+Training calls ``forward`` (teacher forcing). Greedy and beam search call only
+``encode`` and ``decode_step``, so a single decoder in ``models/decoding.py``
+serves both models and never branches on the model type.
+
+Conventions shared by every model:
+
+* ``src`` and ``tgt_in`` are ``LongTensor``s of token ids, batch first.
+* ``src_mask`` is a ``BoolTensor`` (B, S), ``True`` on real tokens and
+  ``False`` on padding.
+* A decoding cache is a dict whose values are tensors (or lists of tensors)
+  with the batch on dimension 0, so that beam search can reorder or expand it
+  generically with ``index_select(0, ...)``.
+* Cross-attention comes back from the very calls that produce the logits:
+  GRU ``(B, T, S)``; Transformer ``(B, L, H, T, S)`` (layers, heads).
+  ``decode_step`` returns the same with the ``T`` axis removed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+Cache = dict[str, Any]
+
+
+class Seq2SeqModel(Protocol):
+    pad_id: int
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> tuple[Tensor, Cache]:
+        """Encode a source batch.
+
+        Returns ``memory`` (B, S, D) and the initial decoder cache.
+        """
+
+    def decode_step(
+        self, tokens: Tensor, memory: Tensor, src_mask: Tensor, cache: Cache
+    ) -> tuple[Tensor, Cache, Tensor]:
+        """One decoder step for ``tokens`` (B,), the previous output token.
+
+        Returns logits (B, V), the updated cache and the cross-attention of
+        this step ((B, S) for the GRU, (B, L, H, S) for the Transformer).
+        """
+
+    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher-forced pass: logits (B, T, V) and cross-attention."""
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of trainable parameters (``parameters()`` already counts tied weights once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
