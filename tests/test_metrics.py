@@ -72,7 +72,10 @@ def test_bleu_variable_reference_count():
     # Repeating a sentence's reference cannot change BLEU, so a sentence with
     # fewer references must score as if its references were repeated.
     hyps = ["The meeting is on Thursday.", "Hi"]
-    refs = [["The meeting is on Thursday.", "We meet on Thursday."], ["Hello there, my good friend."]]
+    refs = [
+        ["The meeting is on Thursday.", "We meet on Thursday."],
+        ["Hello there, my good friend."],
+    ]
     out = corpus_bleu(hyps, refs)
     streams = [[refs[0][0], refs[1][0]], [refs[0][1], refs[1][0]]]
     assert out["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, streams).score)
