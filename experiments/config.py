@@ -1,0 +1,317 @@
+"""The typed schema of the Hydra config, and its validation.
+
+Hydra composes ``conf/``; ``validate`` merges the result into these
+dataclasses so that a misspelled key or a value of the wrong type or outside
+its choices fails at start-up, naming the key and listing what is valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from experiments.errors import ConfigError
+
+
+class TaskKind(str, Enum):
+    translation = "translation"
+    summarization = "summarization"
+
+
+class Loader(str, Enum):
+    toy_reverse = "toy_reverse"
+    multi30k = "multi30k"
+    jsonl = "jsonl"
+    hf = "hf"
+
+
+class SubwordModel(str, Enum):
+    unigram = "unigram"
+    bpe = "bpe"
+
+
+@dataclass
+class ToyConfig:
+    train_size: int = 20000
+    eval_size: int = 500
+    vocab: int = 20
+    min_len: int = 3
+    max_len: int = 12
+    seed: int = 1234
+
+
+@dataclass
+class HFConfig:
+    path: Optional[str] = None  # hub name, local folder, or a builder (json, parquet, csv)
+    name: Optional[str] = None
+    data_files: Optional[dict[str, list[str]]] = None
+
+
+@dataclass
+class TokenizerConfig:
+    model_type: SubwordModel = SubwordModel.unigram
+    vocab_size: int = 8000
+    joint: bool = True
+    character_coverage: float = 1.0
+    max_sentences: int = 2_000_000
+
+
+@dataclass
+class TaskConfig:
+    name: str = "???"
+    kind: TaskKind = TaskKind.translation
+    loader: Loader = Loader.toy_reverse
+    data_root: Optional[str] = None  # default: $S2S_DATA_DIR, else ~/.cache/s2s-compare/data
+    download: bool = True
+    verify_checksums: bool = True
+    # Our split name -> the upstream split name. "train" and "valid" are required;
+    # "test" is reported; any other entry is an extra evaluation set.
+    splits: dict[str, str] = field(default_factory=dict)
+    src_lang: Optional[str] = None
+    tgt_lang: Optional[str] = None
+    dataset_dir: Optional[str] = None
+    checksums: Optional[str] = None
+    src_field: str = "src"
+    tgt_field: str = "tgt"
+    ref_fields: list[str] = field(default_factory=list)
+    toy: ToyConfig = field(default_factory=ToyConfig)
+    hf: HFConfig = field(default_factory=HFConfig)
+    max_src_len: int = 128
+    max_tgt_len: int = 128
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    num_proc: int = 1  # processes for tokenization (datasets.map)
+
+
+class GRUAttention(str, Enum):
+    bahdanau = "bahdanau"
+    luong_dot = "luong_dot"
+    luong_general = "luong_general"
+
+
+@dataclass
+class GRUConfig:
+    name: str = "gru"
+    emb_dim: int = 256
+    hidden_size: int = 512
+    enc_layers: int = 1
+    dec_layers: int = 1
+    attention: GRUAttention = GRUAttention.bahdanau
+    dropout: float = 0.3
+    input_feeding: bool = True
+    tie_embeddings: bool = False
+    share_embeddings: bool = False
+
+
+class Positions(str, Enum):
+    sinusoidal = "sinusoidal"
+    learned = "learned"
+
+
+class Norm(str, Enum):
+    pre = "pre"
+    post = "post"
+
+
+@dataclass
+class TransformerConfig:
+    name: str = "transformer"
+    d_model: int = 256
+    heads: int = 4
+    ff_size: int = 1024
+    enc_layers: int = 3
+    dec_layers: int = 3
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    positions: Positions = Positions.sinusoidal
+    norm: Norm = Norm.pre
+    share_embeddings: bool = True
+    tie_embeddings: bool = True
+    max_positions: int = 1024
+
+
+MODEL_SCHEMAS = {"gru": GRUConfig, "transformer": TransformerConfig}
+
+
+class Schedule(str, Enum):
+    constant = "constant"
+    inverse_sqrt = "inverse_sqrt"
+    plateau = "plateau"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 10000
+    max_epochs: int = 1000
+    batch_tokens: int = 4096
+    accum_steps: int = 1
+    lr: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    weight_decay: float = 0.0
+    schedule: Schedule = Schedule.inverse_sqrt
+    warmup_steps: int = 1000
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+    min_lr: float = 1e-6
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    precision: Precision = Precision.fp32
+    compile: bool = False
+    fused_adamw: bool = True  # used where the device supports it (CUDA)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_threads: int = 0  # CPU threads for torch; 0 = the cores this process may use
+    pool_size: int = 0  # examples length-sorted together; 0 = the whole split
+    eval_every: int = 500
+    eval_max_sentences: int = 0  # 0 = the whole validation split
+    val_beam_size: int = 1
+    early_stopping_patience: int = 10  # validations without improvement; 0 = off
+    log_every: int = 50
+    resume: bool = False
+    progress: bool = True
+    test_after_training: bool = True
+
+
+@dataclass
+class DecodingConfig:
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    batch_tokens: int = 8000
+
+
+class WandbMode(str, Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class LoggerConfig:
+    mode: WandbMode = WandbMode.offline
+    project: str = "s2s-compare"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    samples: int = 20  # rows of the sample-output table
+
+
+@dataclass
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: Any = None  # GRUConfig or TransformerConfig, chosen by model.name
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 1
+    cache_dir: Optional[str] = None  # default: $S2S_CACHE_DIR, else ~/.cache/s2s-compare/cache
+    experiment: Optional[str] = None  # the preset's name, recorded with the results
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Merge ``cfg`` into the schema; raise ``ConfigError`` naming the bad key or value."""
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    if "hydra" in raw:
+        del raw["hydra"]
+    model = raw.get("model") or {}
+    model_name = model.get("name")
+    if model_name not in MODEL_SCHEMAS:
+        raise ConfigError(f"model.name={model_name!r} is not a model; valid: {sorted(MODEL_SCHEMAS)}")
+    schema = OmegaConf.structured(Config)
+    schema.model = OmegaConf.structured(MODEL_SCHEMAS[model_name])
+    try:
+        merged = OmegaConf.merge(schema, raw)
+    except ConfigKeyError as e:
+        full_key = str(e.full_key) if e.full_key else "?"
+        *parent, key = full_key.split(".")
+        node = OmegaConf.select(schema, ".".join(parent)) if parent else schema
+        choices = list(node.keys()) if isinstance(node, DictConfig) else []
+        hint = difflib.get_close_matches(key, choices, n=1)
+        did_you_mean = f" Did you mean {'.'.join(parent + hint)!r}?" if hint else ""
+        raise ConfigError(f"unknown config key {full_key!r}.{did_you_mean} Valid keys here: {choices}") from None
+    except ValidationError as e:
+        raise ConfigError(f"bad value for {e.full_key!r}: {str(e.msg).splitlines()[0]}") from None
+    OmegaConf.set_struct(merged, True)
+    check_values(merged)
+    return merged
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Cross-field rules that types alone cannot express."""
+    splits = cfg.task.splits
+    for required in ("train", "valid"):
+        if required not in splits:
+            raise ConfigError(f"task.splits has no {required!r} entry (it has {list(splits)}); add one")
+    positive = {
+        "trainer.batch_tokens": cfg.trainer.batch_tokens,
+        "trainer.accum_steps": cfg.trainer.accum_steps,
+        "trainer.max_steps": cfg.trainer.max_steps,
+        "trainer.eval_every": cfg.trainer.eval_every,
+        "decoding.beam_size": cfg.decoding.beam_size,
+        "trainer.val_beam_size": cfg.trainer.val_beam_size,
+        "task.max_src_len": cfg.task.max_src_len,
+        "task.max_tgt_len": cfg.task.max_tgt_len,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}={value} must be at least 1")
+    if not 0.0 <= cfg.trainer.label_smoothing < 1.0:
+        raise ConfigError(f"trainer.label_smoothing={cfg.trainer.label_smoothing} must be in [0, 1)")
+    if cfg.trainer.lr <= 0:
+        raise ConfigError(f"trainer.lr={cfg.trainer.lr} must be positive")
+    if cfg.task.loader == Loader.hf and not cfg.task.hf.path:
+        raise ConfigError("task.loader=hf needs task.hf.path (a hub name, a local folder, or json/parquet/csv)")
+    device = cfg.trainer.device
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"trainer.device={device!r}; valid: auto, cpu, cuda, cuda:N")
+
+
+def register_schemas() -> None:
+    """Put the schemas in Hydra's ConfigStore under ``schema/``.
+
+    Each group file starts from its schema (``- /schema/task@_here_``), so every
+    key exists in the composed config and Hydra checks types and choices of
+    command-line overrides as it composes.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, node in (("task", TaskConfig), ("trainer", TrainerConfig), ("decoding", DecodingConfig),
+                        ("logger", LoggerConfig), ("gru", GRUConfig), ("transformer", TransformerConfig)):
+        store.store(group="schema", name=group, node=node)
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """Fail on a misspelled ``key=value`` override before Hydra does, listing the valid keys.
+
+    Hydra's own message names the key but not the alternatives.
+    """
+    model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), "transformer")
+    schema = OmegaConf.structured(Config)
+    if model in MODEL_SCHEMAS:
+        schema.model = OmegaConf.structured(MODEL_SCHEMAS[model])
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if override[:1] in "+~" or "=" not in override or "." not in key or key.startswith("hydra"):
+            continue
+        *parent, leaf = key.split(".")
+        node = OmegaConf.select(schema, ".".join(parent))
+        # Only dataclass nodes have a fixed key set; free dicts (task.splits) take any key.
+        if not isinstance(node, DictConfig) or OmegaConf.get_type(node) is dict or leaf in node:
+            continue
+        choices = list(node.keys())
+        hint = difflib.get_close_matches(leaf, choices, n=1)
+        did_you_mean = f" Did you mean {'.'.join(parent + hint)!r}?" if hint else ""
+        raise ConfigError(f"unknown config key {key!r}.{did_you_mean} Valid keys here: {choices}")
+
+
+register_schemas()

@@ -1,0 +1,177 @@
+"""Task -> Arrow datasets -> subword ids -> token-budget batches, shared by both models.
+
+``TaskData(cfg.task)`` loads (or builds and caches) the raw splits, trains or
+reuses the tokenizer on the training split, tokenizes each split once through
+``datasets.map`` (cached by content key), and hands out padded ``Batch``es.
+Token ids stay in memory-mapped Arrow files; only the length arrays live in
+NumPy, so a corpus larger than memory can be batched.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import sentencepiece as spm
+
+from experiments.batching import Batch, collate, make_batches, shard
+from experiments.errors import DataError
+from experiments.sources import default_cache_dir, default_data_root, iter_text, raw_split
+from experiments.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, load_or_train, load_saved
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4)
+def _processor(path: str) -> spm.SentencePieceProcessor:
+    return spm.SentencePieceProcessor(model_file=path)
+
+
+def _tokenize(batch: dict[str, list], src_model: str, tgt_model: str) -> dict[str, list]:
+    src_ids = _processor(src_model).encode(batch["src"])
+    tgt_ids = _processor(tgt_model).encode(batch["tgt"])
+    return {
+        "src_ids": src_ids,
+        "tgt_ids": tgt_ids,
+        "src_len": [len(s) for s in src_ids],
+        "tgt_len": [len(t) for t in tgt_ids],
+    }
+
+
+@dataclass
+class Split:
+    """One tokenized split. Lengths are clipped to the task maxima and count eos / bos."""
+
+    name: str
+    dataset: datasets.Dataset
+    src_lens: np.ndarray
+    tgt_lens: np.ndarray
+    truncated_src: int
+    truncated_tgt: int
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def sources(self) -> list[str]:
+        return list(iter_text(self.dataset, "src"))
+
+    def references(self) -> list[list[str]]:
+        """Raw references per example: every annotation where the split has several."""
+        column = "refs" if "refs" in self.dataset.column_names else "tgt"
+        refs = list(iter_text(self.dataset, column))
+        return refs if column == "refs" else [[r] for r in refs]
+
+
+class TaskData:
+    def __init__(self, task: Any, cache_dir: str | Path | None = None, tokenizer_dir: Path | None = None) -> None:
+        """``tokenizer_dir``: a run's saved tokenizer (``src.model``, ``tgt.model``), used instead of the cache."""
+        self.task = task
+        self.data_root = Path(task.data_root) if task.data_root else default_data_root()
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        train, self.train_key = raw_split(task, task.splits["train"], self.data_root, self.cache_dir)
+        if tokenizer_dir is not None and (tokenizer_dir / "src.model").exists():
+            self.tokenizer = load_saved(tokenizer_dir)
+        else:
+            self.tokenizer = load_or_train(
+                task.tokenizer,
+                self.train_key,
+                lambda: iter_text(train, "src"),
+                lambda: iter_text(train, "tgt"),
+                self.cache_dir,
+            )
+        self._splits: dict[str, Split] = {}
+
+    @property
+    def src_vocab_size(self) -> int:
+        return self.tokenizer.src.vocab_size()
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.tokenizer.tgt.vocab_size()
+
+    pad_id, bos_id, eos_id = PAD_ID, BOS_ID, EOS_ID
+
+    def split(self, name: str) -> Split:
+        if name not in self.task.splits:
+            raise DataError(
+                f"task {self.task.name!r} has no split {name!r}; its splits are {list(self.task.splits)}"
+            )
+        if name not in self._splits:
+            self._splits[name] = self._load(name)
+        return self._splits[name]
+
+    def _load(self, name: str) -> Split:
+        upstream = self.task.splits[name]
+        raw, key = raw_split(self.task, upstream, self.data_root, self.cache_dir)
+        tok = self.tokenizer
+        cache = self.cache_dir / "tokenized" / f"{self.task.name}-{upstream}-{key}-{tok.key}.arrow"
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        num_proc = self.task.num_proc if self.task.num_proc > 1 else None
+        ds = raw.map(
+            _tokenize,
+            batched=True,
+            fn_kwargs={"src_model": str(tok.src_path), "tgt_model": str(tok.tgt_path)},
+            cache_file_name=str(cache),
+            num_proc=num_proc,
+            desc=f"tokenize {name}",
+        )
+        src_full = ds.data.column("src_len").to_numpy()
+        tgt_full = ds.data.column("tgt_len").to_numpy()
+        task = self.task
+        split = Split(
+            name=name,
+            dataset=ds,
+            src_lens=np.minimum(src_full, task.max_src_len) + 1,
+            tgt_lens=np.minimum(tgt_full, task.max_tgt_len) + 1,
+            truncated_src=int((src_full > task.max_src_len).sum()),
+            truncated_tgt=int((tgt_full > task.max_tgt_len).sum()),
+        )
+        if split.truncated_src or split.truncated_tgt:
+            log.warning(
+                "%s/%s: truncated %d sources to %d tokens and %d targets to %d tokens (of %d examples)",
+                task.name, name, split.truncated_src, task.max_src_len,
+                split.truncated_tgt, task.max_tgt_len, len(split),
+            )
+        return split
+
+    def plan(
+        self,
+        name: str,
+        max_tokens: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        pool_size: int = 0,
+        limit: int = 0,
+    ) -> list[np.ndarray]:
+        """This rank's batches (example indices) of one epoch of split ``name``.
+
+        ``limit`` > 0 keeps only the first ``limit`` examples (quick validation).
+        """
+        split = self.split(name)
+        src_lens, tgt_lens = split.src_lens, split.tgt_lens
+        if limit:
+            src_lens, tgt_lens = src_lens[:limit], tgt_lens[:limit]
+        batches = make_batches(src_lens, tgt_lens, max_tokens, shuffle=shuffle, seed=seed, epoch=epoch,
+                               pool_size=pool_size)
+        return shard(batches, rank, world_size)
+
+    def batches(self, name: str, plan: list[np.ndarray]) -> Iterator[Batch]:
+        """Padded batches for the index arrays of ``plan``, read from the Arrow file as needed."""
+        columns = self.split(name).dataset.select_columns(["src_ids", "tgt_ids"])
+        for indices in plan:
+            rows = columns[indices]
+            yield collate(
+                rows["src_ids"], rows["tgt_ids"], indices,
+                max_src_len=self.task.max_src_len, max_tgt_len=self.task.max_tgt_len,
+                pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+            )

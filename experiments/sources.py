@@ -1,0 +1,310 @@
+"""Raw corpora: each task split becomes an Arrow dataset of (src, tgt[, refs]) text.
+
+Loaders (``task.loader``):
+
+* ``toy_reverse``: generated in code from a seed, needs no files;
+* ``multi30k``: the gzipped line-aligned text files of Multi30k Task 1,
+  downloaded from upstream (sha256-verified) when absent from the data root;
+* ``jsonl``: gzipped JSON lines with named source / target / extra-reference
+  fields (SAMSum, AESLC);
+* ``hf``: any Hugging Face dataset, by hub name or local folder / files.
+
+Every file is validated line by line (UTF-8, non-empty, aligned counts) and
+any fault is reported as a ``DataError`` naming the file and line. A parsed
+split is saved with ``save_to_disk`` under a key derived from the content
+hashes of its files, written atomically, and memory-mapped on later runs, so
+a second run neither re-parses text nor trusts a half-written cache.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import random
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from experiments.atomic import atomic_path
+from experiments.errors import DataError
+
+CHECKSUM_DIR = Path(__file__).parent / "checksums"
+MULTI30K_URL = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/{file}"
+# Bump when the parsing below changes, so old caches are not reused.
+PARSER_VERSION = "1"
+
+datasets.disable_progress_bars()
+
+
+def default_data_root() -> Path:
+    env = os.environ.get("S2S_DATA_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "s2s-compare" / "data"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("S2S_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "s2s-compare" / "cache"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def known_checksums(name: str) -> dict[str, str]:
+    """File name -> sha256 from ``experiments/checksums/<name>.sha256``."""
+    sums = {}
+    for line in (CHECKSUM_DIR / f"{name}.sha256").read_text().splitlines():
+        digest, file = line.split()
+        sums[file] = digest
+    return sums
+
+
+@dataclass
+class RawSplit:
+    """Where a split's text comes from and the key that identifies its content."""
+
+    key: str
+    build: Any  # () -> dict[str, list], the parsed columns
+
+
+# ---------------------------------------------------------------------------
+# File reading and validation
+
+
+def read_lines(path: Path) -> list[str]:
+    """Lines of a (gzipped) UTF-8 text file, each checked to be valid and non-empty."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    lines = []
+    try:
+        with opener(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    raise DataError(
+                        f"{path}, line {number}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 4]!r}). "
+                        "Re-encode the file as UTF-8 or re-download it."
+                    ) from None
+                if not line.strip():
+                    raise DataError(
+                        f"{path}, line {number}: empty line. Every line must hold one sentence; "
+                        "remove the line from both sides of the pair."
+                    )
+                lines.append(line)
+    except (OSError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise DataError(f"{path}: cannot be read ({e}). Delete it so it is downloaded again.") from None
+    return lines
+
+
+def read_jsonl(path: Path, fields: list[str]) -> dict[str, list]:
+    """Named fields of a (gzipped) JSON-lines file; every field must be a non-empty string or list of them."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    columns: dict[str, list] = {f: [] for f in fields}
+    with opener(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            where = f"{path}, line {number}"
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise DataError(f"{where}: not valid UTF-8 (byte {e.start}). Re-encode the file as UTF-8.") from None
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: not a JSON object ({e.msg}). Each line must be one JSON object.") from None
+            missing = [name for name in fields if name not in record]
+            if missing:
+                raise DataError(
+                    f"{where}: no field {missing[0]!r}; the record has {sorted(record)}. "
+                    "Set the task's field names to ones the data has."
+                )
+            for name in fields:
+                value = record[name]
+                values = value if isinstance(value, list) else [value]
+                if not values or any(not isinstance(v, str) or not v.strip() for v in values):
+                    raise DataError(f"{where}: field {name!r} is empty. Remove the record or fill the field.")
+                columns[name].append(value)
+    return columns
+
+
+def require(path: Path, hint: str) -> Path:
+    if not path.parent.exists():
+        raise DataError(f"data root folder {path.parent} does not exist. {hint}")
+    if not path.exists():
+        raise DataError(f"missing data file {path}. {hint}")
+    return path
+
+
+def verified(path: Path, checksums: dict[str, str] | None) -> str:
+    """The file's sha256, checked against the known sums when given."""
+    digest = sha256_file(path)
+    if checksums is not None and path.name in checksums and checksums[path.name] != digest:
+        raise DataError(
+            f"{path}: sha256 {digest} does not match the published {checksums[path.name]}. "
+            "The file is corrupt or a different version: delete it to download it again, "
+            "or set task.verify_checksums=false if you changed it on purpose."
+        )
+    return digest
+
+
+def download(url: str, target: Path, expected_sha256: str | None) -> None:
+    """Fetch ``url`` to ``target`` atomically, checking its sha256 before it lands."""
+    try:
+        with atomic_path(target) as tmp, urllib.request.urlopen(url, timeout=60) as response:
+            with open(tmp, "wb") as out:
+                while block := response.read(1 << 20):
+                    out.write(block)
+            if expected_sha256 is not None and sha256_file(tmp) != expected_sha256:
+                raise DataError(f"download of {url} does not match its published sha256; try again later.")
+    except (urllib.error.URLError, OSError) as e:
+        raise DataError(
+            f"missing data file {target}, and downloading it from {url} failed ({e}). "
+            f"Connect to the internet, or copy the file there (or point S2S_DATA_DIR at a folder holding it)."
+        ) from None
+
+
+# ---------------------------------------------------------------------------
+# Loaders: each returns the RawSplit for one upstream split name.
+
+
+def toy_reverse_split(task: Any, split: str) -> RawSplit:
+    """Random "sentences" of syllable words; the target is the sentence reversed.
+
+    Deterministic in ``(toy.seed, split)``: the splits never share a seed.
+    """
+    toy = task.toy
+    sizes = {"train": toy.train_size, "valid": toy.eval_size, "test": toy.eval_size}
+    words = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"][: toy.vocab]
+    params = (PARSER_VERSION, split, sizes[split], toy.seed, toy.vocab, toy.min_len, toy.max_len)
+    key = hashlib.sha256(repr(params).encode()).hexdigest()[:16]
+
+    def build() -> dict[str, list]:
+        rng = random.Random(f"{toy.seed}-{split}")
+        src, tgt = [], []
+        for _ in range(sizes[split]):
+            sentence = [rng.choice(words) for _ in range(rng.randint(toy.min_len, toy.max_len))]
+            src.append(" ".join(sentence))
+            tgt.append(" ".join(reversed(sentence)))
+        return {"src": src, "tgt": tgt}
+
+    return RawSplit(key, build)
+
+
+def multi30k_split(task: Any, split: str, data_root: Path) -> RawSplit:
+    folder = data_root / "multi30k"
+    sums = known_checksums("multi30k")
+    paths = [folder / f"{split}.{lang}.gz" for lang in (task.src_lang, task.tgt_lang)]
+    for path in paths:
+        if not path.exists():
+            if not task.download:
+                require(path, "Set S2S_DATA_DIR (or task.data_root) to a folder holding multi30k/, "
+                        "or set task.download=true to fetch it.")
+            download(MULTI30K_URL.format(file=path.name), path, sums.get(path.name))
+    digests = [verified(p, sums if task.verify_checksums else None) for p in paths]
+    key = hashlib.sha256(repr((PARSER_VERSION, digests)).encode()).hexdigest()[:16]
+
+    def build() -> dict[str, list]:
+        src, tgt = (read_lines(p) for p in paths)
+        if len(src) != len(tgt):
+            raise DataError(
+                f"{paths[0]} has {len(src)} lines but {paths[1]} has {len(tgt)}: "
+                "the two sides must be line-aligned translations. Re-download or fix the shorter file."
+            )
+        return {"src": src, "tgt": tgt}
+
+    return RawSplit(key, build)
+
+
+def jsonl_split(task: Any, split: str, data_root: Path) -> RawSplit:
+    path = require(
+        data_root / task.dataset_dir / f"{split}.jsonl.gz",
+        f"Set S2S_DATA_DIR (or task.data_root) to a folder holding {task.dataset_dir}/ "
+        "(see the README's Data section for where to obtain it).",
+    )
+    sums = known_checksums(task.checksums) if task.checksums and task.verify_checksums else None
+    digest = verified(path, sums)
+    fields = [task.src_field, task.tgt_field]
+    key = hashlib.sha256(repr((PARSER_VERSION, digest, fields, list(task.ref_fields))).encode()).hexdigest()[:16]
+
+    def build() -> dict[str, list]:
+        with gzip.open(path, "rb") as f:
+            # Only evaluation splits carry the extra references; read them when this one has them.
+            first = json.loads(f.readline() or b"{}")
+        ref_fields = [r for r in task.ref_fields if r in first]
+        raw = read_jsonl(path, fields + ref_fields)
+        columns = {"src": raw[task.src_field], "tgt": raw[task.tgt_field]}
+        if ref_fields:
+            columns["refs"] = [
+                [t] + [r for field in ref_fields for r in (raw[field][i] if isinstance(raw[field][i], list) else [raw[field][i]])]
+                for i, t in enumerate(columns["tgt"])
+            ]
+        return columns
+
+    return RawSplit(key, build)
+
+
+def hf_split(task: Any, split: str) -> datasets.Dataset:
+    """A split of any Hugging Face dataset with its fields renamed to src / tgt.
+
+    The hub caches and memory-maps it already; nothing is copied into Python.
+    """
+    hf = task.hf
+    data_files = dict(hf.data_files) if hf.data_files else None
+    try:
+        ds = datasets.load_dataset(hf.path, hf.name, data_files=data_files, split=split)
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
+        raise DataError(f"Hugging Face dataset {hf.path!r} (config {hf.name!r}), split {split!r}: {e}") from None
+    fields = [task.src_field, task.tgt_field]
+    for field in fields:
+        top = field.split(".")[0]
+        if top not in ds.column_names:
+            raise DataError(
+                f"Hugging Face dataset {hf.path!r}, split {split!r}: no field {field!r}; "
+                f"its fields are {ds.column_names}. Set task.src_field / task.tgt_field."
+            )
+
+    def pick(batch: dict[str, list]) -> dict[str, list]:
+        out = {}
+        for name, field in (("src", task.src_field), ("tgt", task.tgt_field)):
+            top, *sub = field.split(".")
+            out[name] = [row[sub[0]] if sub else row for row in batch[top]]
+        return out
+
+    return ds.map(pick, batched=True, remove_columns=ds.column_names, desc=f"select {split} fields")
+
+
+def raw_split(task: Any, split: str, data_root: Path, cache_dir: Path) -> tuple[datasets.Dataset, str]:
+    """The Arrow dataset for upstream split ``split`` and its content key.
+
+    Built once, saved atomically under the key, and memory-mapped after that.
+    """
+    if task.loader == "hf":
+        ds = hf_split(task, split)
+        return ds, ds._fingerprint
+    loaders = {
+        "toy_reverse": lambda: toy_reverse_split(task, split),
+        "multi30k": lambda: multi30k_split(task, split, data_root),
+        "jsonl": lambda: jsonl_split(task, split, data_root),
+    }
+    raw = loaders[task.loader]()
+    target = cache_dir / "raw" / f"{task.name}-{split}-{raw.key}"
+    if not (target / "dataset_info.json").exists():
+        with atomic_path(target) as tmp:
+            datasets.Dataset.from_dict(raw.build()).save_to_disk(str(tmp))
+    return datasets.load_from_disk(str(target)), raw.key
+
+
+def iter_text(ds: datasets.Dataset, column: str, batch_size: int = 10_000) -> Iterator[str]:
+    """Stream one text column without materialising the whole split."""
+    for start in range(0, len(ds), batch_size):
+        yield from ds[start : start + batch_size][column]
