@@ -1,0 +1,227 @@
+"""Greedy and beam search for any model implementing ``models.interface.Seq2SeqModel``.
+
+Only ``encode`` and ``decode_step`` are used, and the decoding cache is handled
+generically (every tensor in it has the batch on dim 0), so the same code
+decodes the GRU and the Transformer.
+
+Length rule, shared by both searches: sentence i may emit at most
+``max_len_i = min(floor(max_len_a * src_len_i + max_len_b), max_len_cap)``
+tokens besides eos, where ``src_len_i`` counts its real source tokens; at step
+``max_len_i`` eos is forced (with the model's own log-probability for it), so
+every hypothesis ends in eos.
+
+Call ``model.eval()`` first; the searches do not change the model's mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from models.interface import Cache, Seq2SeqModel
+
+
+@dataclass
+class Hypotheses:
+    """Decoded output.
+
+    tokens: one token list per hypothesis, without bos and eos.
+    scores: (N,) log-probability of tokens + eos (float32); divided by the
+        length penalty for beam search.
+    attention: per hypothesis, the cross-attention of every decoder step that
+        emitted a token, the eos step included, restricted to the real source
+        positions: GRU (len(tokens) + 1, S_real), Transformer
+        (L, heads, len(tokens) + 1, S_real). Empty if not requested.
+
+    N is the batch size, or batch size * n_best for beam search, in which case
+    hypotheses j * n_best ... (j + 1) * n_best - 1 are sentence j's, best first.
+    """
+
+    tokens: list[list[int]]
+    scores: Tensor
+    attention: list[Tensor]
+
+
+def _max_lengths(src_mask: Tensor, a: float, b: float, cap: int | None) -> Tensor:
+    lengths = (a * src_mask.sum(dim=1) + b).long()  # (B,), floor
+    return lengths if cap is None else lengths.clamp(max=cap)
+
+
+def _log_probs(logits: Tensor, step: int, max_len: Tensor, eos_id: int) -> Tensor:
+    """Log-softmax (float32) of logits (N, V), with only eos allowed in rows at their max length."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    not_eos = torch.arange(logp.size(-1), device=logp.device) != eos_id  # (V,)
+    return logp.masked_fill((step >= max_len).unsqueeze(1) & not_eos, float("-inf"))
+
+
+def _select(cache: Cache, index: Tensor) -> Cache:
+    """Rows ``index`` of every cache tensor (batch on dim 0): expands and reorders beams."""
+    return {
+        key: [t.index_select(0, index) for t in value]
+        if isinstance(value, list)
+        else value.index_select(0, index)
+        for key, value in cache.items()
+    }
+
+
+def _hypotheses(
+    tokens: Tensor,
+    lengths: Tensor,
+    scores: Tensor,
+    attention: Tensor | None,
+    src_mask: Tensor,
+) -> Hypotheses:
+    """Cut padded outputs down to lists.
+
+    tokens (N, T) with eos at position ``lengths`` (N,); attention (N, [L, h,] T, S)
+    or None; ``src_mask`` (N, S) is the source mask of each hypothesis's sentence.
+    """
+    return Hypotheses(
+        tokens=[row[:n].tolist() for row, n in zip(tokens.cpu(), lengths.tolist())],
+        scores=scores,
+        attention=[]
+        if attention is None
+        else [a[..., : n + 1, :][..., m] for a, n, m in zip(attention, lengths.tolist(), src_mask)],
+    )
+
+
+@torch.inference_mode()
+def greedy_search(
+    model: Seq2SeqModel,
+    src: Tensor,
+    src_mask: Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_len_a: float = 1.2,
+    max_len_b: float = 10,
+    max_len_cap: int | None = None,
+    return_attention: bool = True,
+) -> Hypotheses:
+    """Most probable next token at every step; ``scores`` are unnormalised log-probabilities."""
+    B = src.size(0)
+    max_len = _max_lengths(src_mask, max_len_a, max_len_b, max_len_cap)  # (B,)
+    memory, cache = model.encode(src, src_mask)
+
+    tokens = src.new_full((B,), bos_id)
+    scores = torch.zeros(B, device=src.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=src.device)
+    out_tokens, out_attention = [], []
+    for step in range(int(max_len.max()) + 1):
+        logits, cache, attention = model.decode_step(tokens, memory, src_mask, cache)
+        logp = _log_probs(logits, step, max_len, eos_id)  # (B, V)
+        tokens = logp.argmax(dim=-1)  # (B,)
+        scores += logp.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0)
+        out_tokens.append(tokens)
+        if return_attention:
+            out_attention.append(attention)
+        finished |= tokens == eos_id
+        if finished.all():
+            break
+
+    out = torch.stack(out_tokens, dim=1)  # (B, T)
+    lengths = (out == eos_id).int().argmax(dim=1)  # first eos
+    attention = torch.stack(out_attention, dim=-2) if return_attention else None  # (B, [L, h,] T, S)
+    return _hypotheses(out, lengths, scores, attention, src_mask)
+
+
+@torch.inference_mode()
+def beam_search(
+    model: Seq2SeqModel,
+    src: Tensor,
+    src_mask: Tensor,
+    *,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int = 5,
+    length_penalty: float = 1.0,
+    max_len_a: float = 1.2,
+    max_len_b: float = 10,
+    max_len_cap: int | None = None,
+    n_best: int = 1,
+    return_attention: bool = True,
+) -> Hypotheses:
+    """Batched beam search: the B sentences x K beams run as one batch of B*K rows.
+
+    Every step ranks the 2K best expansions of each sentence by raw log-probability.
+    Those ending in eos and ranked within the top K become finished hypotheses,
+    scored ``logp / lp`` with the GNMT penalty ``lp = ((5 + n) / 6) ** length_penalty``
+    (n = tokens including eos; ``length_penalty=0`` keeps the raw sum); the best K
+    of the rest stay alive. Stopping rule: a sentence is done once it has K
+    finished hypotheses (or reaches its max length); the search stops when all are.
+    With K = 1 this is exactly greedy search.
+
+    Per-step bookkeeping is backpointers (token, parent row, attention); the
+    hypotheses are read back once at the end.
+    """
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"need 1 <= n_best <= beam_size, got n_best={n_best}, beam_size={beam_size}")
+    B, K, device = src.size(0), beam_size, src.device
+    max_len = _max_lengths(src_mask, max_len_a, max_len_b, max_len_cap)  # (B,)
+    memory, cache = model.encode(src, src_mask)
+
+    rows = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,) sentence of each row
+    memory, beam_mask, cache = memory[rows], src_mask[rows], _select(cache, rows)
+    row_max_len = max_len[rows]
+    first_row = (torch.arange(B, device=device) * K).unsqueeze(1)  # (B, 1)
+    rank = torch.arange(2 * K, device=device)  # (2K,)
+
+    tokens = src.new_full((B * K,), bos_id)
+    alive = torch.full((B, K), float("-inf"), device=device)
+    alive[:, 0] = 0.0  # the K beams start identical: expand only one of them
+    fin_scores = torch.full((B, K), float("-inf"), device=device)  # sorted, best first
+    fin_step = torch.zeros(B, K, dtype=torch.long, device=device)  # step that emitted eos
+    fin_row = first_row.expand(B, K).clone()  # row that emitted eos
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    hist_tokens, hist_parents, hist_attention = [], [], []
+
+    for step in range(int(max_len.max()) + 1):
+        logits, cache, attention = model.decode_step(tokens, memory, beam_mask, cache)
+        if return_attention:
+            hist_attention.append(attention)  # (B*K, [L, h,] S), indexed by row
+        logp = _log_probs(logits, step, row_max_len, eos_id)  # (B*K, V)
+        V = logp.size(-1)
+        cand_scores, cand = (alive.view(-1, 1) + logp).view(B, K * V).topk(2 * K, dim=1)  # (B, 2K)
+        cand_tokens = cand % V
+        cand_rows = first_row + cand // V
+        is_eos = cand_tokens == eos_id
+
+        # Finish eos candidates ranked in the top K; keep the K best finished so far.
+        finishing = is_eos & (rank < K) & ~done.unsqueeze(1) & cand_scores.isfinite()
+        penalised = cand_scores / ((5.0 + step + 1) / 6.0) ** length_penalty
+        merged = torch.cat([fin_scores, penalised.masked_fill(~finishing, float("-inf"))], dim=1)
+        fin_scores, pick = merged.topk(K, dim=1)  # (B, K)
+        fin_step = torch.cat([fin_step, torch.full_like(cand_tokens, step)], dim=1).gather(1, pick)
+        fin_row = torch.cat([fin_row, cand_rows], dim=1).gather(1, pick)
+        done |= fin_scores[:, -1].isfinite() | (step >= max_len)
+        if done.all():
+            break
+
+        # The K best non-eos candidates continue (each beam has one eos, so there are K).
+        keep = (rank + is_eos * 2 * K).topk(K, dim=1, largest=False).indices  # (B, K), by score
+        alive = cand_scores.gather(1, keep)
+        tokens = cand_tokens.gather(1, keep).view(-1)
+        parents = cand_rows.gather(1, keep).view(-1)
+        hist_tokens.append(tokens)
+        hist_parents.append(parents)
+        cache = _select(cache, parents)
+
+    # Backtrack hypothesis i from its eos at fin_step[i], emitted by row fin_row[i].
+    ends = fin_step[:, :n_best].reshape(-1)  # (N,)
+    row = fin_row[:, :n_best].reshape(-1)  # at step t: the row whose history holds positions < t
+    out_tokens, out_attention = [], []
+    for t in reversed(range(step + 1)):
+        before_end = t < ends
+        token = torch.full_like(ends, eos_id)
+        if t < len(hist_tokens):
+            token = torch.where(before_end, hist_tokens[t][row], token)
+            row = torch.where(before_end, hist_parents[t][row], row)
+        out_tokens.append(token)
+        if return_attention:
+            out_attention.append(hist_attention[t][row])
+    out = torch.stack(out_tokens[::-1], dim=1)  # (N, T), junk after eos
+    attention = torch.stack(out_attention[::-1], dim=-2) if return_attention else None
+    sentence_mask = src_mask.repeat_interleave(n_best, dim=0)  # (N, S)
+    return _hypotheses(out, ends, fin_scores[:, :n_best].reshape(-1), attention, sentence_mask)

@@ -1,0 +1,153 @@
+"""GRU encoder-decoder with attention (Bahdanau et al., 2015; Luong et al., 2015).
+
+Encoder: bidirectional multi-layer GRU over packed sequences, so padding never
+enters the recurrence. Each direction has ``hidden_size // 2`` units, making the
+memory ``hidden_size`` wide, the same as the decoder state; that keeps Luong's
+``dot`` score well defined.
+
+Decoder, per step t (Luong's "attentional" decoder, whatever the score function):
+
+    x_t = [emb(y_{t-1}); a_{t-1}]                 input feeding (a_{t-1} dropped without it)
+    h_t = GRU stack(x_t, h_{t-1})
+    c_t, alpha_t = attention(h_t, memory)
+    a_t = tanh(W_c [c_t; h_t])                    attentional vector
+    logits_t = W_out a_t
+
+``forward`` and ``decode_step`` run the very same ``_step``; ``forward`` only
+embeds the whole target and applies the output layer once at the end.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from models.attention import build_attention
+from models.interface import Cache
+
+
+class GRUSeq2Seq(nn.Module):
+    def __init__(
+        self,
+        *,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        pad_id: int,
+        emb_dim: int = 256,
+        hidden_size: int = 512,
+        enc_layers: int = 1,
+        dec_layers: int = 1,
+        attention: str = "bahdanau",
+        dropout: float = 0.3,
+        input_feeding: bool = True,
+        tie_embeddings: bool = False,
+        share_embeddings: bool = False,
+    ) -> None:
+        super().__init__()
+        if hidden_size % 2:
+            raise ValueError(f"hidden_size must be even (two encoder directions): {hidden_size}")
+        if share_embeddings and src_vocab_size != tgt_vocab_size:
+            raise ValueError(
+                "share_embeddings needs one joint vocabulary, "
+                f"got src_vocab_size={src_vocab_size}, tgt_vocab_size={tgt_vocab_size}"
+            )
+        self.pad_id = pad_id
+        self.input_feeding = input_feeding
+
+        self.src_emb = nn.Embedding(src_vocab_size, emb_dim, padding_idx=pad_id)
+        self.tgt_emb = (
+            self.src_emb
+            if share_embeddings
+            else nn.Embedding(tgt_vocab_size, emb_dim, padding_idx=pad_id)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+        self.encoder = nn.GRU(
+            emb_dim,
+            hidden_size // 2,
+            num_layers=enc_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if enc_layers > 1 else 0.0,
+        )
+        # All final encoder states (every layer, both directions) -> every decoder layer's h_0.
+        self.bridge = nn.Linear(enc_layers * hidden_size, dec_layers * hidden_size)
+
+        dec_input = emb_dim + (hidden_size if input_feeding else 0)
+        self.decoder = nn.ModuleList(
+            nn.GRUCell(dec_input if i == 0 else hidden_size, hidden_size) for i in range(dec_layers)
+        )
+        self.attention = build_attention(attention, query_dim=hidden_size, memory_dim=hidden_size)
+        self.combine = nn.Linear(2 * hidden_size, hidden_size)  # W_c: [c_t; h_t] -> a_t
+
+        # A tied output layer reuses the (V, emb_dim) target embedding, so a_t is first
+        # projected down to emb_dim.
+        tie_proj = tie_embeddings and emb_dim != hidden_size
+        self.pre_output = nn.Linear(hidden_size, emb_dim, bias=False) if tie_proj else nn.Identity()
+        self.output = nn.Linear(emb_dim if tie_embeddings else hidden_size, tgt_vocab_size)
+        if tie_embeddings:
+            self.output.weight = self.tgt_emb.weight
+
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Uniform(-0.1, 0.1) everywhere, the usual recipe for attentional GRU/LSTM NMT."""
+        for p in self.parameters():
+            nn.init.uniform_(p, -0.1, 0.1)
+        with torch.no_grad():
+            self.src_emb.weight[self.pad_id].zero_()
+            self.tgt_emb.weight[self.pad_id].zero_()
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> tuple[Tensor, Cache]:
+        B, S = src.shape
+        emb = self.dropout(self.src_emb(src))  # (B, S, E)
+        lengths = src_mask.sum(dim=1).cpu()
+        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+        out, h_n = self.encoder(packed)  # h_n: (enc_layers * 2, B, H/2), layer-major
+        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=S)  # (B, S, H)
+        final = h_n.transpose(0, 1).reshape(B, -1)  # (B, enc_layers * H)
+        h0 = torch.tanh(self.bridge(final)).chunk(len(self.decoder), dim=-1)  # dec_layers x (B, H)
+        cache: Cache = {"hidden": list(h0), "keys": self.attention.project_keys(memory)}
+        if self.input_feeding:
+            cache["feed"] = memory.new_zeros(B, memory.size(-1))  # a_0 = 0
+        return memory, cache
+
+    def _step(
+        self, emb: Tensor, memory: Tensor, src_mask: Tensor, cache: Cache
+    ) -> tuple[Tensor, Cache, Tensor]:
+        """One decoder step from the embedded previous token (B, E).
+
+        Returns the (dropped-out) attentional vector a_t (B, H), the new cache and
+        the attention weights (B, S).
+        """
+        x = torch.cat([emb, cache["feed"]], dim=-1) if self.input_feeding else emb
+        hidden = []
+        for i, cell in enumerate(self.decoder):
+            h = cell(self.dropout(x) if i > 0 else x, cache["hidden"][i])  # (B, H)
+            hidden.append(h)
+            x = h
+        context, weights = self.attention(x, cache["keys"], memory, src_mask)  # (B, H), (B, S)
+        attn_vec = self.dropout(torch.tanh(self.combine(torch.cat([context, x], dim=-1))))
+        new_cache: Cache = {"hidden": hidden, "keys": cache["keys"]}
+        if self.input_feeding:
+            new_cache["feed"] = attn_vec
+        return attn_vec, new_cache, weights
+
+    def decode_step(
+        self, tokens: Tensor, memory: Tensor, src_mask: Tensor, cache: Cache
+    ) -> tuple[Tensor, Cache, Tensor]:
+        emb = self.dropout(self.tgt_emb(tokens))  # (B, E)
+        attn_vec, cache, weights = self._step(emb, memory, src_mask, cache)
+        return self.output(self.pre_output(attn_vec)), cache, weights  # (B, V), _, (B, S)
+
+    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
+        memory, cache = self.encode(src, src_mask)
+        emb = self.dropout(self.tgt_emb(tgt_in))  # (B, T, E)
+        attn_vecs, weights = [], []
+        for t in range(tgt_in.size(1)):
+            attn_vec, cache, w = self._step(emb[:, t], memory, src_mask, cache)
+            attn_vecs.append(attn_vec)
+            weights.append(w)
+        logits = self.output(self.pre_output(torch.stack(attn_vecs, dim=1)))  # (B, T, V)
+        return logits, torch.stack(weights, dim=1)  # (B, T, V), (B, T, S)
