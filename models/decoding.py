@@ -123,7 +123,8 @@ def greedy_search(
 
     out = torch.stack(out_tokens, dim=1)  # (B, T)
     lengths = (out == eos_id).int().argmax(dim=1)  # first eos
-    attention = torch.stack(out_attention, dim=-2) if return_attention else None  # (B, [L, h,] T, S)
+    # (B, [L, h,] T, S)
+    attention = torch.stack(out_attention, dim=-2) if return_attention else None
     return _hypotheses(out, lengths, scores, attention, src_mask)
 
 
@@ -157,7 +158,7 @@ def beam_search(
     hypotheses are read back once at the end.
     """
     if not 1 <= n_best <= beam_size:
-        raise ValueError(f"need 1 <= n_best <= beam_size, got n_best={n_best}, beam_size={beam_size}")
+        raise ValueError(f"need 1 <= n_best <= beam_size, got {n_best} and {beam_size}")
     B, K, device = src.size(0), beam_size, src.device
     max_len = _max_lengths(src_mask, max_len_a, max_len_b, max_len_cap)  # (B,)
     memory, cache = model.encode(src, src_mask)

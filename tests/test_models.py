@@ -44,6 +44,15 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; several spin-waiting threads on shared cores crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
     """A small model of kind ``name`` in eval mode, deterministic given ``seed``."""
     torch.manual_seed(seed)
@@ -73,9 +82,9 @@ def decode_incrementally(model, src, src_mask, tgt_in) -> tuple[torch.Tensor, to
     memory, cache = model.encode(src, src_mask)
     logits, attention = [], []
     for t in range(tgt_in.size(1)):
-        step_logits, cache, step_attention = model.decode_step(tgt_in[:, t], memory, src_mask, cache)
+        step_logits, cache, step_attn = model.decode_step(tgt_in[:, t], memory, src_mask, cache)
         logits.append(step_logits)
-        attention.append(step_attention)
+        attention.append(step_attn)
     return torch.stack(logits, dim=1), torch.stack(attention, dim=-2)
 
 
@@ -162,6 +171,22 @@ def test_attention_is_a_distribution_over_real_source(config):
         torch.testing.assert_close(attn.sum(dim=1), torch.ones_like(attn.sum(dim=1)))
         assert (attn[~mask] == 0).all()
         assert (attn[mask] > 0).all()
+
+
+def test_gru_feeds_back_the_attentional_vector_behind_the_logits():
+    model = tiny_model("gru", input_feeding=True)
+    src, src_mask, tgt_in = make_batch()
+    memory, cache = model.encode(src, src_mask)
+    assert (cache["feed"] == 0).all()
+    for t in range(tgt_in.size(1)):
+        logits, cache, _ = model.decode_step(tgt_in[:, t], memory, src_mask, cache)
+        torch.testing.assert_close(model.output(model.pre_output(cache["feed"])), logits)
+    # And the fed vector matters: the next step's output changes without it.
+    zeroed = {**cache, "feed": torch.zeros_like(cache["feed"])}
+    assert not torch.equal(
+        model.decode_step(tgt_in[:, 0], memory, src_mask, cache)[0],
+        model.decode_step(tgt_in[:, 0], memory, src_mask, zeroed)[0],
+    )
 
 
 def test_dropout_is_active_in_training_only():

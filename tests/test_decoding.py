@@ -1,0 +1,160 @@
+"""Greedy and beam search: agreement, ordering, scoring, batching and the length rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import beam_search, greedy_search
+# tests/ is on sys.path under pytest; one_thread is an autouse fixture.
+from test_models import BOS, EOS, PAD, make_batch, one_thread, tiny_model  # noqa: F401
+
+UNK, A, B = 0, 4, 5
+
+
+class GardenPathModel:
+    """A bigram model (no nn.Module) on which greedy search goes wrong.
+
+    From bos, A (0.6) beats B (0.4), but A continues with A 0.45, B 0.3, eos 0.25
+    while B is followed by eos with 0.9. Best sequences: [B] (0.36), then [A, B]
+    (0.6 * 0.3 * 0.9 = 0.162). Greedy keeps taking A until its length limit.
+    Its cache holds both a tensor and a list, like the real models'.
+    """
+
+    pad_id = PAD
+    vocab = 6
+
+    def __init__(self) -> None:
+        probs = torch.full((self.vocab, self.vocab), 1e-6)
+        probs[BOS, A], probs[BOS, B] = 0.6, 0.4
+        probs[A, A], probs[A, B], probs[A, EOS] = 0.45, 0.3, 0.25
+        probs[B, EOS], probs[B, A], probs[B, B] = 0.9, 0.05, 0.05
+        self.log_probs = (probs / probs.sum(dim=1, keepdim=True)).log()
+
+    def encode(self, src, src_mask):
+        B = src.size(0)
+        cache = {"steps": torch.zeros(B), "history": [src.new_zeros(B, 0)]}
+        return src_mask.float().unsqueeze(-1), cache  # memory (B, S, 1)
+
+    def decode_step(self, tokens, memory, src_mask, cache):
+        history = torch.cat([cache["history"][0], tokens.unsqueeze(1)], dim=1)
+        cache = {"steps": cache["steps"] + 1, "history": [history]}
+        attention = src_mask.float() / src_mask.sum(dim=1, keepdim=True)  # uniform over real tokens
+        return self.log_probs[tokens], cache, attention
+
+
+def garden_path_batch(src_lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    src_mask = torch.arange(max(src_lengths)) < torch.tensor(src_lengths).unsqueeze(1)
+    return torch.full(src_mask.shape, 7).masked_fill(~src_mask, PAD), src_mask
+
+
+def test_beam_search_finds_what_greedy_misses():
+    model = GardenPathModel()
+    src, src_mask = garden_path_batch([3])
+    greedy = greedy_search(model, src, src_mask, bos_id=BOS, eos_id=EOS, max_len_a=1.0, max_len_b=2)
+    assert greedy.tokens == [[A] * 5]
+
+    beam = beam_search(
+        model, src, src_mask, bos_id=BOS, eos_id=EOS, beam_size=2, length_penalty=0.0, n_best=2
+    )
+    assert beam.tokens == [[B], [A, B]]
+    torch.testing.assert_close(beam.scores, torch.tensor([0.36, 0.162]).log())
+    assert beam.scores[0] > greedy.scores[0]
+
+
+def test_length_limit_is_a_times_real_source_length_plus_b_then_eos():
+    model = GardenPathModel()
+    src, src_mask = garden_path_batch([1, 4, 10])
+    hyps = greedy_search(model, src, src_mask, bos_id=BOS, eos_id=EOS, max_len_a=0.5, max_len_b=2)
+    assert [len(t) for t in hyps.tokens] == [2, 4, 7]  # floor(0.5 * n + 2)
+    lp = model.log_probs
+    expected = [lp[BOS, A] + (n - 1) * lp[A, A] + lp[A, EOS] for n in (2, 4, 7)]
+    torch.testing.assert_close(hyps.scores, torch.tensor(expected))  # forced eos scored too
+
+    capped = greedy_search(
+        model, src, src_mask, bos_id=BOS, eos_id=EOS, max_len_a=0.5, max_len_b=2, max_len_cap=3
+    )
+    assert [len(t) for t in capped.tokens] == [2, 3, 3]
+
+
+# A GRU and a Transformer configuration; tests/test_models.py covers the others.
+MODEL_KINDS = pytest.mark.parametrize(
+    "name, overrides",
+    [("gru", {"attention": "bahdanau"}), ("transformer", {"norm": "pre"})],
+    ids=["gru", "transformer"],
+)
+
+
+@MODEL_KINDS
+def test_beam_size_one_is_greedy(name, overrides):
+    model = tiny_model(name, **overrides)
+    src, src_mask, _ = make_batch([7, 4, 1, 6, 3])
+    greedy = greedy_search(model, src, src_mask, bos_id=BOS, eos_id=EOS)
+    beam = beam_search(
+        model, src, src_mask, bos_id=BOS, eos_id=EOS, beam_size=1, length_penalty=0.0
+    )
+    assert beam.tokens == greedy.tokens
+    torch.testing.assert_close(beam.scores, greedy.scores)
+    for b, g in zip(beam.attention, greedy.attention):
+        torch.testing.assert_close(b, g)
+
+
+@MODEL_KINDS
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_beam_hypotheses_are_sorted_and_rescore_under_forward(name, overrides, length_penalty):
+    """Every returned hypothesis's score and attention are what teacher forcing gives for it."""
+    model = tiny_model(name, **overrides)
+    src, src_mask, _ = make_batch([7, 4, 1])
+    K = 4
+    hyps = beam_search(
+        model, src, src_mask, bos_id=BOS, eos_id=EOS, beam_size=K, n_best=K,
+        length_penalty=length_penalty, max_len_a=0.0, max_len_b=6,
+    )
+    assert len(hyps.tokens) == len(hyps.attention) == hyps.scores.numel() == 3 * K
+    for i, tokens in enumerate(hyps.tokens):
+        j = i // K  # sentence
+        n_src = int(src_mask[j].sum())
+        alone, alone_mask = src[j : j + 1, :n_src], src_mask[j : j + 1, :n_src]
+        logits, attention = model(alone, alone_mask, torch.tensor([[BOS] + tokens]))
+        logp = logits.log_softmax(dim=-1)[0].gather(1, torch.tensor([tokens + [EOS]]).T).sum()
+        lp = ((5 + len(tokens) + 1) / 6) ** length_penalty
+        torch.testing.assert_close(hyps.scores[i], logp / lp, atol=1e-4, rtol=0)
+        torch.testing.assert_close(hyps.attention[i], attention[0], atol=1e-5, rtol=0)
+    for j in range(3):
+        scores = hyps.scores[j * K : (j + 1) * K]
+        assert (scores[:-1] >= scores[1:]).all()
+        assert len({tuple(t) for t in hyps.tokens[j * K : (j + 1) * K]}) == K
+
+
+@MODEL_KINDS
+def test_decoding_a_sentence_does_not_depend_on_its_batch(name, overrides):
+    model = tiny_model(name, **overrides)
+    src, src_mask, _ = make_batch([7, 2, 5, 3], seed=3)
+    for search, kwargs in [(greedy_search, {}), (beam_search, {"beam_size": 3})]:
+        batched = search(model, src, src_mask, bos_id=BOS, eos_id=EOS, **kwargs)
+        for j in range(src.size(0)):
+            n_src = int(src_mask[j].sum())
+            alone = search(
+                model, src[j : j + 1, :n_src], src_mask[j : j + 1, :n_src],
+                bos_id=BOS, eos_id=EOS, **kwargs,
+            )
+            assert alone.tokens[0] == batched.tokens[j]
+            torch.testing.assert_close(alone.scores[0], batched.scores[j], atol=1e-4, rtol=0)
+            torch.testing.assert_close(alone.attention[0], batched.attention[j], atol=1e-5, rtol=0)
+
+
+@MODEL_KINDS
+def test_attention_can_be_left_out(name, overrides):
+    model = tiny_model(name, **overrides)
+    src, src_mask, _ = make_batch()
+    for search in (greedy_search, beam_search):
+        full = search(model, src, src_mask, bos_id=BOS, eos_id=EOS)
+        bare = search(model, src, src_mask, bos_id=BOS, eos_id=EOS, return_attention=False)
+        assert bare.attention == []
+        assert bare.tokens == full.tokens
+
+
+def test_n_best_cannot_exceed_beam_size():
+    src, src_mask = garden_path_batch([2])
+    with pytest.raises(ValueError, match="n_best"):
+        beam_search(GardenPathModel(), src, src_mask, bos_id=BOS, eos_id=EOS, beam_size=2, n_best=3)
