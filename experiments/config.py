@@ -98,13 +98,13 @@ class GRUConfig:
     name: str = "gru"
     emb_dim: int = 256
     hidden_size: int = 512
-    enc_layers: int = 1
+    enc_layers: int = 2
     dec_layers: int = 1
     attention: GRUAttention = GRUAttention.bahdanau
     dropout: float = 0.3
     input_feeding: bool = True
-    tie_embeddings: bool = False
-    share_embeddings: bool = False
+    tie_embeddings: bool = True
+    share_embeddings: bool = True
 
 
 class Positions(str, Enum):

@@ -1,0 +1,27 @@
+# make run   : fresh machine -> virtualenv -> install -> train a small model on the toy task, print BLEU
+# make test  : the test suite (real-data tests read $S2S_DATA_DIR, default ../shared/data)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export S2S_DATA_DIR ?= $(abspath ../shared/data)
+export WANDB_MODE ?= offline
+
+.PHONY: install run test reproduce bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build first: a bare torch requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,sweep]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/s2s-train experiment=quickstart
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,160 @@
+"""Decode a split and score it: shared by validation, the final test and ``s2s-eval``.
+
+``s2s-eval <run dir or checkpoint> split=test decoding.beam_size=5`` decodes
+a split with a trained model and writes the hypotheses and a metrics JSON
+(with the sacreBLEU signature) beside the checkpoint's run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from experiments import checkpoint, metrics
+from experiments.atomic import write_text
+from experiments.data import TaskData
+from experiments.errors import ConfigError, UserError
+from models import beam_search, greedy_search
+
+log = logging.getLogger(__name__)
+
+
+def sequence_loss(logits: torch.Tensor, target: torch.Tensor, pad_id: int, label_smoothing: float) -> torch.Tensor:
+    """Summed (label-smoothed) cross-entropy over non-pad target tokens. logits (B,T,V), target (B,T)."""
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)),
+        target.reshape(-1),
+        ignore_index=pad_id,
+        label_smoothing=label_smoothing,
+        reduction="sum",
+    )
+
+
+@torch.inference_mode()
+def split_loss(model: torch.nn.Module, data: TaskData, split: str, batch_tokens: int, device: torch.device,
+               autocast: Any) -> dict[str, float]:
+    """Teacher-forced cross-entropy per target token (no smoothing) and perplexity."""
+    model.eval()
+    total, tokens = 0.0, 0
+    plan = data.plan(split, batch_tokens, shuffle=False)
+    for batch in data.batches(split, plan):
+        batch = batch.to(device)
+        with autocast():
+            logits, _ = model(batch.src, batch.src_mask, batch.tgt_in)
+        total += float(sequence_loss(logits, batch.tgt_out, data.pad_id, 0.0))
+        tokens += batch.n_tgt_tokens
+    loss = total / max(tokens, 1)
+    return {"loss": loss, "ppl": float(torch.tensor(loss).exp())}
+
+
+@dataclass
+class Decoded:
+    hypotheses: list[str]  # detokenized, in split order
+    token_ids: list[list[int]]
+    seconds: float
+
+
+@torch.inference_mode()
+def decode_split(model: torch.nn.Module, data: TaskData, split: str, decoding: Any, device: torch.device,
+                 autocast: Any, *, beam_size: int | None = None, limit: int = 0) -> Decoded:
+    """Greedy (beam 1) or beam search over a split, batched by length; outputs back in split order."""
+    model.eval()
+    beam = beam_size or decoding.beam_size
+    n = limit or len(data.split(split))
+    out: list[list[int]] = [[] for _ in range(n)]
+    start = time.perf_counter()
+    plan = data.plan(split, max(decoding.batch_tokens // beam, 1), shuffle=False, limit=limit)
+    for batch in data.batches(split, plan):
+        batch = batch.to(device)
+        common = dict(bos_id=data.bos_id, eos_id=data.eos_id, max_len_a=decoding.max_len_a,
+                      max_len_b=decoding.max_len_b, return_attention=False)
+        with autocast():
+            if beam == 1:
+                hyps = greedy_search(model, batch.src, batch.src_mask, **common)
+            else:
+                hyps = beam_search(model, batch.src, batch.src_mask, beam_size=beam,
+                                   length_penalty=decoding.length_penalty, **common)
+        for i, tokens in zip(batch.indices.tolist(), hyps.tokens):
+            out[i] = tokens
+    seconds = time.perf_counter() - start
+    return Decoded(data.tokenizer.decode_tgt(out), out, seconds)
+
+
+def score(data: TaskData, split: str, hypotheses: list[str]) -> dict[str, Any]:
+    refs = data.split(split).references()[: len(hypotheses)]
+    return metrics.task_metrics(str(data.task.kind.value), hypotheses, refs)
+
+
+# ---------------------------------------------------------------------------
+# s2s-eval
+
+
+def evaluate_checkpoint(target: str, overrides: list[str]) -> dict[str, Any]:
+    from experiments.trainer import autocast_for, build_model  # the trainer imports this module
+    from experiments.config import validate
+    from experiments.runtime import pick_device
+
+    state = checkpoint.load(target)
+    cfg = OmegaConf.create(state["config"])
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"overrides must look like key=value, got {bad}")
+    split = "test"
+    rest = []
+    for override in overrides:
+        key, value = override.split("=", 1)
+        if key == "split":
+            split = value
+        else:
+            rest.append(override)
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest))
+    except Exception as e:  # noqa: BLE001 - OmegaConf's errors name the key
+        raise ConfigError(f"bad override in {rest}: {e}") from None
+    cfg = validate(cfg)
+    run_dir = Path(target) if Path(target).is_dir() else Path(target).resolve().parent.parent
+    data = TaskData(cfg.task, cfg.cache_dir, tokenizer_dir=run_dir / "tokenizer")
+    data.split(split)  # unknown split names fail here, listing the valid ones
+    device = pick_device(cfg.trainer.device)
+    model = build_model(cfg.model, data).to(device)
+    model.load_state_dict(state["model"])
+    autocast = autocast_for(device, cfg.trainer.precision)
+    decoded = decode_split(model, data, split, cfg.decoding, device, autocast)
+    result = {
+        "split": split,
+        "checkpoint": str(target),
+        "step": state["trainer"]["step"],
+        "beam_size": cfg.decoding.beam_size,
+        "length_penalty": cfg.decoding.length_penalty,
+        "decode_seconds": decoded.seconds,
+        **score(data, split, decoded.hypotheses),
+    }
+    out = run_dir / "eval"
+    stem = f"{split}-beam{cfg.decoding.beam_size}"
+    write_text(out / f"{stem}.txt", "\n".join(decoded.hypotheses) + "\n")
+    write_text(out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: s2s-eval RUN_DIR_OR_CHECKPOINT [split=test] [decoding.beam_size=5] [key=value ...]")
+        sys.exit(0 if args else 2)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        result = evaluate_checkpoint(args[0], args[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(result, indent=2))
+

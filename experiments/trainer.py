@@ -1,0 +1,325 @@
+"""One training loop for both models and every task.
+
+Label-smoothed cross-entropy over token-budget batches, AdamW, a warmup /
+inverse-sqrt / plateau schedule, gradient clipping and accumulation, bf16
+autocast and ``torch.compile`` as switches; validation (loss, perplexity and
+the task metric on decoded text) every ``eval_every`` updates, early stopping
+and best-checkpoint selection on that metric; checkpoints that let a killed
+run resume exactly; the final test decode with the best checkpoint.
+
+Run folder (Hydra's output directory)::
+
+    config.yaml          the resolved config
+    metrics.jsonl        one JSON object per log / validation / test event
+    hyps/                validation hypotheses per validation, test hypotheses
+    checkpoints/         best.pt and last.pt
+    tokenizer/           the SentencePiece models the run used
+    results.json         the summary that s2s-tables collects
+    wandb/               the W&B run (offline unless logged in)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from experiments import checkpoint, metrics
+from experiments.atomic import write_text
+from experiments.data import TaskData
+from experiments.evaluate import decode_split, score, sequence_loss, split_loss
+from experiments.runtime import git_commit, hardware, pick_device, seed_everything, set_threads
+from experiments.tokenizer import save as save_tokenizer
+from experiments.tracking import Tracker
+from models import MODELS, count_parameters
+
+log = logging.getLogger(__name__)
+
+
+def build_model(model_cfg: DictConfig, data: TaskData) -> torch.nn.Module:
+    kwargs = {k: (v.value if hasattr(v, "value") else v) for k, v in OmegaConf.to_container(model_cfg).items()}
+    name = kwargs.pop("name")
+    return MODELS[name](src_vocab_size=data.src_vocab_size, tgt_vocab_size=data.tgt_vocab_size,
+                        pad_id=data.pad_id, **kwargs)
+
+
+def autocast_for(device: torch.device, precision: Any) -> Callable[[], contextlib.AbstractContextManager]:
+    """bf16 autocast on CPU or CUDA when asked for; fp32 otherwise."""
+    enabled = str(getattr(precision, "value", precision)) == "bf16"
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Any, device: torch.device) -> torch.optim.Optimizer:
+    fused = bool(cfg.fused_adamw and device.type == "cuda")
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                             fused=fused)
+
+
+def lr_factor(step: int, cfg: Any) -> float:
+    """Multiplier of the peak lr after ``step`` updates: linear warmup, then constant or 1/sqrt decay."""
+    step = max(step, 1)
+    warmup = max(cfg.warmup_steps, 1)
+    if step < warmup:
+        return step / warmup
+    if cfg.schedule == "inverse_sqrt":
+        return math.sqrt(warmup / step)
+    return 1.0
+
+
+@dataclass
+class Progress:
+    """Counters that, with the RNG state and the seed, fix the rest of a run."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float = -math.inf
+    best_step: int = 0
+    bad_evals: int = 0
+    tokens: int = 0
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: Path, data: TaskData | None = None) -> None:
+        self.cfg = cfg
+        self.tc = cfg.trainer
+        self.run_dir = Path(run_dir)
+        self.device = pick_device(self.tc.device)
+        self.threads = set_threads(self.tc.num_threads) if self.device.type == "cpu" else torch.get_num_threads()
+        seed_everything(cfg.seed)
+        self.data = data or TaskData(cfg.task, cfg.cache_dir, tokenizer_dir=self.run_dir / "tokenizer")
+        save_tokenizer(self.data.tokenizer, self.run_dir / "tokenizer")
+        self.kind = str(cfg.task.kind.value)
+        self.primary = metrics.PRIMARY[self.kind]
+        self.model = build_model(cfg.model, self.data).to(self.device)
+        self.n_params = count_parameters(self.model)
+        self.forward = torch.compile(self.model) if self.tc.compile else self.model
+        self.autocast = autocast_for(self.device, self.tc.precision)
+        self.optimizer = make_optimizer(self.model, self.tc, self.device)
+        self.warmup = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.tc))
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="max", factor=self.tc.plateau_factor, patience=self.tc.plateau_patience,
+            min_lr=self.tc.min_lr)
+        self.progress = Progress()
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.metrics_file = self.run_dir / "metrics.jsonl"
+        write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        if self.tc.resume and (self.ckpt_dir / "last.pt").exists():
+            self.restore(self.ckpt_dir / "last.pt")
+        elif self.metrics_file.exists():
+            self.metrics_file.unlink()
+        self.tracker = Tracker(cfg.logger, self.run_dir, OmegaConf.to_container(cfg, resolve=True),
+                               name=f"{cfg.task.name}-{cfg.model.name}-s{cfg.seed}")
+        self.tracker.summary({"params": self.n_params})
+        log.info("%s: %s parameters on %s (%d threads)", cfg.model.name, f"{self.n_params:,}", self.device, self.threads)
+
+    # ------------------------------------------------------------------ state
+
+    def state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "warmup": self.warmup.state_dict(),
+            "plateau": self.plateau.state_dict(),
+            "trainer": asdict(self.progress),
+            "rng": rng,
+            "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
+            "params": self.n_params,
+        }
+
+    def restore(self, path: Path) -> None:
+        state = checkpoint.load(path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.warmup.load_state_dict(state["warmup"])
+        self.plateau.load_state_dict(state["plateau"])
+        self.progress = Progress(**state["trainer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        # Forget events logged after the checkpoint: the resumed run logs them again.
+        if self.metrics_file.exists():
+            kept = [line for line in self.metrics_file.read_text().splitlines()
+                    if json.loads(line)["step"] <= self.progress.step]
+            write_text(self.metrics_file, "".join(line + "\n" for line in kept))
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.progress.step,
+                 self.progress.epoch, self.progress.batch_in_epoch)
+
+    def record(self, event: str, values: dict[str, Any]) -> None:
+        row = {"event": event, "step": self.progress.step, **values}
+        with open(self.metrics_file, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.tracker.log({f"{event}/{k}": v for k, v in values.items() if isinstance(v, (int, float))},
+                         step=self.progress.step)
+
+    # ------------------------------------------------------------------ training
+
+    def batch_stream(self):
+        """(epoch, batch_in_epoch, batch) from where the progress counters point, epoch after epoch."""
+        p = self.progress
+        while p.epoch < self.tc.max_epochs:
+            plan = self.data.plan("train", self.tc.batch_tokens, shuffle=True, seed=self.cfg.seed, epoch=p.epoch,
+                                  pool_size=self.tc.pool_size)
+            start = p.batch_in_epoch
+            for offset, batch in enumerate(self.data.batches("train", plan[start:])):
+                yield start + offset + 1, batch
+            p.epoch += 1
+            p.batch_in_epoch = 0
+
+    def train_step(self, group: list) -> tuple[float, int]:
+        """One update from ``group`` (accumulated micro-batches); loss per target token."""
+        self.model.train()
+        tokens = sum(b.n_tgt_tokens for b in group)
+        total = 0.0
+        for batch in group:
+            batch = batch.to(self.device)
+            with self.autocast():
+                logits, _ = self.forward(batch.src, batch.src_mask, batch.tgt_in)
+            loss = sequence_loss(logits, batch.tgt_out, self.data.pad_id, self.tc.label_smoothing) / tokens
+            loss.backward()
+            total += float(loss.detach())
+        if self.tc.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.tc.schedule != "plateau" or self.progress.step < self.tc.warmup_steps:
+            self.warmup.step()
+        return total, tokens
+
+    def fit(self) -> dict[str, Any]:
+        p, tc = self.progress, self.tc
+        show = tc.progress and sys.stderr.isatty() and not os.environ.get("CI")
+        bar = tqdm(total=tc.max_steps, initial=p.step, disable=not show, dynamic_ncols=True, desc="train")
+        stream = self.batch_stream()
+        window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+        while p.step < tc.max_steps and not p.stopped_early:
+            group = []
+            for position, batch in stream:
+                group.append(batch)
+                p.batch_in_epoch = position
+                if len(group) == tc.accum_steps:
+                    break
+            if not group:
+                break  # max_epochs reached
+            started = time.perf_counter()
+            loss, tokens = self.train_step(group)
+            p.train_seconds += time.perf_counter() - started
+            p.step += 1
+            p.tokens += tokens
+            window_loss += loss * tokens
+            window_tokens += tokens
+            bar.update(1)
+            if p.step % tc.log_every == 0 or p.step == tc.max_steps:
+                elapsed = time.perf_counter() - window_start
+                values = {"loss": window_loss / window_tokens, "lr": self.optimizer.param_groups[0]["lr"],
+                          "tokens_per_s": window_tokens / elapsed, "epoch": p.epoch}
+                self.record("train", values)
+                bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{values['tokens_per_s']:.0f}")
+                if not show:
+                    log.info("step %d  loss %.4f  lr %.2e  %.0f tok/s", p.step, values["loss"], values["lr"],
+                             values["tokens_per_s"])
+                window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+            if p.step % tc.eval_every == 0 or p.step == tc.max_steps:
+                self.validate()
+                window_start = time.perf_counter()
+        bar.close()
+        if self.progress.step % tc.eval_every and self.progress.step != tc.max_steps:
+            self.validate()  # the epoch limit ended training between validations
+        return self.finish()
+
+    def validate(self) -> None:
+        p, tc = self.progress, self.tc
+        values = split_loss(self.model, self.data, "valid", tc.batch_tokens, self.device, self.autocast)
+        decoded = decode_split(self.model, self.data, "valid", self.cfg.decoding, self.device, self.autocast,
+                               beam_size=tc.val_beam_size, limit=tc.eval_max_sentences)
+        scores = score(self.data, "valid", decoded.hypotheses)
+        values.update(scores)
+        value = scores[self.primary]
+        improved = value > p.best
+        if improved:
+            p.best, p.best_step, p.bad_evals = value, p.step, 0
+        else:
+            p.bad_evals += 1
+        if tc.schedule == "plateau" and p.step >= tc.warmup_steps:
+            self.plateau.step(value)
+        if tc.early_stopping_patience and p.bad_evals >= tc.early_stopping_patience:
+            p.stopped_early = True
+        write_text(self.run_dir / "hyps" / f"valid-step{p.step}.txt", "\n".join(decoded.hypotheses) + "\n")
+        self.record("valid", values)
+        log.info("valid step %d  loss %.4f  ppl %.2f  %s %.2f%s", p.step, values["loss"], values["ppl"],
+                 self.primary, value, "  (best)" if improved else "")
+        state = self.state()
+        if improved:
+            checkpoint.save(state, self.ckpt_dir / "best.pt")
+        checkpoint.save(state, self.ckpt_dir / "last.pt")
+
+    def test_splits(self) -> list[str]:
+        return [name for name in self.cfg.task.splits if name not in ("train", "valid")]
+
+    def finish(self) -> dict[str, Any]:
+        """Decode the test splits with the best checkpoint; write results.json; close W&B."""
+        p = self.progress
+        best = checkpoint.load(self.ckpt_dir / "best.pt", map_location=self.device)
+        self.model.load_state_dict(best["model"])
+        tests: dict[str, Any] = {}
+        if self.tc.test_after_training:
+            for split in self.test_splits():
+                decoded = decode_split(self.model, self.data, split, self.cfg.decoding, self.device, self.autocast)
+                tests[split] = {**score(self.data, split, decoded.hypotheses), "decode_seconds": decoded.seconds}
+                write_text(self.run_dir / "hyps" / f"{split}-beam{self.cfg.decoding.beam_size}.txt",
+                           "\n".join(decoded.hypotheses) + "\n")
+                self.record(split, tests[split])
+                if split == "test":
+                    self.log_samples(split, decoded.hypotheses)
+        results = {
+            "task": self.cfg.task.name,
+            "kind": self.kind,
+            "model": self.cfg.model.name,
+            "experiment": self.cfg.experiment,
+            "seed": self.cfg.seed,
+            "params": self.n_params,
+            "steps": p.step,
+            "epochs": p.epoch,
+            "best_step": p.best_step,
+            "stopped_early": p.stopped_early,
+            f"valid_{self.primary}": p.best,
+            "train_seconds": p.train_seconds,
+            "train_tokens_per_s": p.tokens / p.train_seconds if p.train_seconds else 0.0,
+            "test": tests,
+            "beam_size": self.cfg.decoding.beam_size,
+            "truncated": {name: {"src": s.truncated_src, "tgt": s.truncated_tgt}
+                          for name, s in self.data._splits.items()},
+            "hardware": hardware(self.device),
+            "precision": str(self.tc.precision.value),
+            "commit": git_commit(),
+            "run_dir": str(self.run_dir),
+        }
+        write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        self.tracker.summary({f"test/{split}/{k}": v for split, vals in tests.items() for k, v in vals.items()}
+                             | {"best_step": p.best_step, f"valid/best_{self.primary}": p.best})
+        self.tracker.finish()
+        return results
+
+    def log_samples(self, split: str, hypotheses: list[str]) -> None:
+        n = min(self.cfg.logger.samples, len(hypotheses))
+        if not n:
+            return
+        data = self.data.split(split).dataset.select(range(n))
+        rows = [[src, tgt, hyp] for src, tgt, hyp in zip(data["src"], data["tgt"], hypotheses[:n])]
+        self.tracker.table(f"{split}/samples", ["source", "reference", "hypothesis"], rows, step=self.progress.step)

@@ -1,0 +1,222 @@
+"""The trainer end to end on CPU: configs, training, metrics, W&B, checkpoints, resume, s2s-eval."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sacrebleu
+import torch
+from hydra.errors import ConfigCompositionException
+
+from experiments import checkpoint
+from experiments.config import check_override_keys, validate
+from experiments.errors import CheckpointError, ConfigError
+from experiments.evaluate import evaluate_checkpoint
+from experiments.train import run
+from tests.conftest import CONF, REPO, compose_cfg
+
+TINY = [
+    "task=toy_reverse",
+    "task.toy.train_size=2000",
+    "task.toy.eval_size=100",
+    "model=transformer",
+    "model.d_model=32",
+    "model.heads=2",
+    "model.ff_size=64",
+    "model.enc_layers=1",
+    "model.dec_layers=1",
+    "trainer=debug",
+    "trainer.max_steps=60",
+    "trainer.eval_every=20",
+    "trainer.warmup_steps=20",
+    "trainer.lr=3e-3",
+    "trainer.batch_tokens=1024",
+    "trainer.num_threads=1",
+    "decoding.beam_size=2",
+    "logger.mode=offline",
+]
+
+
+def names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("task", names("task"))
+@pytest.mark.parametrize("model", names("model"))
+@pytest.mark.parametrize("trainer", names("trainer"))
+def test_every_task_model_trainer_combination_composes(task: str, model: str, trainer: str) -> None:
+    cfg = validate(compose_cfg([f"task={task}", f"model={model}", f"trainer={trainer}"]))
+    assert cfg.task.name == task and cfg.model.name == model
+    assert set(cfg.task.splits) >= {"train", "valid", "test"}
+
+
+@pytest.mark.parametrize("experiment", names("experiment"))
+def test_every_experiment_preset_composes(experiment: str) -> None:
+    cfg = validate(compose_cfg([f"experiment={experiment}"]))
+    assert cfg.experiment == experiment
+
+
+def test_misspelled_key_names_the_valid_keys() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'trainer.lrr'. Did you mean 'trainer.lr'\?.*warmup_steps"):
+        check_override_keys(["trainer.lrr=1e-3"])
+    with pytest.raises(ConfigError, match=r"'model.hiden'.*Did you mean 'model.hidden_size'"):
+        check_override_keys(["model=gru", "model.hiden=3"])
+    check_override_keys(["trainer.lr=1e-3", "model=gru", "model.hidden_size=3", "task.splits.extra=x"])
+    cfg = compose_cfg([])
+    cfg.trainer._set_flag("struct", False)
+    cfg.trainer.lrr = 1.0  # a typo that reached the config some other way (a YAML file)
+    with pytest.raises(ConfigError, match=r"unknown config key 'trainer.lrr'.*Valid keys here"):
+        validate(cfg)
+
+
+def test_bad_value_lists_the_choices() -> None:
+    for override, choices in (("trainer.precision=fp16", r"Invalid value 'fp16', expected one of \[fp32, bf16\]"),
+                              ("model.attention=dot", r"expected one of \[bahdanau, luong_dot, luong_general\]")):
+        with pytest.raises(ConfigCompositionException, match=f"Error merging override {override}") as error:
+            compose_cfg(["model=gru", override])
+        assert re.search(choices, str(error.value.__cause__))
+    with pytest.raises(ConfigError, match=r"trainer.batch_tokens=0 must be at least 1"):
+        validate(compose_cfg(["trainer.batch_tokens=0"]))
+
+
+def test_cli_reports_a_bad_key_without_a_traceback() -> None:
+    result = subprocess.run([sys.executable, "-m", "experiments.train", "trainer.lrr=1"], capture_output=True,
+                            text=True, cwd=REPO)
+    assert result.returncode == 2
+    assert "Did you mean 'trainer.lr'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> tuple[Path, dict]:
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = compose_cfg(TINY + [f"cache_dir={shared_cache}"])
+    return run_dir, run(cfg, run_dir)
+
+
+def test_short_training_lowers_the_loss_and_scores_bleu(trained: tuple[Path, dict]) -> None:
+    run_dir, results = trained
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r["loss"] for r in rows if r["event"] == "train"]
+    assert train[-1] < 0.8 * train[0]
+    assert results["test"]["test"]["bleu"] > 0
+    assert {"config.yaml", "results.json", "metrics.jsonl"} <= {p.name for p in run_dir.iterdir()}
+    assert (run_dir / "checkpoints" / "best.pt").exists() and (run_dir / "checkpoints" / "last.pt").exists()
+    assert (run_dir / "hyps" / "valid-step20.txt").exists()
+
+
+def test_reported_bleu_equals_sacrebleu_on_the_written_hypotheses(trained: tuple[Path, dict]) -> None:
+    run_dir, results = trained
+    from experiments.data import TaskData
+
+    hyps = (run_dir / "hyps" / "test-beam2.txt").read_text().splitlines()
+    cfg = validate(compose_cfg(TINY))
+    refs = TaskData(cfg.task, results_cache(run_dir)).split("test").dataset["tgt"]
+    direct = sacrebleu.corpus_bleu(hyps, [refs])
+    assert results["test"]["test"]["bleu"] == pytest.approx(direct.score, abs=1e-9)
+    assert "tok:13a" in results["test"]["test"]["bleu_signature"]
+
+
+def results_cache(run_dir: Path) -> str:
+    import yaml
+
+    return yaml.safe_load((run_dir / "config.yaml").read_text())["cache_dir"]
+
+
+def test_wandb_offline_run_holds_the_logged_keys(trained: tuple[Path, dict]) -> None:
+    run_dir, _ = trained
+    files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    content = files[0].read_bytes()
+    for key in (b"train/loss", b"valid/bleu", b"valid/ppl", b"test/test/bleu", b"test/samples", b"params"):
+        assert key in content, key
+
+
+def test_s2s_eval_decodes_a_run_and_writes_metrics(trained: tuple[Path, dict]) -> None:
+    run_dir, results = trained
+    result = evaluate_checkpoint(str(run_dir), ["split=test", "decoding.beam_size=2"])
+    assert result["bleu"] == pytest.approx(results["test"]["test"]["bleu"])
+    written = json.loads((run_dir / "eval" / "test-beam2.json").read_text())
+    assert written["bleu_signature"].startswith("nrefs:1|case:mixed")
+    assert len((run_dir / "eval" / "test-beam2.txt").read_text().splitlines()) == 100
+    with pytest.raises(Exception, match=r"no split 'dev'"):
+        evaluate_checkpoint(str(run_dir), ["split=dev"])
+
+
+def test_checkpoints_load_weights_only_and_reject_bad_files(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    run_dir, _ = trained
+    best = run_dir / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    assert state["format"] == checkpoint.FORMAT
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"truncated.pt is not a readable checkpoint"):
+        checkpoint.load(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match=r"not an s2s-compare checkpoint"):
+        checkpoint.load(foreign)
+    with pytest.raises(CheckpointError, match=r"no checkpoint at"):
+        checkpoint.load(tmp_path / "missing.pt")
+
+
+def test_a_crash_during_save_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "last.pt"
+    checkpoint.save({"step": 1}, target)
+    real_save = torch.save
+
+    def crash(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        Path(f).write_bytes(Path(f).read_bytes()[:10])  # half written when the machine dies
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        checkpoint.save({"step": 2}, target)
+    assert checkpoint.load(target)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def train_cli(run_dir: Path, cache: Path, *extra: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "experiments.train", *TINY, f"cache_dir={cache}", "logger.mode=disabled",
+            f"hydra.run.dir={run_dir}", "trainer.max_steps=80", *extra]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path, shared_cache: Path) -> None:
+    straight = train_cli(tmp_path / "straight", shared_cache)
+    assert straight.wait(timeout=300) == 0, straight.stderr.read()
+
+    killed_dir = tmp_path / "killed"
+    victim = train_cli(killed_dir, shared_cache)
+    deadline = time.time() + 300
+    while not (killed_dir / "checkpoints" / "last.pt").exists():
+        assert victim.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    resumed_from = torch.load(killed_dir / "checkpoints" / "last.pt", weights_only=True)["trainer"]["step"]
+    assert resumed_from < 80
+    resumed = train_cli(killed_dir, shared_cache, "trainer.resume=true")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+
+    a = json.loads((tmp_path / "straight" / "results.json").read_text())
+    b = json.loads((killed_dir / "results.json").read_text())
+    for key in ("steps", "best_step", "valid_bleu"):
+        assert a[key] == b[key], key
+    assert a["test"]["test"]["bleu"] == b["test"]["test"]["bleu"]
+    final_a = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    final_b = torch.load(killed_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for name in final_a:
+        assert torch.equal(final_a[name], final_b[name]), name
+    events = [json.loads(line) for line in (killed_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "valid"] == [20, 40, 60, 80]
