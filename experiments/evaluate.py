@@ -98,41 +98,57 @@ def score(data: TaskData, split: str, hypotheses: list[str]) -> dict[str, Any]:
 # s2s-eval
 
 
-def evaluate_checkpoint(target: str, overrides: list[str]) -> dict[str, Any]:
-    from experiments.trainer import autocast_for, build_model  # the trainer imports this module
+@dataclass
+class LoadedRun:
+    """A trained model with the config, data and tokenizer of its run, ready to decode."""
+
+    cfg: Any
+    data: TaskData
+    model: torch.nn.Module
+    device: torch.device
+    run_dir: Path
+    step: int
+
+
+def load_run(target: str | Path, overrides: list[str] | None = None) -> LoadedRun:
+    """Rebuild a run from a run folder (its best.pt) or a checkpoint file, with ``key=value`` overrides."""
     from experiments.config import validate
     from experiments.runtime import pick_device
+    from experiments.trainer import build_model  # the trainer imports this module
 
     state = checkpoint.load(target)
     cfg = OmegaConf.create(state["config"])
+    overrides = overrides or []
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"overrides must look like key=value, got {bad}")
-    split = "test"
-    rest = []
-    for override in overrides:
-        key, value = override.split("=", 1)
-        if key == "split":
-            split = value
-        else:
-            rest.append(override)
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest))
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
     except Exception as e:  # noqa: BLE001 - OmegaConf's errors name the key
-        raise ConfigError(f"bad override in {rest}: {e}") from None
+        raise ConfigError(f"bad override in {overrides}: {e}") from None
     cfg = validate(cfg)
     run_dir = Path(target) if Path(target).is_dir() else Path(target).resolve().parent.parent
     data = TaskData(cfg.task, cfg.cache_dir, tokenizer_dir=run_dir / "tokenizer")
-    data.split(split)  # unknown split names fail here, listing the valid ones
     device = pick_device(cfg.trainer.device)
     model = build_model(cfg.model, data).to(device)
     model.load_state_dict(state["model"])
+    model.eval()
+    return LoadedRun(cfg, data, model, device, run_dir, state["trainer"]["step"])
+
+
+def evaluate_checkpoint(target: str, overrides: list[str]) -> dict[str, Any]:
+    from experiments.trainer import autocast_for
+
+    split = next((o.split("=", 1)[1] for o in overrides if o.startswith("split=")), "test")
+    run = load_run(target, [o for o in overrides if not o.startswith("split=")])
+    cfg, data, model, device, run_dir = run.cfg, run.data, run.model, run.device, run.run_dir
+    data.split(split)  # unknown split names fail here, listing the valid ones
     autocast = autocast_for(device, cfg.trainer.precision)
     decoded = decode_split(model, data, split, cfg.decoding, device, autocast)
     result = {
         "split": split,
         "checkpoint": str(target),
-        "step": state["trainer"]["step"],
+        "step": run.step,
         "beam_size": cfg.decoding.beam_size,
         "length_penalty": cfg.decoding.length_penalty,
         "decode_seconds": decoded.seconds,
