@@ -1,5 +1,6 @@
 # make run   : fresh machine -> virtualenv -> install -> train a small model on the toy task, print BLEU
 # make test  : the test suite (real-data tests read $S2S_DATA_DIR, default ../shared/data)
+# make reproduce / make bench: the comparison tables / the speed report under results/
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export S2S_DATA_DIR ?= $(abspath ../shared/data)
@@ -22,6 +23,13 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# make reproduce EXPERIMENT=multi30k_de_en_cpu: run the preset's grid (Hydra multirun), then the tables.
+# A failed job does not stop the others; the tables are written from what finished.
+EXPERIMENT ?= multi30k_de_en_cpu
+reproduce: install
+	$(VENV)/bin/s2s-train -m experiment=$(EXPERIMENT) hydra.sweep.dir=multirun/$(EXPERIMENT); status=$$?; \
+	$(VENV)/bin/s2s-tables multirun/$(EXPERIMENT) --out results && exit $$status
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,60 @@
+"""The reproduce workflow: Hydra multirun over models and seeds, then s2s-tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.tables import main as tables_main
+from tests.conftest import REPO
+
+
+def multirun(sweep_dir: Path, cache: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.train", "-m", "experiment=smoke", f"hydra.sweep.dir={sweep_dir}",
+         f"cache_dir={cache}", *overrides],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_smoke_grid_writes_four_runs_and_a_table_that_matches_them(tmp_path: Path, shared_cache: Path) -> None:
+    result = multirun(tmp_path / "grid", shared_cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "grid").rglob("results.json"))]
+    assert sorted((r["model"], r["seed"]) for r in runs) == [("gru", 1), ("gru", 2), ("transformer", 1), ("transformer", 2)]
+
+    tables_main([str(tmp_path / "grid"), "--out", str(tmp_path / "results")])
+    rows = {row["model"]: row for row in csv.DictReader(open(tmp_path / "results" / "smoke.csv"))}
+    for model in ("gru", "transformer"):
+        bleus = [r["test"]["test"]["bleu"] for r in runs if r["model"] == model]
+        assert float(rows[model]["test_bleu_mean"]) == pytest.approx(statistics.fmean(bleus), abs=1e-9)
+        assert float(rows[model]["test_bleu_std"]) == pytest.approx(statistics.stdev(bleus), abs=1e-9)
+        assert int(rows[model]["params"]) == next(r["params"] for r in runs if r["model"] == model)
+    table = (tmp_path / "results" / "smoke.md").read_text()
+    assert "nrefs:1|case:mixed|eff:no|tok:13a" in table and "Paired bootstrap" in table
+    mean = statistics.fmean(r["test"]["test"]["bleu"] for r in runs if r["model"] == "gru")
+    assert f"{mean:.2f} ± " in table
+    assert (tmp_path / "results" / "smoke_length.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_a_failing_job_does_not_lose_the_others(tmp_path: Path, shared_cache: Path) -> None:
+    result = multirun(tmp_path / "sweep", shared_cache, "hydra.sweeper.params.seed=1", "trainer.lr=3e-3,-1")
+    assert result.returncode != 0  # the sweep reports the failure...
+    assert "trainer.lr=-1.0 must be positive" in result.stderr + result.stdout
+    done = [json.loads(p.read_text()) for p in (tmp_path / "sweep").rglob("results.json")]
+    assert sorted(r["model"] for r in done) == ["gru", "transformer"]  # ...and keeps the two good runs
+
+
+def test_tables_on_an_empty_folder_says_what_is_missing(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        tables_main([str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "no results.json under" in capsys.readouterr().err
