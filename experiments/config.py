@@ -49,7 +49,8 @@ class ToyConfig:
 class HFConfig:
     path: Optional[str] = None  # hub name, local folder, or a builder (json, parquet, csv)
     name: Optional[str] = None
-    data_files: Optional[dict[str, list[str]]] = None
+    # split -> files; empty: the files of ``path``. Not Optional: OmegaConf cannot merge a dict into a None node.
+    data_files: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,7 +59,7 @@ class TokenizerConfig:
     vocab_size: int = 8000
     joint: bool = True
     character_coverage: float = 1.0
-    max_sentences: int = 2_000_000
+    max_sentences: int = 500_000  # SentencePiece holds them while it trains: ~16 bytes a character
 
 
 @dataclass

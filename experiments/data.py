@@ -44,6 +44,17 @@ def _tokenize(batch: dict[str, list], src_model: str, tgt_model: str) -> dict[st
     }
 
 
+def spread(ds: datasets.Dataset, limit: int) -> datasets.Dataset:
+    """At most ``limit`` rows, evenly spaced over ``ds``.
+
+    Large corpora are often concatenations (WMT: Europarl, then Common Crawl,
+    then News Commentary); a tokenizer trained on a sample must see every part.
+    """
+    if len(ds) <= limit:
+        return ds
+    return ds.select(np.linspace(0, len(ds) - 1, limit).astype(np.int64))
+
+
 @dataclass
 class Split:
     """One tokenized split. Lengths are clipped to the task maxima and count eos / bos."""
@@ -81,8 +92,8 @@ class TaskData:
             self.tokenizer = load_or_train(
                 task.tokenizer,
                 self.train_key,
-                lambda: iter_text(train, "src"),
-                lambda: iter_text(train, "tgt"),
+                lambda limit: iter_text(spread(train, limit), "src"),
+                lambda limit: iter_text(spread(train, limit), "tgt"),
                 self.cache_dir,
             )
         self._splits: dict[str, Split] = {}

@@ -7,7 +7,9 @@ Loaders (``task.loader``):
   downloaded from upstream (sha256-verified) when absent from the data root;
 * ``jsonl``: gzipped JSON lines with named source / target / extra-reference
   fields (SAMSum, AESLC);
-* ``hf``: any Hugging Face dataset, by hub name or local folder / files.
+* ``hf``: any Hugging Face dataset, by hub name or local folder / files; it
+  stays in the Arrow files ``datasets`` writes (under ``<cache>/hf``), so a
+  corpus larger than memory works.
 
 Every file is validated line by line (UTF-8, non-empty, aligned counts) and
 any fault is reported as a ``DataError`` naming the file and line. A parsed
@@ -253,34 +255,38 @@ def jsonl_split(task: Any, split: str, data_root: Path) -> RawSplit:
     return RawSplit(key, build)
 
 
-def hf_split(task: Any, split: str) -> datasets.Dataset:
-    """A split of any Hugging Face dataset with its fields renamed to src / tgt.
+def hf_split(task: Any, split: str, cache_dir: Path) -> datasets.Dataset:
+    """Upstream split ``split`` of a Hugging Face dataset, its source / target fields as columns src / tgt.
 
-    The hub caches and memory-maps it already; nothing is copied into Python.
+    ``task.hf.path`` is a hub name (``wmt/wmt14``), a local folder of data
+    files, or a builder (``json``, ``parquet``, ``csv``) given
+    ``task.hf.data_files``. Nested fields are named with dots
+    (``translation.de``). The fields are picked by flattening and renaming
+    Arrow columns, so no row is copied and the result stays memory-mapped.
     """
     hf = task.hf
-    data_files = dict(hf.data_files) if hf.data_files else None
+    data_files = {name: list(files) for name, files in hf.data_files.items()} if hf.data_files else None
+    where = f"Hugging Face dataset {hf.path!r}" + (f" (config {hf.name!r})" if hf.name else "")
     try:
-        ds = datasets.load_dataset(hf.path, hf.name, data_files=data_files, split=split)
-    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
-        raise DataError(f"Hugging Face dataset {hf.path!r} (config {hf.name!r}), split {split!r}: {e}") from None
-    fields = [task.src_field, task.tgt_field]
+        ds = datasets.load_dataset(hf.path, hf.name, data_files=data_files, split=split,
+                                   cache_dir=str(cache_dir / "hf"))
+    except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
+        raise DataError(f"{where}, split {split!r}: {e}") from None
+    flat = ds.flatten()  # nested fields become columns named "translation.de"
+    fields = {task.src_field: "src", task.tgt_field: "tgt"}
     for field in fields:
-        top = field.split(".")[0]
-        if top not in ds.column_names:
+        if field not in flat.column_names:
             raise DataError(
-                f"Hugging Face dataset {hf.path!r}, split {split!r}: no field {field!r}; "
-                f"its fields are {ds.column_names}. Set task.src_field / task.tgt_field."
+                f"{where}, split {split!r}: no field {field!r}; its fields are {flat.column_names}. "
+                "Set task.src_field / task.tgt_field to two of them."
             )
-
-    def pick(batch: dict[str, list]) -> dict[str, list]:
-        out = {}
-        for name, field in (("src", task.src_field), ("tgt", task.tgt_field)):
-            top, *sub = field.split(".")
-            out[name] = [row[sub[0]] if sub else row for row in batch[top]]
-        return out
-
-    return ds.map(pick, batched=True, remove_columns=ds.column_names, desc=f"select {split} fields")
+        feature = flat.features[field]
+        if getattr(feature, "dtype", None) not in ("string", "large_string"):
+            raise DataError(f"{where}, split {split!r}: field {field!r} holds {feature}, not text.")
+        missing = flat.data.column(field).null_count
+        if missing:
+            raise DataError(f"{where}, split {split!r}: field {field!r} is missing in {missing} rows.")
+    return flat.select_columns(list(fields)).rename_columns(fields)
 
 
 def raw_split(task: Any, split: str, data_root: Path, cache_dir: Path) -> tuple[datasets.Dataset, str]:
@@ -289,8 +295,8 @@ def raw_split(task: Any, split: str, data_root: Path, cache_dir: Path) -> tuple[
     Built once, saved atomically under the key, and memory-mapped after that.
     """
     if task.loader == "hf":
-        ds = hf_split(task, split)
-        return ds, ds._fingerprint
+        ds = hf_split(task, split, cache_dir)
+        return ds, ds._fingerprint  # datasets derives it from the files (or hub revision) and the steps above
     loaders = {
         "toy_reverse": lambda: toy_reverse_split(task, split),
         "multi30k": lambda: multi30k_split(task, split, data_root),
@@ -306,5 +312,6 @@ def raw_split(task: Any, split: str, data_root: Path, cache_dir: Path) -> tuple[
 
 def iter_text(ds: datasets.Dataset, column: str, batch_size: int = 10_000) -> Iterator[str]:
     """Stream one text column without materialising the whole split."""
+    ds = ds.select_columns([column])
     for start in range(0, len(ds), batch_size):
         yield from ds[start : start + batch_size][column]

@@ -14,7 +14,7 @@ import hashlib
 import io
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,19 +94,29 @@ def lines(texts: Iterable[str]) -> Iterator[str]:
         yield from (line for line in text.split("\n") if line.strip())
 
 
-def load_or_train(
-    settings: Any, data_key: str, src_texts: Any, tgt_texts: Any, cache_dir: Path
-) -> Tokenizer:
+Texts = Callable[[int], Iterable[str]]  # limit -> at most that many training texts, spread over the split
+
+
+def sample(texts: Texts, limit: int) -> Iterator[str]:
+    """At most ``limit`` training sentences, read from at most ``limit`` texts: reading stops there."""
+    return itertools.islice(lines(texts(limit)), limit)
+
+
+def load_or_train(settings: Any, data_key: str, src_texts: Texts, tgt_texts: Texts, cache_dir: Path) -> Tokenizer:
     """The cached tokenizer for this data and these settings, trained first if absent.
 
-    ``src_texts`` / ``tgt_texts`` are zero-argument callables returning iterables
-    of training-split text, so nothing is read when the model is cached.
+    ``src_texts`` / ``tgt_texts`` give training-split text on demand, so
+    nothing is read when the model is cached, and no more than
+    ``settings.max_sentences`` sentences (half a side for a joint model) when
+    it is not: SentencePiece keeps every sentence it is given in memory.
     """
     folder = cache_dir / "spm"
+    budget = settings.max_sentences
     if settings.joint:
         path = folder / f"joint-{settings_key(settings, data_key, 'joint')}.model"
         if not path.exists():
-            train_model(lines(itertools.chain(src_texts(), tgt_texts())), settings, path)
+            sentences = itertools.chain(sample(src_texts, budget // 2), sample(tgt_texts, budget - budget // 2))
+            train_model(sentences, settings, path)
         paths = (path, path)
     else:
         paths = tuple(
@@ -114,7 +124,7 @@ def load_or_train(
         )
         for path, texts in zip(paths, (src_texts, tgt_texts)):
             if not path.exists():
-                train_model(lines(texts()), settings, path)
+                train_model(sample(texts, budget), settings, path)
     processors = [spm.SentencePieceProcessor(model_file=str(p)) for p in paths]
     return Tokenizer(processors[0], processors[1] if not settings.joint else processors[0], *paths)
 
