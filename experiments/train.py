@@ -2,6 +2,8 @@
 
     s2s-train task=multi30k_de_en model=gru
     s2s-train -m model=gru,transformer seed=1,2,3
+    torchrun --nproc-per-node 4 -m experiments.train task=wmt14_de_en trainer=gpu
+    s2s-train -m hydra/launcher=slurm hydra.launcher.nodes=2 task=wmt14_de_en trainer=gpu
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from experiments import distributed
 from experiments.config import check_override_keys, validate
 from experiments.errors import UserError
 from experiments.trainer import Trainer
@@ -23,8 +26,20 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train and test one configuration in ``run_dir``; returns the results summary."""
-    return Trainer(validate(cfg), run_dir).fit()
+    """Train and test one configuration in ``run_dir``; returns the results summary.
+
+    Every process of a distributed job calls this; they join one process group
+    and work in rank 0's ``run_dir``.
+    """
+    cfg = validate(cfg)
+    if distributed.launched_by_submitit():
+        # The launcher requeues a preempted or timed-out job into the same folder: go on from its last.pt.
+        cfg.trainer.resume = True
+    with distributed.process_group() as launch:
+        if launch.rank:
+            logging.getLogger().setLevel(logging.WARNING)  # rank 0 reports for the job
+        run_dir = Path(distributed.broadcast(str(run_dir)))
+        return Trainer(cfg, run_dir).fit()
 
 
 # An absolute path: the repo is installed in editable mode, so conf/ sits beside this package.
@@ -54,6 +69,8 @@ def main() -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if distributed.torchrun_rank() > 0:
+        sys.argv += distributed.QUIET_HYDRA
     hydra_entry()
 
 

@@ -7,6 +7,11 @@ the task metric on decoded text) every ``eval_every`` updates, early stopping
 and best-checkpoint selection on that metric; checkpoints that let a killed
 run resume exactly; the final test decode with the best checkpoint.
 
+Under ``torchrun`` or the submitit launcher the same loop runs data-parallel
+(``experiments/distributed.py``): each rank trains on its shard of every
+epoch's batches through DistributedDataParallel, and rank 0 alone validates,
+tests and writes the run folder.
+
 Run folder (Hydra's output directory)::
 
     config.yaml          the resolved config
@@ -35,9 +40,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from experiments import checkpoint, metrics
+from experiments import checkpoint, distributed, metrics
 from experiments.atomic import write_text
 from experiments.data import TaskData
+from experiments.errors import CheckpointError
 from experiments.evaluate import decode_split, score, sequence_loss, split_loss
 from experiments.runtime import git_commit, hardware, pick_device, seed_everything, set_threads
 from experiments.tokenizer import save as save_tokenizer
@@ -97,16 +103,24 @@ class Trainer:
         self.cfg = cfg
         self.tc = cfg.trainer
         self.run_dir = Path(run_dir)
-        self.device = pick_device(self.tc.device)
+        self.device = distributed.local_device(pick_device(self.tc.device))
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
         self.threads = set_threads(self.tc.num_threads) if self.device.type == "cpu" else torch.get_num_threads()
         seed_everything(cfg.seed)
-        self.data = data or TaskData(cfg.task, cfg.cache_dir, tokenizer_dir=self.run_dir / "tokenizer")
-        save_tokenizer(self.data.tokenizer, self.run_dir / "tokenizer")
+        with distributed.main_first():  # rank 0 builds the Arrow, tokenizer and token-id caches; the others read them
+            self.data = data or TaskData(cfg.task, cfg.cache_dir, tokenizer_dir=self.run_dir / "tokenizer")
+            self.data.split("train")
+            if self.is_main:
+                save_tokenizer(self.data.tokenizer, self.run_dir / "tokenizer")
         self.kind = str(cfg.task.kind.value)
         self.primary = metrics.PRIMARY[self.kind]
         self.model = build_model(cfg.model, self.data).to(self.device)
         self.n_params = count_parameters(self.model)
-        self.forward = torch.compile(self.model) if self.tc.compile else self.model
+        if self.world_size > 1:
+            torch.manual_seed(cfg.seed + self.rank)  # own dropout masks per rank; DDP copies rank 0's weights
+        self.ddp = distributed.wrap(self.model, self.device)  # the model itself in a single process
+        self.forward = torch.compile(self.ddp) if self.tc.compile else self.ddp
         self.autocast = autocast_for(self.device, self.tc.precision)
         self.optimizer = make_optimizer(self.model, self.tc, self.device)
         self.warmup = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.tc))
@@ -116,12 +130,14 @@ class Trainer:
         self.progress = Progress()
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.metrics_file = self.run_dir / "metrics.jsonl"
-        write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        if self.is_main:
+            write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
         if self.tc.resume and (self.ckpt_dir / "last.pt").exists():
             self.restore(self.ckpt_dir / "last.pt")
-        elif self.metrics_file.exists():
+        elif self.is_main and self.metrics_file.exists():
             self.metrics_file.unlink()
-        self.tracker = Tracker(cfg.logger, self.run_dir, OmegaConf.to_container(cfg, resolve=True),
+        logger = cfg.logger if self.is_main else OmegaConf.create({"mode": "disabled"})  # W&B from rank 0 only
+        self.tracker = Tracker(logger, self.run_dir, OmegaConf.to_container(cfg, resolve=True),
                                name=f"{cfg.task.name}-{cfg.model.name}-s{cfg.seed}")
         self.tracker.summary({"params": self.n_params})
         log.info("%s: %s parameters on %s (%d threads)", cfg.model.name, f"{self.n_params:,}", self.device, self.threads)
@@ -138,23 +154,31 @@ class Trainer:
             "warmup": self.warmup.state_dict(),
             "plateau": self.plateau.state_dict(),
             "trainer": asdict(self.progress),
-            "rng": rng,
+            "rng": distributed.all_gather(rng),  # one entry per rank: each resumes its own streams
+            "world_size": self.world_size,
             "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
             "params": self.n_params,
         }
 
     def restore(self, path: Path) -> None:
         state = checkpoint.load(path, map_location=self.device)
+        if state.get("world_size", 1) != self.world_size:
+            raise CheckpointError(
+                f"{path} was written by {state['world_size']} ranks and this run has {self.world_size}: their data "
+                f"shards differ, so resume it with {state['world_size']} processes"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.warmup.load_state_dict(state["warmup"])
         self.plateau.load_state_dict(state["plateau"])
         self.progress = Progress(**state["trainer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        rng = state["rng"]
+        rng = rng[self.rank] if isinstance(rng, list) else rng  # older checkpoints hold one state
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         # Forget events logged after the checkpoint: the resumed run logs them again.
-        if self.metrics_file.exists():
+        if self.is_main and self.metrics_file.exists():
             kept = [line for line in self.metrics_file.read_text().splitlines()
                     if json.loads(line)["step"] <= self.progress.step]
             write_text(self.metrics_file, "".join(line + "\n" for line in kept))
@@ -162,6 +186,8 @@ class Trainer:
                  self.progress.epoch, self.progress.batch_in_epoch)
 
     def record(self, event: str, values: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
         row = {"event": event, "step": self.progress.step, **values}
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -175,7 +201,7 @@ class Trainer:
         p = self.progress
         while p.epoch < self.tc.max_epochs:
             plan = self.data.plan("train", self.tc.batch_tokens, shuffle=True, seed=self.cfg.seed, epoch=p.epoch,
-                                  pool_size=self.tc.pool_size)
+                                  rank=self.rank, world_size=self.world_size, pool_size=self.tc.pool_size)
             start = p.batch_in_epoch
             for offset, batch in enumerate(self.data.batches("train", plan[start:])):
                 yield start + offset + 1, batch
@@ -183,16 +209,25 @@ class Trainer:
             p.batch_in_epoch = 0
 
     def train_step(self, group: list) -> tuple[float, int]:
-        """One update from ``group`` (accumulated micro-batches); loss per target token."""
+        """One update from ``group`` (accumulated micro-batches): this rank's loss share and the update's tokens.
+
+        Each rank divides its summed loss by the update's target tokens over all
+        ranks, times the number of ranks; DDP averages the ranks' gradients, so
+        the update follows sum(loss) / global tokens, as one process taking every
+        rank's batches would. The ranks' mean of the returned loss is the
+        update's loss per target token (in one process: the loss itself).
+        """
         self.model.train()
-        tokens = sum(b.n_tgt_tokens for b in group)
+        tokens = int(distributed.all_sum(sum(b.n_tgt_tokens for b in group)))
+        tokens_per_rank = tokens / self.world_size
         total = 0.0
-        for batch in group:
+        for i, batch in enumerate(group):
             batch = batch.to(self.device)
-            with self.autocast():
-                logits, _ = self.forward(batch.src, batch.src_mask, batch.tgt_in)
-            loss = sequence_loss(logits, batch.tgt_out, self.data.pad_id, self.tc.label_smoothing) / tokens
-            loss.backward()
+            with distributed.no_sync(self.ddp, skip=i < len(group) - 1):  # all-reduce once, on the last backward
+                with self.autocast():
+                    logits, _ = self.forward(batch.src, batch.src_mask, batch.tgt_in)
+                loss = sequence_loss(logits, batch.tgt_out, self.data.pad_id, self.tc.label_smoothing) / tokens_per_rank
+                loss.backward()
             total += float(loss.detach())
         if self.tc.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_norm)
@@ -204,7 +239,7 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         p, tc = self.progress, self.tc
-        show = tc.progress and sys.stderr.isatty() and not os.environ.get("CI")
+        show = tc.progress and self.is_main and sys.stderr.isatty() and not os.environ.get("CI")
         bar = tqdm(total=tc.max_steps, initial=p.step, disable=not show, dynamic_ncols=True, desc="train")
         stream = self.batch_stream()
         window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
@@ -227,8 +262,9 @@ class Trainer:
             bar.update(1)
             if p.step % tc.log_every == 0 or p.step == tc.max_steps:
                 elapsed = time.perf_counter() - window_start
-                values = {"loss": window_loss / window_tokens, "lr": self.optimizer.param_groups[0]["lr"],
-                          "tokens_per_s": window_tokens / elapsed, "epoch": p.epoch}
+                values = {"loss": distributed.mean(window_loss) / window_tokens,
+                          "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_s": window_tokens / elapsed,
+                          "epoch": p.epoch}
                 self.record("train", values)
                 bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{values['tokens_per_s']:.0f}")
                 if not show:
@@ -243,14 +279,20 @@ class Trainer:
             self.validate()  # the epoch limit ended training between validations
         return self.finish()
 
-    def validate(self) -> None:
-        p, tc = self.progress, self.tc
+    def evaluate_valid(self) -> tuple[dict[str, Any], list[str]]:
+        """Loss, perplexity and the task metrics on the validation split, and the hypotheses scored."""
+        tc = self.tc
         values = split_loss(self.model, self.data, "valid", tc.batch_tokens, self.device, self.autocast)
         decoded = decode_split(self.model, self.data, "valid", self.cfg.decoding, self.device, self.autocast,
                                beam_size=tc.val_beam_size, limit=tc.eval_max_sentences)
-        scores = score(self.data, "valid", decoded.hypotheses)
-        values.update(scores)
-        value = scores[self.primary]
+        values.update(score(self.data, "valid", decoded.hypotheses))
+        return values, decoded.hypotheses
+
+    def validate(self) -> None:
+        """Rank 0 evaluates; every rank applies its metric, so schedule, best and early stopping stay in step."""
+        p, tc = self.progress, self.tc
+        values, hypotheses = self.evaluate_valid() if self.is_main else ({}, [])
+        value = distributed.broadcast(values.get(self.primary))
         improved = value > p.best
         if improved:
             p.best, p.best_step, p.bad_evals = value, p.step, 0
@@ -260,21 +302,26 @@ class Trainer:
             self.plateau.step(value)
         if tc.early_stopping_patience and p.bad_evals >= tc.early_stopping_patience:
             p.stopped_early = True
-        write_text(self.run_dir / "hyps" / f"valid-step{p.step}.txt", "\n".join(decoded.hypotheses) + "\n")
-        self.record("valid", values)
-        log.info("valid step %d  loss %.4f  ppl %.2f  %s %.2f%s", p.step, values["loss"], values["ppl"],
-                 self.primary, value, "  (best)" if improved else "")
-        state = self.state()
-        if improved:
-            checkpoint.save(state, self.ckpt_dir / "best.pt")
-        checkpoint.save(state, self.ckpt_dir / "last.pt")
+        if self.is_main:
+            write_text(self.run_dir / "hyps" / f"valid-step{p.step}.txt", "\n".join(hypotheses) + "\n")
+            self.record("valid", values)
+            log.info("valid step %d  loss %.4f  ppl %.2f  %s %.2f%s", p.step, values["loss"], values["ppl"],
+                     self.primary, value, "  (best)" if improved else "")
+        self.save_checkpoints(improved)
+
+    def save_checkpoints(self, improved: bool) -> None:
+        state = self.state()  # every rank takes part: it gathers their RNG states
+        if self.is_main:
+            if improved:
+                checkpoint.save(state, self.ckpt_dir / "best.pt")
+            checkpoint.save(state, self.ckpt_dir / "last.pt")
+        distributed.barrier()  # no rank runs ahead of a checkpoint that is not on disk yet
 
     def test_splits(self) -> list[str]:
         return [name for name in self.cfg.task.splits if name not in ("train", "valid")]
 
-    def finish(self) -> dict[str, Any]:
-        """Decode the test splits with the best checkpoint; write results.json; close W&B."""
-        p = self.progress
+    def test(self) -> dict[str, Any]:
+        """Load the best checkpoint and decode the test splits with it (when ``test_after_training``)."""
         best = checkpoint.load(self.ckpt_dir / "best.pt", map_location=self.device)
         self.model.load_state_dict(best["model"])
         tests: dict[str, Any] = {}
@@ -287,6 +334,12 @@ class Trainer:
                 self.record(split, tests[split])
                 if split == "test":
                     self.log_samples(split, decoded.hypotheses)
+        return tests
+
+    def finish(self) -> dict[str, Any]:
+        """Test (rank 0 alone: the other ranks are done), write results.json, close W&B."""
+        p = self.progress
+        tests = self.test() if self.is_main else {}
         results = {
             "task": self.cfg.task.name,
             "kind": self.kind,
@@ -307,10 +360,12 @@ class Trainer:
                           for name, s in self.data._splits.items()},
             "hardware": hardware(self.device),
             "precision": str(self.tc.precision.value),
+            "world_size": self.world_size,
             "commit": git_commit(),
             "run_dir": str(self.run_dir),
         }
-        write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        if self.is_main:
+            write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
         self.tracker.summary({f"test/{split}/{k}": v for split, vals in tests.items() for k, v in vals.items()}
                              | {"best_step": p.best_step, f"valid/best_{self.primary}": p.best})
         self.tracker.finish()
