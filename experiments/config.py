@@ -307,7 +307,8 @@ def check_override_keys(overrides: list[str]) -> None:
         *parent, leaf = key.split(".")
         node = OmegaConf.select(schema, ".".join(parent))
         # Only dataclass nodes have a fixed key set; free dicts (task.splits) take any key.
-        if not isinstance(node, DictConfig) or OmegaConf.get_type(node) is dict or leaf in node:
+        # keys(), not ``in``: ``in`` is False for a key whose value is missing (task.name).
+        if not isinstance(node, DictConfig) or OmegaConf.get_type(node) is dict or leaf in node.keys():
             continue
         choices = list(node.keys())
         hint = difflib.get_close_matches(leaf, choices, n=1)

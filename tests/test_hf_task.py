@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from experiments import tokenizer
+from experiments.config import check_override_keys
 from experiments.data import TaskData
 from experiments.errors import DataError
 from experiments.train import run
@@ -122,6 +123,10 @@ def test_the_tokenizer_trains_on_a_capped_sample_spread_over_the_split(tmp_path:
     assert src[:2] == ["quelle 0", "zeile 0"]
     assert tgt[0] == "ziel 0" and tgt[-1] == f"ziel {n - 1}"  # spread to the end of the split, not its head
     assert len({int(s.split()[1]) for s in tgt}) == 100
+
+
+def test_a_task_can_be_named_on_the_command_line() -> None:
+    check_override_keys(["task=wmt14_de_en", "task.name=my_pairs", "task.hf.path=/data/my_pairs"])
 
 
 def test_example_tasks_point_at_the_hub_datasets(make_cfg) -> None:
