@@ -29,7 +29,11 @@ test: install
 EXPERIMENT ?= multi30k_de_en_cpu
 reproduce: install
 	$(VENV)/bin/s2s-train -m experiment=$(EXPERIMENT) hydra.sweep.dir=multirun/$(EXPERIMENT); status=$$?; \
-	$(VENV)/bin/s2s-tables multirun/$(EXPERIMENT) --out results && exit $$status
+	$(VENV)/bin/s2s-tables multirun/$(EXPERIMENT) --out results --readme README.md && exit $$status
+
+# make bench BENCH_ARGS="--joeynmt": the speed report (results/benchmarks.md, .json, bench_scaling.png).
+bench: install
+	$(VENV)/bin/s2s-bench $(BENCH_ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -184,11 +184,25 @@ def plot_lengths(name: str, kind: str, lengths: dict[str, list[dict]], path: Pat
     plt.close(fig)
 
 
+def embed(readme: Path, name: str, table: str) -> None:
+    """Replace the text between ``<!-- table:name -->`` and ``<!-- /table:name -->`` with ``table``."""
+    text = readme.read_text()
+    start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
+    if start not in text or end not in text:
+        print(f"note: {readme} has no {start} ... {end} markers; add them where the table belongs to embed it")
+        return
+    body = table.split("\n", 2)[2]  # without the "# name" heading
+    head, rest = text.split(start, 1)
+    write_text(readme, head + start + "\n" + body.rstrip() + "\n" + end + rest.split(end, 1)[1])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="s2s-tables", description=__doc__.split("\n\n")[0])
     parser.add_argument("roots", nargs="+", type=Path, help="folders holding run folders (searched recursively)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--name", help="table name (default: the runs' experiment preset)")
+    parser.add_argument("--readme", type=Path, help="also copy each table into this file, between the markers "
+                        "<!-- table:NAME --> and <!-- /table:NAME --> (so the README never holds a hand-typed number)")
     args = parser.parse_args(argv)
     command = "s2s-tables " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
@@ -196,7 +210,10 @@ def main(argv: list[str] | None = None) -> None:
         for run in find_runs(args.roots):
             groups[args.name or run.get("experiment") or run["task"]].append(run)
         for name, runs in groups.items():
-            print(f"wrote {write_table(name, runs, args.out, command)} ({len(runs)} runs)")
+            table = write_table(name, runs, args.out, command)
+            print(f"wrote {table} ({len(runs)} runs)")
+            if args.readme:
+                embed(args.readme, name, table.read_text())
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -30,7 +30,9 @@ def test_smoke_grid_writes_four_runs_and_a_table_that_matches_them(tmp_path: Pat
     runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "grid").rglob("results.json"))]
     assert sorted((r["model"], r["seed"]) for r in runs) == [("gru", 1), ("gru", 2), ("transformer", 1), ("transformer", 2)]
 
-    tables_main([str(tmp_path / "grid"), "--out", str(tmp_path / "results")])
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table:smoke -->\nSTALE-TABLE\n<!-- /table:smoke -->\noutro\n")
+    tables_main([str(tmp_path / "grid"), "--out", str(tmp_path / "results"), "--readme", str(readme)])
     rows = {row["model"]: row for row in csv.DictReader(open(tmp_path / "results" / "smoke.csv"))}
     for model in ("gru", "transformer"):
         bleus = [r["test"]["test"]["bleu"] for r in runs if r["model"] == model]
@@ -42,6 +44,9 @@ def test_smoke_grid_writes_four_runs_and_a_table_that_matches_them(tmp_path: Pat
     mean = statistics.fmean(r["test"]["test"]["bleu"] for r in runs if r["model"] == "gru")
     assert f"{mean:.2f} ± " in table
     assert (tmp_path / "results" / "smoke_length.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    embedded = readme.read_text()
+    assert embedded.startswith("intro\n<!-- table:smoke -->\n") and embedded.endswith("<!-- /table:smoke -->\noutro\n")
+    assert "STALE-TABLE" not in embedded and table.split("\n", 2)[2].strip() in embedded
 
 
 @pytest.mark.slow
