@@ -1,0 +1,296 @@
+"""s2s-bench: the tiny preset end to end, each fast path against the plain path, and the JoeyNMT plumbing.
+
+No timing is asserted: only that the report is complete and well formed, and
+that every fast path computes what the plain path computes (fp32 paths within
+1e-5, bf16 within 1e-2 relative).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from experiments import benchmark, joeynmt_bench
+from experiments.batching import cut_sorted
+from experiments.benchmark import NoKVCache, compose, decode_one_at_a_time
+from experiments.data import TaskData
+from experiments.evaluate import decode_split, sequence_loss
+from experiments.trainer import Trainer, build_model
+from models import greedy_search
+
+TINY = benchmark.TINY_TASK
+
+
+@pytest.fixture
+def cache(shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The session's cache for the toy task (S2S_CACHE_DIR reaches the worker processes too)."""
+    monkeypatch.setenv("S2S_CACHE_DIR", str(shared_cache))
+    return shared_cache
+
+
+def tiny_cfg(model: str, *extra: str):
+    return compose([*TINY, f"model={model}_tiny", "logger=none", "trainer.progress=false", "trainer.device=cpu",
+                    "trainer.num_threads=1", *extra])
+
+
+@pytest.fixture
+def toy(cache: Path) -> TaskData:
+    cfg = tiny_cfg("transformer")
+    return TaskData(cfg.task, cfg.cache_dir)
+
+
+# ---------------------------------------------------------------------------
+# end to end
+
+
+def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path) -> None:
+    out, prof = tmp_path / "results", tmp_path / "prof"
+    report = benchmark.main(["--tiny", "--in-process", "--no-compile", "--out", str(out), "--work-dir",
+                             str(tmp_path / "work"), "--profile", str(prof), "--time-to-bleu", "0",
+                             "trainer.num_threads=1"])
+    md = (out / "benchmarks.md").read_text()
+    saved = json.loads((out / "benchmarks.json").read_text())
+    assert saved["meta"] == report["meta"]
+    meta = saved["meta"]
+    for key in ("date", "commit", "cpu", "cores", "torch", "device", "gpu", "task", "command"):
+        assert key in meta
+    assert meta["gpu"] is None and meta["device"] == "cpu" and meta["torch"] == torch.__version__
+    assert set(saved) >= {"meta", "training", "fast_paths", "comparison", "targets", "scaling", "joeynmt",
+                          "profiles", "time_to_bleu"}
+
+    training = saved["training"]
+    assert not [r for r in training if "error" in r], [r["error"] for r in training if "error" in r]
+    configs = {(r["model"], r["config"]) for r in training}
+    for model in ("transformer", "gru"):
+        assert {(model, c) for c in ("base", "bf16", "threads1", "pool200", "random")} <= configs
+    for r in training:
+        assert r["tokens_per_s"] > 0 and r["step_s"] > 0 and r["peak_rss_mb"] > 0 and r["steps"] == r["steps_asked"]
+        assert 0 <= r["pad_tgt"] < 1 and 0 <= r["pad_src"] < 1
+    by = {(r["model"], r["config"]): r for r in training}
+    assert by[("transformer", "random")]["pad_tgt"] > by[("transformer", "base")]["pad_tgt"]
+    assert by[("transformer", "bf16")]["precision"] == "bf16" and by[("transformer", "base")]["precision"] == "fp32"
+
+    decoding = by[("transformer", "base")]["decoding"]
+    searches = {d["search"] for d in decoding}
+    assert {"greedy", "beam5", "greedy, KV cache", "greedy, no KV cache", "beam5 batched",
+            "beam5 one sentence at a time"} <= searches
+    for d in decoding:
+        assert d["seconds"] > 0 and d["mean_output_len"] >= 0 and d["mean_ref_len"] > 0
+    assert {"greedy", "beam5"} <= {d["search"] for d in by[("gru", "base")]["decoding"]}
+
+    paths = {(f["fast_path"], f["model"]) for f in saved["fast_paths"]}
+    for name in ("bf16 autocast", "fused AdamW", "KV cache (greedy decoding)", "batched search (decoding)",
+                 "sorted batches (whole split vs unsorted random)"):
+        assert any(p == name for p, _ in paths), name
+    assert ("packed sequences (encoder)", "gru") in paths
+    assert [c["model"] for c in saved["comparison"]] == ["transformer", "gru"]
+    assert all(c["joeynmt_source"].startswith("anchor") for c in saved["comparison"])
+    assert len(saved["targets"]) == 5
+
+    assert {(r["model"], r["batch_tokens"]) for r in saved["scaling"]} == {
+        (m, t) for m in ("transformer", "gru") for t in (256, 512)}
+    assert (out / "bench_scaling.png").stat().st_size > 1000
+    assert [r["reached"] for r in saved["time_to_bleu"]] == [True, True]
+    assert all(r["steps_to_bleu"] == 2 for r in saved["time_to_bleu"])
+    for p in saved["profiles"]:
+        assert "traceEvents" in json.loads(Path(p["trace"]).read_text())
+
+    for section in ("## Training throughput", "## Fast paths", "## Decoding", "## Against JoeyNMT", "## Targets",
+                    "## Scaling", "## Time to BLEU", "## Profiles"):
+        assert section in md
+    assert "| GPU |" not in md and "No GPU was used" in md
+
+
+def test_worker_processes_report_their_own_peak_memory(cache: Path, tmp_path: Path) -> None:
+    report = benchmark.main(["--tiny", "--models", "gru", "--configs", "base", "--no-decode", "--no-scaling",
+                             "--out", str(tmp_path / "results"), "--work-dir", str(tmp_path / "work"),
+                             "trainer.num_threads=1"])
+    [row] = report["training"]
+    assert "error" not in row, row.get("error")
+    assert row["peak_rss_mb"] > 50 and row["worker_peak_rss_mb"] >= row["peak_rss_mb"] * 0.9
+    assert report["meta"]["isolated_workers"]
+
+
+# ---------------------------------------------------------------------------
+# fast paths compute what the plain path computes
+
+
+def fixed_batch(data: TaskData):
+    return next(data.batches("valid", data.plan("valid", 256, shuffle=False)))
+
+
+def fixed_batch_loss(model: str, data: TaskData, tmp_path: Path, *overrides: str) -> float:
+    """Per-token loss of the trainer's forward (compiled or not, under its autocast) on a fixed batch."""
+    cfg = tiny_cfg(model, "seed=3", *overrides)
+    trainer = Trainer(cfg, tmp_path / "-".join(overrides or ("plain",)).replace("=", "_"), data=data)
+    batch = fixed_batch(data)
+    trainer.model.eval()
+    with torch.no_grad(), trainer.autocast():
+        logits, _ = trainer.forward(batch.src, batch.src_mask, batch.tgt_in)
+    torch.set_num_threads(1)
+    return float(sequence_loss(logits, batch.tgt_out, data.pad_id, cfg.trainer.label_smoothing)) / batch.n_tgt_tokens
+
+
+@pytest.mark.parametrize("model", ["transformer", "gru"])
+def test_thread_count_gives_the_same_loss(model: str, toy: TaskData, tmp_path: Path) -> None:
+    plain = fixed_batch_loss(model, toy, tmp_path)
+    two = fixed_batch_loss(model, toy, tmp_path, "trainer.num_threads=2")
+    assert two == pytest.approx(plain, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("model", ["transformer", "gru"])
+def test_bf16_autocast_gives_the_same_loss_within_bf16_precision(model: str, toy: TaskData, tmp_path: Path) -> None:
+    plain = fixed_batch_loss(model, toy, tmp_path)
+    bf16 = fixed_batch_loss(model, toy, tmp_path, "trainer.precision=bf16")
+    assert bf16 != plain  # autocast really ran in bf16
+    assert bf16 == pytest.approx(plain, rel=1e-2)
+
+
+def test_torch_compile_gives_the_same_loss(toy: TaskData, tmp_path: Path) -> None:
+    usable, why = benchmark.compile_usable()
+    if not usable:
+        pytest.skip(why)
+    plain = fixed_batch_loss("transformer", toy, tmp_path)
+    compiled = fixed_batch_loss("transformer", toy, tmp_path, "trainer.compile=true")
+    assert compiled == pytest.approx(plain, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("model", ["transformer", "gru"])
+def test_sorted_and_random_batches_give_the_same_total_loss(model: str, toy: TaskData) -> None:
+    """Padding never changes the loss: the same examples, batched sorted or unsorted, sum to the same loss."""
+    cfg = tiny_cfg(model, "seed=3")
+    torch.manual_seed(3)
+    net = build_model(cfg.model, toy).eval()
+    split = toy.split("train")
+    examples = np.arange(96)
+    longest = np.maximum(split.src_lens, split.tgt_lens)
+
+    def total(plan: list[np.ndarray]) -> float:
+        loss = 0.0
+        with torch.no_grad():
+            for batch in toy.batches("train", plan):
+                logits, _ = net(batch.src, batch.src_mask, batch.tgt_in)
+                loss += float(sequence_loss(logits, batch.tgt_out, toy.pad_id, 0.1))
+        return loss
+
+    shuffled = np.random.default_rng(0).permutation(examples)
+    ordered = examples[np.lexsort((split.tgt_lens[examples], split.src_lens[examples]))]
+    unsorted_batches, sorted_batches = cut_sorted(shuffled, longest, 200), cut_sorted(ordered, longest, 200)
+    assert len(unsorted_batches) > 1
+    assert total(sorted_batches) == pytest.approx(total(unsorted_batches), rel=1e-5)
+
+
+def test_kv_cache_gives_the_logits_of_rerunning_the_decoder(toy: TaskData) -> None:
+    cfg = tiny_cfg("transformer", "seed=3")
+    torch.manual_seed(3)
+    model = build_model(cfg.model, toy).eval()
+    batch = fixed_batch(toy)
+    baseline = NoKVCache(model)
+    with torch.no_grad():
+        memory, cache = model.encode(batch.src, batch.src_mask)
+        _, plain = baseline.encode(batch.src, batch.src_mask)
+        for t in range(batch.tgt_in.size(1)):
+            tokens = batch.tgt_in[:, t]
+            cached_logits, cache, _ = model.decode_step(tokens, memory, batch.src_mask, cache)
+            rerun_logits, plain, _ = baseline.decode_step(tokens, memory, batch.src_mask, plain)
+            torch.testing.assert_close(cached_logits, rerun_logits, atol=1e-5, rtol=0)
+    common = dict(bos_id=toy.bos_id, eos_id=toy.eos_id, return_attention=False)
+    assert (greedy_search(model, batch.src, batch.src_mask, **common).tokens
+            == greedy_search(baseline, batch.src, batch.src_mask, **common).tokens)
+
+
+@pytest.mark.parametrize("model", ["transformer", "gru"])
+def test_batched_beam_search_matches_one_sentence_at_a_time(model: str, toy: TaskData) -> None:
+    cfg = tiny_cfg(model, "seed=3")
+    torch.manual_seed(3)
+    net = build_model(cfg.model, toy).eval()
+    fp32 = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
+    batched = decode_split(net, toy, "test", cfg.decoding, torch.device("cpu"), fp32, beam_size=5, limit=12)
+    single, _ = decode_one_at_a_time(net, toy, "test", cfg.decoding, torch.device("cpu"), fp32, beam_size=5,
+                                     limit=12)
+    assert batched.token_ids == single
+
+
+# ---------------------------------------------------------------------------
+# JoeyNMT plumbing (JoeyNMT itself is not installed by the tests)
+
+
+def fake_paths(tmp_path: Path) -> dict:
+    stems = {s: str(tmp_path / n) for s, n in (("train", "train"), ("valid", "val"), ("test", "test_2016_flickr"))}
+    return {"stems": stems, "sp_model": str(tmp_path / "sp.model"), "vocab": str(tmp_path / "vocab.txt"),
+            "vocab_size": 8000, "src_lang": "de", "tgt_lang": "en"}
+
+
+def test_joeynmt_config_matches_our_transformer(tmp_path: Path) -> None:
+    cfg = compose(["task=multi30k_de_en", "model=transformer", "logger=none"])
+    config, notes = joeynmt_bench.joey_config(cfg, fake_paths(tmp_path), model_dir=tmp_path / "m", steps=60,
+                                              log_every=10, use_cuda=False)
+    config = yaml.safe_load(yaml.safe_dump(config))  # what JoeyNMT reads back
+    enc, dec, tr = config["model"]["encoder"], config["model"]["decoder"], config["training"]
+    for side, layers in ((enc, 3), (dec, 3)):
+        assert (side["type"], side["num_layers"], side["num_heads"], side["hidden_size"], side["ff_size"],
+                side["layer_norm"], side["embeddings"]["embedding_dim"]) == ("transformer", layers, 8, 256, 1024,
+                                                                             "pre", 256)
+    assert config["model"]["tied_embeddings"] and config["model"]["tied_softmax"]
+    assert (tr["batch_size"], tr["batch_type"], tr["label_smoothing"], tr["normalization"]) == (4096, "token", 0.1,
+                                                                                               "tokens")
+    assert (tr["scheduling"], tr["learning_rate_warmup"], tr["learning_rate"]) == ("warmupinversesquareroot", 800,
+                                                                                   7e-4)
+    assert tr["updates"] == 60 and tr["logging_freq"] == 10
+    assert tr["validation_freq"] > 60 and tr["validation_freq"] % 10 == 0
+    assert config["data"]["src"]["voc_file"] == config["data"]["trg"]["voc_file"]
+    assert config["data"]["special_symbols"]["pad_id"] == 1 and config["fp16"] is False
+    assert config["data"]["dev"].endswith("/val") and config["data"]["src"]["lang"] == "de"
+    assert any("batches" in n for n in notes)
+
+
+def test_joeynmt_config_matches_our_gru(tmp_path: Path) -> None:
+    cfg = compose(["task=multi30k_de_en", "model=gru", "logger=none"])
+    config, notes = joeynmt_bench.joey_config(cfg, fake_paths(tmp_path), model_dir=tmp_path / "m", steps=60,
+                                              log_every=10, use_cuda=False)
+    enc, dec, tr = config["model"]["encoder"], config["model"]["decoder"], config["training"]
+    assert (enc["rnn_type"], enc["bidirectional"], enc["hidden_size"], enc["num_layers"]) == ("gru", True, 256, 2)
+    assert (dec["hidden_size"], dec["num_layers"], dec["attention"], dec["input_feeding"]) == (512, 1, "bahdanau",
+                                                                                              True)
+    assert (tr["scheduling"], tr["learning_rate_warmup"], tr["learning_rate"]) == ("warmupinversesquareroot", 200, 1e-3)
+    assert tr["clip_grad_norm"] == 1.0
+    assert config["model"]["tied_embeddings"] and not config["model"]["tied_softmax"]
+    assert any("output layer" in n for n in notes) and any("schedule plateau" in n for n in notes)
+
+
+LOG = """\
+2026-01-01 10:00:00,000 - INFO - joeynmt.model - Total params: 7578624
+2026-01-01 10:00:01,000 - INFO - joeynmt.training - EPOCH 1
+2026-01-01 10:00:31,000 - INFO - joeynmt.training - Epoch   1, Step:       10, Batch Loss:   90.1, Batch Acc: 0.01, Tokens per Sec:      500, Lr: 0.000009
+2026-01-01 10:00:51,000 - INFO - joeynmt.training - Epoch   1, Step:       20, Batch Loss:   88.2, Batch Acc: 0.02, Tokens per Sec:      800, Lr: 0.000018
+2026-01-01 10:01:21,000 - INFO - joeynmt.training - Epoch   1, Step:       30, Batch Loss:   85.3, Batch Acc: 0.03, Tokens per Sec:      700, Lr: 0.000026
+2026-01-01 10:01:22,000 - INFO - joeynmt.training - Training ended since maximum num. of updates 30 was reached.
+"""
+
+
+def test_joeynmt_log_is_read_window_by_window() -> None:
+    parsed = joeynmt_bench.parse_log(LOG)
+    assert parsed["params"] == 7578624
+    assert [w["step"] for w in parsed["windows"]] == [10, 20, 30]
+    summary = joeynmt_bench.summarize(parsed, skip=1)  # the first window (warm-up) is dropped
+    assert summary["measured_steps"] == 20 and summary["measured_s"] == pytest.approx(50)
+    assert summary["tokens_per_s"] == pytest.approx((800 * 20 + 700 * 30) / 50)
+    assert summary["step_s"] == pytest.approx(2.5)
+    with pytest.raises(Exception, match="windows"):
+        joeynmt_bench.summarize(parsed, skip=3)
+
+
+def test_joeynmt_data_export_keeps_our_ids(toy: TaskData, tmp_path: Path) -> None:
+    paths = joeynmt_bench.export_data(toy, tmp_path / "data")
+    pieces = Path(paths["vocab"]).read_text(encoding="utf-8").splitlines()
+    assert pieces == [toy.tokenizer.src.id_to_piece(i) for i in range(toy.src_vocab_size)]
+    assert pieces[:4] == ["<unk>", "<pad>", "<s>", "</s>"]  # JoeyNMT's specials, at our ids
+    train = Path(paths["stems"]["train"] + ".src").read_text(encoding="utf-8").splitlines()
+    assert train == list(toy.split("train").dataset["src"])
+    assert Path(paths["stems"]["valid"] + ".tgt").exists() and Path(paths["sp_model"]).exists()
+    assert joeynmt_bench.export_data(toy, tmp_path / "data") == paths  # reused, not rewritten
