@@ -316,11 +316,26 @@ def decode_one_at_a_time(model: Any, data: TaskData, split: str, decoding: Any, 
     return out, time.perf_counter() - start
 
 
-def measure_decoding(trainer: Any, data: TaskData, cfg: DictConfig, spec: dict[str, Any]) -> list[dict[str, Any]]:
+def decoding_model(trainer: Any, data: TaskData, cfg: DictConfig, spec: dict[str, Any]) -> tuple[Any, ...]:
+    """What to decode with: the bench's model as trained so far, or a trained run (``spec["run"]``, fp32)."""
+    from experiments.evaluate import load_run
+    from experiments.trainer import autocast_for
+
+    if not spec.get("run"):
+        return (trainer.model, data, cfg, trainer.device, trainer.autocast,
+                f"the bench's model after {trainer.progress.step} updates")
+    run = load_run(spec["run"], [f"trainer.device={trainer.device}"])
+    if run.cfg.model.name != cfg.model.name:
+        raise UserError(f"--decode-run {spec['run']} holds a {run.cfg.model.name}, not a {cfg.model.name}")
+    return (run.model, run.data, run.cfg, run.device, autocast_for(run.device, "fp32"),
+            f"{spec['run']} (step {run.step}, fp32)")
+
+
+def measure_decoding(model: Any, data: TaskData, cfg: DictConfig, device: torch.device, autocast: Any,
+                     spec: dict[str, Any]) -> list[dict[str, Any]]:
     """Greedy and beam search over the split; for the Transformer the KV-cache and batching baselines too."""
     from experiments.evaluate import decode_split, score
 
-    model, device, autocast = trainer.model, trainer.device, trainer.autocast
     split, limit, subset = spec["split"], spec["limit"], spec["ablation"]
     n = min(limit or len(data.split(split)), len(data.split(split)))
     limit = n
@@ -412,7 +427,9 @@ def measure_config(spec: Spec, data: TaskData | None) -> dict[str, Any]:
         if tc.compile:
             result["dynamo"] = dynamo_stats()
         if spec.decode:
-            result["decoding"] = measure_decoding(trainer, data, cfg, spec.decode)
+            model, decode_data, decode_cfg, device, autocast, source = decoding_model(trainer, data, cfg, spec.decode)
+            result["decoding"] = measure_decoding(model, decode_data, decode_cfg, device, autocast, spec.decode)
+            result["decoded_with"] = source
             result["peak_rss_mb_with_decoding"] = peak_rss_mb()
     return result
 
@@ -683,10 +700,6 @@ def build_specs(args: argparse.Namespace, device: torch.device) -> tuple[list[Sp
         compile_ok, why = False, "turned off with --no-compile"
     if why:
         notes.append(f"torch.compile not measured: {why}")
-    if not bf16_native(device):
-        notes.append(f"This {device.type} has no native bf16 (no AVX512-BF16 / AMX): bf16 autocast is emulated and "
-                     f"slow here, so bf16 configurations are measured with {args.slow_warmup} warm-up + "
-                     f"{args.slow_steps} updates.")
     specs: list[Spec] = []
     wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
     for model in args.models:
@@ -699,8 +712,10 @@ def build_specs(args: argparse.Namespace, device: torch.device) -> tuple[list[Sp
             decode = None
             if i == 0 and not args.no_decode:
                 decode = {"split": args.decode_split, "limit": args.decode_sentences, "beams": [1, args.beam],
-                          "ablation": args.ablation_sentences}
+                          "ablation": args.ablation_sentences, "run": args.decode_runs.get(model)}
             warmup, steps = (args.slow_warmup, args.slow_steps) if variant.reduced else (args.warmup, args.steps)
+            if "trainer.compile=true" in variant.overrides:
+                warmup = max(warmup, args.compile_warmup)  # the first shapes compile, then recompile as dynamic
             specs.append(Spec("train", preset, name, [*base, *variant.overrides], variant.batching, warmup, steps,
                               decode, max_seconds=args.max_measure_seconds))
         if not args.no_scaling:
@@ -724,6 +739,10 @@ def build_specs(args: argparse.Namespace, device: torch.device) -> tuple[list[Sp
             specs.append(Spec("ttb", preset, args.ttb_config, overrides,
                               ttb={"threshold": args.time_to_bleu, "eval_every": args.ttb_eval_every,
                                    "max_steps": args.ttb_max_steps}))
+    if not bf16_native(device) and any(s.kind == "train" and "trainer.precision=bf16" in s.overrides for s in specs):
+        notes.append(f"This {device.type} has no native bf16 (no AVX512-BF16 / AMX): bf16 autocast is emulated and "
+                     f"slow here, so bf16 configurations are measured with {args.slow_warmup} warm-up + "
+                     f"{args.slow_steps} updates.")
     return specs, notes
 
 
@@ -862,7 +881,9 @@ def analyse(training: list[dict[str, Any]], joeynmt: dict[str, Any], device: tor
 
 
 def scaling_rows(training: list[dict[str, Any]], scaled: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Throughput against the batch budget: the scaling workers' points and the base runs."""
+    """Throughput against the batch budget: the scaling workers' points and the base runs (none without the former)."""
+    if not scaled:
+        return []
     points = [r for r in training if r["config"] == "base"]
     for result in scaled:
         points += result.get("points", [])
@@ -912,8 +933,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     if not meta.get("gpu"):
         out += ["No GPU was used in this run: every number below is from the CPU.", ""]
     where = "in its own process" if meta["isolated_workers"] else "in the bench's process (--in-process)"
-    out += [f"Training: each configuration {where}, {meta['warmup']} warm-up updates, then up to "
-            f"{meta['steps']} measured (updates = warm-up + measured); tokens/s counts real (non-pad) target tokens per second of wall time, "
+    out += [f"Training: each configuration {where}, {meta['warmup']} warm-up update(s), then up to "
+            f"{meta['steps']} measured (updates = warm-up + measured); tokens/s counts real (non-pad) target "
+            "tokens per second of wall time, "
             "batch collation included; s/step is that wall time per update; padding is over a whole epoch's "
             "batches. Peak RSS is the worker process's (Python, torch, the data and the model included).", ""]
     for note in meta.get("notes", []):
@@ -950,11 +972,16 @@ def render_markdown(report: dict[str, Any]) -> str:
 
     decoding = [(r["model"], d) for r in training if "error" not in r for d in r.get("decoding", [])]
     if decoding:
-        out += ["## Decoding", "",
-                "With the model as it is after the base configuration's measured updates: barely trained, so "
-                "outputs tend to run to the length limit (compare the mean output length with the references'); "
-                "the times are an upper bound for the same search on a trained model, and the BLEU is not a "
-                "quality figure.", ""]
+        out += ["## Decoding", ""]
+        for r in training:
+            if r.get("decoded_with"):
+                out += [f"- {r['model']}: decoded with {r['decoded_with']}"]
+        out += [""]
+        if any(r.get("decoded_with", "").startswith("the bench's model") for r in training):
+            out += ["The bench's own model is barely trained (the base configuration's updates only), so its "
+                    "outputs tend to run to the length limit (compare the mean output length with the "
+                    "references'): its times are an upper bound for the same search on a trained model, and its "
+                    "BLEU is no quality figure. `--decode-run MODEL=RUN` decodes with a trained run instead.", ""]
         rows = [[m, d["search"], d["sentences"], fmt(d["seconds"], ".2f"), fmt(d["sentences_per_s"], ".1f"),
                  fmt(d["mean_output_len"], ".1f"), fmt(d["mean_ref_len"], ".1f"), fmt(d.get("bleu"), ".2f"),
                  fmt(d.get("same_outputs"), "d")] for m, d in decoding]
@@ -972,7 +999,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                          fmt(c["joeynmt_step_s"], ".2f"), fmt(c["fp32_tokens_per_s"]),
                          fmt(c["fp32_ratio"], ".2f") + "x" * (c["fp32_ratio"] is not None),
                          fmt(c["fp32_random_batches_tokens_per_s"]),
-                         fmt(c["fp32_random_batches_ratio"], ".2f") + "x" * (c["fp32_random_batches_ratio"] is not None),
+                         fmt(c["fp32_random_batches_ratio"], ".2f")
+                         + "x" * (c["fp32_random_batches_ratio"] is not None),
                          f"{fmt(c['best_tokens_per_s'])} ({c['best_config']})",
                          fmt(c["best_ratio"], ".2f") + "x" * (c["best_ratio"] is not None)])
         out += [md_table(["model", "params (ours)", "params (JoeyNMT)", "JoeyNMT tok/s", "JoeyNMT s/step",
@@ -1053,7 +1081,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile configurations")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-tokens", type=int, default=None, help="batch budget (default 4096; --tiny 512)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up updates per configuration (default 10; --tiny 2)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up updates per configuration (default 5; --tiny 2)")
+    p.add_argument("--compile-warmup", type=int, default=None,
+                   help="warm-up updates of torch.compile configurations, which recompile for the first few "
+                        "batch shapes (default 10; --tiny 2)")
     p.add_argument("--steps", type=int, default=None, help="measured updates per configuration (default 30; --tiny 3)")
     p.add_argument("--small-pool", type=int, default=None,
                    help="trainer.pool_size of the small-pool configuration (default 2000; --tiny 200)")
@@ -1061,15 +1092,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="warm-up updates of bf16 configurations where bf16 is emulated (default 2; --tiny 1)")
     p.add_argument("--slow-steps", type=int, default=None,
                    help="measured updates of bf16 configurations where bf16 is emulated (default 5; --tiny 2)")
-    p.add_argument("--max-measure-seconds", type=float, default=90,
+    p.add_argument("--max-measure-seconds", type=float, default=60,
                    help="a configuration's measured phase stops once past this (after at least 5 updates); 0 = off")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-decode", action="store_true", help="skip the decoding measurements")
     p.add_argument("--decode-split", default="test", help="split to decode (test = test_2016_flickr)")
     p.add_argument("--decode-sentences", type=int, default=None, help="0 = the whole split (default; --tiny 20)")
     p.add_argument("--beam", type=int, default=5, help="beam size of the beam-search measurement")
+    p.add_argument("--decode-run", action="append", default=[], metavar="MODEL=RUN",
+                   help="decode with a trained run folder or checkpoint instead of the bench's barely trained "
+                        "model, e.g. transformer=multirun/.../seed1_1 (repeat per model)")
     p.add_argument("--ablation-sentences", type=int, default=None,
-                   help="sentences for the no-KV-cache and one-at-a-time baselines (default 200; --tiny 6)")
+                   help="sentences for the no-KV-cache and one-at-a-time baselines (default 100; --tiny 6)")
     p.add_argument("--no-scaling", action="store_true", help="skip the batch-size scaling runs")
     p.add_argument("--scaling-batch-tokens", default=None, help="default 1024,2048,4096,8192 (--tiny 256,512)")
     p.add_argument("--scaling-warmup", type=int, default=None, help="default 3 (--tiny 1)")
@@ -1096,9 +1130,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     tiny = args.tiny
-    defaults = {"batch_tokens": (4096, 512), "warmup": (10, 2), "steps": (30, 3), "small_pool": (2000, 200),
-                "decode_sentences": (0, 20), "ablation_sentences": (200, 6), "scaling_batch_tokens": ("1024,2048,4096,8192", "256,512"),
-                "scaling_warmup": (3, 1), "scaling_steps": (10, 2), "slow_warmup": (2, 1), "slow_steps": (5, 2), "ttb_eval_every": (250, 2),
+    # (full run, --tiny) defaults of the step counts and sizes
+    defaults = {"batch_tokens": (4096, 512), "warmup": (5, 2), "compile_warmup": (10, 2), "steps": (30, 3),
+                "small_pool": (2000, 200), "decode_sentences": (0, 20), "ablation_sentences": (100, 6),
+                "scaling_batch_tokens": ("1024,2048,4096,8192", "256,512"), "scaling_warmup": (3, 1),
+                "scaling_steps": (10, 2), "slow_warmup": (2, 1), "slow_steps": (5, 2), "ttb_eval_every": (250, 2),
                 "ttb_max_steps": (10000, 4)}
     for key, (full, small) in defaults.items():
         if getattr(args, key) is None:
@@ -1107,6 +1143,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bad = [m for m in args.models if m not in ("gru", "transformer")]
     if bad:
         p.error(f"--models: unknown {bad}; choose from gru, transformer")
+    args.decode_runs = {}
+    for item in args.decode_run:
+        model, _, path = item.partition("=")
+        if model not in ("gru", "transformer") or not path:
+            p.error(f"--decode-run {item!r}: expected gru=PATH or transformer=PATH")
+        args.decode_runs[model] = str(Path(path).resolve())
     args.scaling_batch_tokens = [int(x) for x in str(args.scaling_batch_tokens).split(",") if x.strip()]
     return args
 

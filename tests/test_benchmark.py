@@ -216,6 +216,23 @@ def test_batched_beam_search_matches_one_sentence_at_a_time(model: str, toy: Tas
     assert batched.token_ids == single
 
 
+def test_decode_run_decodes_with_a_trained_checkpoint(toy: TaskData, tmp_path: Path) -> None:
+    from experiments import checkpoint
+
+    cfg = tiny_cfg("transformer", "seed=3")
+    trainer = Trainer(cfg, tmp_path / "run", data=toy)
+    trainer.progress.step = 7
+    checkpoint.save(trainer.state(), tmp_path / "run" / "checkpoints" / "best.pt")
+    spec = {"split": "test", "limit": 5, "beams": [1, 2], "ablation": 0, "run": str(tmp_path / "run")}
+    bench = Trainer(cfg, tmp_path / "bench", data=toy)
+    model, data, dcfg, device, autocast, source = benchmark.decoding_model(bench, toy, cfg, spec)
+    assert model is not bench.model and "(step 7, fp32)" in source
+    rows = benchmark.measure_decoding(model, data, dcfg, device, autocast, spec)
+    assert [(r["search"], r["sentences"]) for r in rows] == [("greedy", 5), ("beam2", 5)]
+    with pytest.raises(Exception, match="not a gru"):
+        benchmark.decoding_model(bench, toy, tiny_cfg("gru"), spec)
+
+
 # ---------------------------------------------------------------------------
 # JoeyNMT plumbing (JoeyNMT itself is not installed by the tests)
 
@@ -263,14 +280,16 @@ def test_joeynmt_config_matches_our_gru(tmp_path: Path) -> None:
     assert any("output layer" in n for n in notes) and any("schedule plateau" in n for n in notes)
 
 
-LOG = """\
-2026-01-01 10:00:00,000 - INFO - joeynmt.model - Total params: 7578624
-2026-01-01 10:00:01,000 - INFO - joeynmt.training - EPOCH 1
-2026-01-01 10:00:31,000 - INFO - joeynmt.training - Epoch   1, Step:       10, Batch Loss:   90.1, Batch Acc: 0.01, Tokens per Sec:      500, Lr: 0.000009
-2026-01-01 10:00:51,000 - INFO - joeynmt.training - Epoch   1, Step:       20, Batch Loss:   88.2, Batch Acc: 0.02, Tokens per Sec:      800, Lr: 0.000018
-2026-01-01 10:01:21,000 - INFO - joeynmt.training - Epoch   1, Step:       30, Batch Loss:   85.3, Batch Acc: 0.03, Tokens per Sec:      700, Lr: 0.000026
-2026-01-01 10:01:22,000 - INFO - joeynmt.training - Training ended since maximum num. of updates 30 was reached.
-"""
+WINDOW = ("2026-01-01 {time} - INFO - joeynmt.training - Epoch   1, Step:       {step}, Batch Loss:   {loss}, "
+          "Batch Acc: 0.01, Tokens per Sec:      {rate}, Lr: 0.000009")
+LOG = "\n".join([
+    "2026-01-01 10:00:00,000 - INFO - joeynmt.model - Total params: 7578624",
+    "2026-01-01 10:00:01,000 - INFO - joeynmt.training - EPOCH 1",
+    WINDOW.format(time="10:00:31,000", step=10, loss=90.1, rate=500),
+    WINDOW.format(time="10:00:51,000", step=20, loss=88.2, rate=800),
+    WINDOW.format(time="10:01:21,000", step=30, loss=85.3, rate=700),
+    "2026-01-01 10:01:22,000 - INFO - joeynmt.training - Training ended since maximum num. of updates 30 was reached.",
+]) + "\n"
 
 
 def test_joeynmt_log_is_read_window_by_window() -> None:
