@@ -121,7 +121,8 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, command: str) 
     rows = [
         {"model": r["model"], "params": f"{r['params']:,}", "seeds": r["seeds"], "steps": f"{r['steps']:.0f}",
          "train min": f"{r['train_minutes']:.1f}", "tokens/s": f"{r['tokens_per_s']:,.0f}",
-         **{f"{s} {m}": f"{r[f'{s}_{m}_mean']:.2f} ± {r[f'{s}_{m}_std']:.2f}" for s, m in metric_keys}}
+         **{f"{s} {m}": f"{r[f'{s}_{m}_mean']:.2f}" + (f" ± {r[f'{s}_{m}_std']:.2f}" if " " in r["seeds"] else "")
+            for s, m in metric_keys}}
         for r in summary
     ]
 
@@ -139,7 +140,7 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, command: str) 
     md.write(f"Metric signature: `{signature}`.\n")
     md.write(f"Hardware: {'; '.join(hardware)}; precision {first['precision']}; "
              f"commits {', '.join(sorted({r['commit'] for r in runs}))}.\n")
-    md.write(f"Produced by `{command}` from {len(runs)} run folders; mean ± std over seeds.\n\n")
+    md.write(f"Produced by `{command}` from {len(runs)} run folders; mean ± std over seeds where there are several.\n\n")
     md.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
     for row in rows:
         md.write("| " + " | ".join(str(row[c]) for c in columns) + " |\n")
