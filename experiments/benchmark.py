@@ -154,7 +154,7 @@ def config_variants(model: str, device: torch.device, *, small_pool: int, compil
             notes.append(f"{model}: bf16+compile left out (this {device.type} has no native bf16: bf16 alone is "
                          "measured; ask for it with --configs all,bf16+compile)")
         return variants, notes
-    unknown = [w for w in wanted if w not in variants and w != "pool"]
+    unknown = [w for w in wanted if w not in variants and w not in ("pool", "none")]
     if unknown:
         notes.append(f"{model}: {', '.join(unknown)} not available here")
     return {k: v for k, v in variants.items() if k in wanted or (k.startswith("pool") and "pool" in wanted)}, notes
@@ -873,10 +873,12 @@ def analyse(training: list[dict[str, Any]], joeynmt: dict[str, Any], device: tor
         row = next((r for r in rows if r["search"] == search and "ablation" not in r), None)
         full = row is not None and row["sentences"] >= 1000
         value = row["seconds"] if row else None
+        source = (by.get((model, "base")) or {}).get("decoded_with", "")
         targets.append({"target": f"{model} {search} over the test split <= {seconds:g} s (CPU)",
                         "value": value, "unit": "s",
                         "met": None if value is None or device.type != "cpu" or not full else value <= seconds,
-                        "against": None if full else "not the full 1000-sentence split"})
+                        "against": f"decoded with {source}" + ("" if full else "; not the full 1000-sentence split")
+                        if row else None})
     return {"fast_paths": fast_paths, "comparison": comparison, "targets": targets}
 
 
@@ -1016,7 +1018,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 out += [f"- JoeyNMT {model}: {j['steps']} updates, the first {j['skipped_windows']} "
                         f"window(s) of {j['log_every']} updates skipped as warm-up, then "
                         f"{j['measured_steps']} measured from its own \"Tokens per Sec\" log lines; "
-                        f"peak RSS {fmt(j.get('peak_rss_mb'))} MiB; config `{j['config']}`"]
+                        f"{j['threads']} threads (OMP_NUM_THREADS); peak RSS {fmt(j.get('peak_rss_mb'))} MiB; "
+                        f"config `{j['config']}`"]
                 for note in j.get("mapping_notes", []):
                     out += [f"  - {note}"]
         if joey:
@@ -1077,7 +1080,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="toy_reverse task, tiny models, a few steps, a few decoded sentences (tests)")
     p.add_argument("--models", default="transformer,gru", help="comma-separated: transformer,gru")
     p.add_argument("--configs", default="all",
-                   help="comma-separated subset of: base,bf16,compile,bf16+compile,threads1,pool,random,unfused")
+                   help="comma-separated subset of: base,bf16,compile,bf16+compile,threads1,pool,random,unfused; "
+                        "'none' runs no training configuration (with --time-to-bleu or --profile alone)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile configurations")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-tokens", type=int, default=None, help="batch budget (default 4096; --tiny 512)")

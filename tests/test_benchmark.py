@@ -160,6 +160,17 @@ def test_torch_compile_gives_the_same_loss(toy: TaskData, tmp_path: Path) -> Non
     assert compiled == pytest.approx(plain, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fused AdamW is CUDA only (the bench reports n/a on CPU)")
+def test_fused_adamw_takes_the_same_step(toy: TaskData, tmp_path: Path) -> None:
+    losses = []
+    for fused in ("true", "false"):
+        trainer = Trainer(tiny_cfg("transformer", "seed=3", "trainer.device=cuda", f"trainer.fused_adamw={fused}",
+                                   "model.dropout=0.0"), tmp_path / fused, data=toy)
+        batch = fixed_batch(toy)
+        losses.append([trainer.train_step([batch])[0] for _ in range(2)])  # the second loss follows the update
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
 @pytest.mark.parametrize("model", ["transformer", "gru"])
 def test_sorted_and_random_batches_give_the_same_total_loss(model: str, toy: TaskData) -> None:
     """Padding never changes the loss: the same examples, batched sorted or unsorted, sum to the same loss."""
