@@ -461,7 +461,10 @@ def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> di
         torch.cuda.reset_peak_memory_stats(trainer.device)
     fetch, step, tokens, losses = [], [], [], []
     measured = 0.0
+    cpu_start = 0.0
     for i in range(spec.warmup + spec.steps):
+        if i == spec.warmup:
+            cpu_start = time.process_time()
         t0 = time.perf_counter()
         batch = next(stream)
         t1 = time.perf_counter()
@@ -478,6 +481,7 @@ def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> di
             measured += t2 - t0
             if spec.max_seconds and measured > spec.max_seconds and i + 1 - spec.warmup >= MIN_MEASURED:
                 break
+    cpu = time.process_time() - cpu_start
     w = spec.warmup
     n = len(step) - w
     wall = sum(fetch[w:]) + sum(step[w:])
@@ -492,6 +496,8 @@ def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> di
         "step_s": wall / n if n else float("nan"),
         "step_s_median": float(np.median(np.add(fetch[w:], step[w:]))) if n else float("nan"),
         "data_s_per_step": float(np.mean(fetch[w:])) if n else float("nan"),
+        # CPU seconds (all threads) per update: steadier than wall time on a shared machine
+        "cpu_s_per_step": cpu / n if n else float("nan"),
         "first_loss": losses[0],
         "last_loss": losses[-1],
         "rss_before_mb": rss_before,
@@ -938,7 +944,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += [f"Training: each configuration {where}, {meta['warmup']} warm-up update(s), then up to "
             f"{meta['steps']} measured (updates = warm-up + measured); tokens/s counts real (non-pad) target "
             "tokens per second of wall time, "
-            "batch collation included; s/step is that wall time per update; padding is over a whole epoch's "
+            "batch collation included; s/step is that wall time per update (CPU s/step: CPU time of all threads, steadier "
+            "on a shared machine); padding is over a whole epoch's "
             "batches. Peak RSS is the worker process's (Python, torch, the data and the model included).", ""]
     for note in meta.get("notes", []):
         out += [f"- {note}"]
@@ -951,17 +958,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         rows = []
         for r in training:
             if "error" in r:
-                rows.append([r["model"], r["config"], *["–"] * 10, f"failed: {r['error']}"])
+                rows.append([r["model"], r["config"], *["–"] * 11, f"failed: {r['error']}"])
                 continue
             memory = fmt(r.get("peak_gpu_mb"), ".0f") + " (GPU)" if "peak_gpu_mb" in r else fmt(r["peak_rss_mb"])
             batches = "random (unsorted)" if r["batching"] == "random" else (
                 "sorted, whole split" if not r["pool_size"] else f"sorted in pools of {r['pool_size']}")
             rows.append([r["model"], r["config"], r["precision"], "yes" if r["compile"] else "no", r["threads"],
                          batches, f"{r['warmup_steps']}+{r['steps']}", fmt(r["tokens_per_s"]),
-                         fmt(r["step_s"], ".3f"), fmt(r["warmup_s"], ".1f"),
+                         fmt(r["step_s"], ".3f"), fmt(r.get("cpu_s_per_step"), ".3f"), fmt(r["warmup_s"], ".1f"),
                          memory, f"{r['pad_src']:.0%} / {r['pad_tgt']:.0%}", fmt(r["tgt_tokens_per_batch"])])
         out += [md_table(["model", "config", "precision", "compile", "threads", "batches", "updates", "tok/s", "s/step",
-                          "warm-up s", "peak MiB", "padding src / tgt", "tgt tokens / batch"], rows), ""]
+                          "CPU s/step", "warm-up s", "peak MiB", "padding src / tgt", "tgt tokens / batch"], rows), ""]
 
     if report["fast_paths"]:
         out += ["## Fast paths, off and on", ""]
@@ -1088,15 +1095,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="warm-up updates per configuration (default 5; --tiny 2)")
     p.add_argument("--compile-warmup", type=int, default=None,
                    help="warm-up updates of torch.compile configurations, which recompile for the first few "
-                        "batch shapes (default 10; --tiny 2)")
-    p.add_argument("--steps", type=int, default=None, help="measured updates per configuration (default 30; --tiny 3)")
+                        "batch shapes (default 8; --tiny 2)")
+    p.add_argument("--steps", type=int, default=None, help="measured updates per configuration (default 20; --tiny 3)")
     p.add_argument("--small-pool", type=int, default=None,
                    help="trainer.pool_size of the small-pool configuration (default 2000; --tiny 200)")
     p.add_argument("--slow-warmup", type=int, default=None,
                    help="warm-up updates of bf16 configurations where bf16 is emulated (default 2; --tiny 1)")
     p.add_argument("--slow-steps", type=int, default=None,
                    help="measured updates of bf16 configurations where bf16 is emulated (default 5; --tiny 2)")
-    p.add_argument("--max-measure-seconds", type=float, default=60,
+    p.add_argument("--max-measure-seconds", type=float, default=45,
                    help="a configuration's measured phase stops once past this (after at least 5 updates); 0 = off")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-decode", action="store_true", help="skip the decoding measurements")
@@ -1107,13 +1114,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="decode with a trained run folder or checkpoint instead of the bench's barely trained "
                         "model, e.g. transformer=multirun/.../seed1_1 (repeat per model)")
     p.add_argument("--ablation-sentences", type=int, default=None,
-                   help="sentences for the no-KV-cache and one-at-a-time baselines (default 100; --tiny 6)")
+                   help="sentences for the no-KV-cache and one-at-a-time baselines (default 50; --tiny 6)")
     p.add_argument("--no-scaling", action="store_true", help="skip the batch-size scaling runs")
     p.add_argument("--scaling-batch-tokens", default=None, help="default 1024,2048,4096,8192 (--tiny 256,512)")
-    p.add_argument("--scaling-warmup", type=int, default=None, help="default 3 (--tiny 1)")
-    p.add_argument("--scaling-steps", type=int, default=None, help="default 10 (--tiny 2)")
+    p.add_argument("--scaling-warmup", type=int, default=None, help="default 2 (--tiny 1)")
+    p.add_argument("--scaling-steps", type=int, default=None, help="default 6 (--tiny 2)")
     p.add_argument("--joeynmt", action="store_true", help="also train JoeyNMT 2.3.0 (own venv in WORK_DIR)")
-    p.add_argument("--joeynmt-steps", type=int, default=60, help="JoeyNMT updates per model")
+    p.add_argument("--joeynmt-steps", type=int, default=50, help="JoeyNMT updates per model")
     p.add_argument("--joeynmt-log-every", type=int, default=10, help="JoeyNMT logging_freq (one tok/s window)")
     p.add_argument("--joeynmt-skip-windows", type=int, default=1, help="first log windows dropped as warm-up")
     p.add_argument("--joeynmt-pip-args", default="", help="extra pip arguments for JoeyNMT's venv")
@@ -1135,10 +1142,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     tiny = args.tiny
     # (full run, --tiny) defaults of the step counts and sizes
-    defaults = {"batch_tokens": (4096, 512), "warmup": (5, 2), "compile_warmup": (10, 2), "steps": (30, 3),
-                "small_pool": (2000, 200), "decode_sentences": (0, 20), "ablation_sentences": (100, 6),
-                "scaling_batch_tokens": ("1024,2048,4096,8192", "256,512"), "scaling_warmup": (3, 1),
-                "scaling_steps": (10, 2), "slow_warmup": (2, 1), "slow_steps": (5, 2), "ttb_eval_every": (250, 2),
+    defaults = {"batch_tokens": (4096, 512), "warmup": (5, 2), "compile_warmup": (8, 2), "steps": (20, 3),
+                "small_pool": (2000, 200), "decode_sentences": (0, 20), "ablation_sentences": (50, 6),
+                "scaling_batch_tokens": ("1024,2048,4096,8192", "256,512"), "scaling_warmup": (2, 1),
+                "scaling_steps": (6, 2), "slow_warmup": (2, 1), "slow_steps": (5, 2), "ttb_eval_every": (250, 2),
                 "ttb_max_steps": (10000, 4)}
     for key, (full, small) in defaults.items():
         if getattr(args, key) is None:
