@@ -1076,9 +1076,18 @@ def render_markdown(report: dict[str, Any]) -> str:
 # command line
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where it is not None (None: the help text names the full-run and --tiny values)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or isinstance(action.default, bool) or action.default == []:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="s2s-bench", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="s2s-bench", formatter_class=_Help,
         description="Training and decoding speed of the GRU and the Transformer, every fast path off and on, "
                     "optionally JoeyNMT beside them; writes OUT/benchmarks.md, OUT/benchmarks.json and "
                     "OUT/bench_scaling.png.")
