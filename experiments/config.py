@@ -59,7 +59,7 @@ class TokenizerConfig:
     vocab_size: int = 8000
     joint: bool = True
     character_coverage: float = 1.0
-    max_sentences: int = 500_000  # SentencePiece holds them while it trains: ~16 bytes a character
+    max_sentences: int = 400_000  # SentencePiece holds them while it trains: ~16 bytes a character
 
 
 @dataclass

@@ -256,6 +256,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
         f"end the process held {small['rss_end_mib']['anon']:,.0f} and {large['rss_end_mib']['anon']:,.0f} MiB "
         f"of private memory, of which the length arrays and the batch plan take a few tens of bytes an example; "
         f"its other resident pages are mapped files (libraries, Arrow files), which the kernel can drop. "
+        f"A tokenize worker is forked from the process, so its RSS counts the pages it shares with it. "
         f"Limit checked: {args.max_rss_mib:,} MiB for the process and for each worker.",
         "",
     ])
