@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -235,8 +236,10 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, machine: dict[s
         "",
         f"`{args.command}` on {machine['date']}, commit `{machine['commit']}`.",
         "",
-        f"Machine: {machine['hardware']['cpu']}, {machine['hardware']['cores']} usable cores (shared with other "
-        f"jobs while this ran), {machine['memory_gib']:.0f} GiB RAM; datasets {machine['datasets']}, "
+        f"Machine: {machine['hardware']['cpu']}, {machine['hardware']['cores']} usable cores, "
+        f"{machine['memory_gib']:.0f} GiB RAM, shared with other jobs (load average over 1 / 5 / 15 minutes: "
+        f"{' / '.join(f'{x:.1f}' for x in machine['load_before'])} when it started, "
+        f"{' / '.join(f'{x:.1f}' for x in machine['load_after'])} when it ended); datasets {machine['datasets']}, "
         f"sentencepiece {machine['sentencepiece']}, torch {machine['hardware']['torch']}.",
         "",
         f"Synthetic WMT-shaped pairs (`translation.de` -> `translation.en`, Zipf words, 3-60 words a sentence) in "
@@ -266,7 +269,7 @@ def task_path(args: argparse.Namespace) -> str:
     return "parquet" if args.format == "parquet" else "json"
 
 
-def machine_facts() -> dict[str, Any]:
+def machine_facts(load_before: tuple[float, float, float]) -> dict[str, Any]:
     import datasets
     import sentencepiece
     import torch
@@ -282,6 +285,8 @@ def machine_facts() -> dict[str, Any]:
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "datasets": datasets.__version__,
         "sentencepiece": sentencepiece.__version__,
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
     }
 
 
@@ -310,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args.command = "python -m experiments.scale_bench " + " ".join(argv if argv is not None else sys.argv[1:])
 
     files = generate(args.workdir / f"corpus-{args.pairs}-{args.format}", args.pairs, args.format)
+    load_before = os.getloadavg()
     n_small = max(1, round(len(files["train"]) * args.fraction))
     runs = []
     for train_files in (files["train"][:n_small], files["train"]):
@@ -318,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run['pairs']:,} pairs: " + ", ".join(f"{k} {v:.1f} s" for k, v in run["seconds"].items())
               + f"; peak RSS {run['peak_rss_mib']:,.0f} MiB (largest worker {run['peak_rss_workers_mib']:,.0f} MiB)")
         runs.append(run)
-    machine = machine_facts()
+    machine = machine_facts(load_before)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scale.md").write_text(report(runs, args, machine))
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "measure"}
