@@ -62,8 +62,8 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.batching import cut_sorted
 from experiments.data import TaskData
 from experiments.errors import UserError
+from experiments.evaluate import decode_split, load_run, score, search
 from experiments.runtime import git_commit, hardware, pick_device, usable_cores
-from models import beam_search, greedy_search
 from models.interface import Cache
 
 log = logging.getLogger(__name__)
@@ -303,22 +303,12 @@ def decode_one_at_a_time(model: Any, data: TaskData, split: str, decoding: Any, 
     out = []
     start = time.perf_counter()
     for batch in data.batches(split, [np.array([i]) for i in range(limit)]):
-        batch = batch.to(device)
-        common = dict(bos_id=data.bos_id, eos_id=data.eos_id, max_len_a=decoding.max_len_a,
-                      max_len_b=decoding.max_len_b, return_attention=False)
-        with autocast():
-            if beam_size == 1:
-                hyps = greedy_search(model, batch.src, batch.src_mask, **common)
-            else:
-                hyps = beam_search(model, batch.src, batch.src_mask, beam_size=beam_size,
-                                   length_penalty=decoding.length_penalty, **common)
-        out.append(hyps.tokens[0])
+        out.append(search(model, batch.to(device), data, decoding, autocast, beam_size).tokens[0])
     return out, time.perf_counter() - start
 
 
 def decoding_model(trainer: Any, data: TaskData, cfg: DictConfig, spec: dict[str, Any]) -> tuple[Any, ...]:
     """What to decode with: the bench's model as trained so far, or a trained run (``spec["run"]``, fp32)."""
-    from experiments.evaluate import load_run
     from experiments.trainer import autocast_for
 
     if not spec.get("run"):
@@ -334,8 +324,6 @@ def decoding_model(trainer: Any, data: TaskData, cfg: DictConfig, spec: dict[str
 def measure_decoding(model: Any, data: TaskData, cfg: DictConfig, device: torch.device, autocast: Any,
                      spec: dict[str, Any]) -> list[dict[str, Any]]:
     """Greedy and beam search over the split; for the Transformer the KV-cache and batching baselines too."""
-    from experiments.evaluate import decode_split, score
-
     split, limit, subset = spec["split"], spec["limit"], spec["ablation"]
     n = min(limit or len(data.split(split)), len(data.split(split)))
     limit = n

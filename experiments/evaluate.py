@@ -23,7 +23,8 @@ from experiments import checkpoint, metrics
 from experiments.atomic import write_text
 from experiments.data import TaskData
 from experiments.errors import ConfigError, UserError
-from models import beam_search, greedy_search
+from experiments.batching import Batch
+from models import Hypotheses, beam_search, greedy_search
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,18 @@ class Decoded:
     seconds: float
 
 
+def search(model: torch.nn.Module, batch: Batch, data: TaskData, decoding: Any, autocast: Any,
+           beam: int) -> Hypotheses:
+    """Greedy (``beam`` 1) or beam search over one batch, without attention, under ``autocast``."""
+    common = dict(bos_id=data.bos_id, eos_id=data.eos_id, max_len_a=decoding.max_len_a,
+                  max_len_b=decoding.max_len_b, return_attention=False)
+    with autocast():
+        if beam == 1:
+            return greedy_search(model, batch.src, batch.src_mask, **common)
+        return beam_search(model, batch.src, batch.src_mask, beam_size=beam,
+                           length_penalty=decoding.length_penalty, **common)
+
+
 @torch.inference_mode()
 def decode_split(model: torch.nn.Module, data: TaskData, split: str, decoding: Any, device: torch.device,
                  autocast: Any, *, beam_size: int | None = None, limit: int = 0) -> Decoded:
@@ -74,15 +87,7 @@ def decode_split(model: torch.nn.Module, data: TaskData, split: str, decoding: A
     start = time.perf_counter()
     plan = data.plan(split, max(decoding.batch_tokens // beam, 1), shuffle=False, limit=limit)
     for batch in data.batches(split, plan):
-        batch = batch.to(device)
-        common = dict(bos_id=data.bos_id, eos_id=data.eos_id, max_len_a=decoding.max_len_a,
-                      max_len_b=decoding.max_len_b, return_attention=False)
-        with autocast():
-            if beam == 1:
-                hyps = greedy_search(model, batch.src, batch.src_mask, **common)
-            else:
-                hyps = beam_search(model, batch.src, batch.src_mask, beam_size=beam,
-                                   length_penalty=decoding.length_penalty, **common)
+        hyps = search(model, batch.to(device), data, decoding, autocast, beam)
         for i, tokens in zip(batch.indices.tolist(), hyps.tokens):
             out[i] = tokens
     seconds = time.perf_counter() - start
