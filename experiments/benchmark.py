@@ -59,6 +59,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.atomic import atomic_path, write_text
 from experiments.batching import cut_sorted
 from experiments.data import TaskData
 from experiments.errors import UserError
@@ -82,6 +83,13 @@ TRAIN_TARGETS = [
     ("gru", "best", 3.0),
 ]
 DECODE_TARGETS = [("transformer", "greedy", 5.0), ("transformer", "beam5", 20.0)]  # seconds, CPU
+
+# JoeyNMT 2.3.0's validation BLEU (greedy, sacreBLEU) against updates of 4096-token batches with
+# joey_transformer.yaml (shared/peers/joeynmt/README.md). Updates do not depend on the hardware, so this
+# curve is the sample-efficiency reference on any machine.
+JOEYNMT_CURVE = {500: 10.5, 1000: 28.6, 1500: 34.8, 2000: 37.4, 2500: 38.9}
+# The sample-efficiency target: (model, JoeyNMT's best validation BLEU, at most this many updates, batch tokens).
+SAMPLE_TARGET = ("transformer", 38.9, 2000, 4096)
 
 MULTI30K = ["task=multi30k_de_en"]
 TINY_TASK = ["task=toy_reverse", "task.toy.train_size=2000", "task.toy.eval_size=40"]
@@ -775,8 +783,12 @@ def ratio(a: Any, b: Any) -> float | None:
 
 
 def analyse(training: list[dict[str, Any]], joeynmt: dict[str, Any], device: torch.device,
-            batch_tokens: int) -> dict[str, Any]:
-    """Fast-path pairs, the comparison with JoeyNMT and the targets, from the measured rows."""
+            batch_tokens: int, ttb: list[dict[str, Any]] | None = None, *, comparable: bool = True) -> dict[str, Any]:
+    """Fast-path pairs, the comparison with JoeyNMT and the targets, from the measured rows.
+
+    ``comparable``: whether the rows are the table-size models on Multi30k, the
+    setting of JoeyNMT's numbers; otherwise (--tiny) no training target is judged.
+    """
     ok = [r for r in training if "error" not in r and not r["config"].startswith("scale")]
     by = {(r["model"], r["config"]): r for r in ok}
     models = sorted({r["model"] for r in training}, key=lambda m: (m != "transformer", m))
@@ -857,12 +869,17 @@ def analyse(training: list[dict[str, Any]], joeynmt: dict[str, Any], device: tor
     targets = []
     comp = {c["model"]: c for c in comparison}
     for model, which, minimum in TRAIN_TARGETS:
+        if model not in models:
+            continue
         value = comp.get(model, {}).get(f"{which}_ratio")
         targets.append({"target": f"{model} training ({'fp32' if which == 'fp32' else 'fast paths'}) "
                                   f">= {minimum:g}x JoeyNMT", "value": value, "unit": "x",
-                        "met": None if value is None else value >= minimum,
-                        "against": comp.get(model, {}).get("joeynmt_source")})
+                        "met": None if value is None or not comparable else value >= minimum,
+                        "against": comp.get(model, {}).get("joeynmt_source") if comparable else
+                                   "not judged: not the table-size models on Multi30k"})
     for model, search, seconds in DECODE_TARGETS:
+        if model not in models:
+            continue
         rows = (by.get((model, "base")) or {}).get("decoding", [])
         row = next((r for r in rows if r["search"] == search and "ablation" not in r), None)
         full = row is not None and row["sentences"] >= 1000
@@ -873,7 +890,30 @@ def analyse(training: list[dict[str, Any]], joeynmt: dict[str, Any], device: tor
                         "met": None if value is None or device.type != "cpu" or not full else value <= seconds,
                         "against": f"decoded with {source}" + ("" if full else "; not the full 1000-sentence split")
                         if row else None})
+    targets += sample_targets(ttb or [])
     return {"fast_paths": fast_paths, "comparison": comparison, "targets": targets}
+
+
+def sample_targets(ttb: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Updates to JoeyNMT's best validation BLEU, judged only for a run that can answer it.
+
+    The first validation at or above the threshold counts, so the figure is
+    rounded up to the validation cadence. A run with another batch size, or one
+    that stopped early below the bar, leaves the target unjudged.
+    """
+    model, bleu, updates, tokens = SAMPLE_TARGET
+    rows = []
+    for run in ttb:
+        if run.get("model") != model or "error" in run:
+            continue
+        first = next((h["step"] for h in run["history"] if h["bleu"] >= bleu), None)
+        judged = run.get("batch_tokens") == tokens and (first is not None or run["max_steps"] >= updates)
+        rows.append({"target": f"{model} validation BLEU >= {bleu:g} in <= {updates} updates of {tokens} tokens",
+                     "value": first, "unit": " updates", "format": "d",
+                     "met": (first is not None and first <= updates) if judged else None,
+                     "against": f"JoeyNMT 2.3.0: {bleu:g} after {max(JOEYNMT_CURVE)} updates; ours validated "
+                                f"every {run['eval_every']} updates, best {fmt(run['best_bleu'], '.2f')}"})
+    return rows
 
 
 def scaling_rows(training: list[dict[str, Any]], scaled: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -910,15 +950,75 @@ def plot_scaling(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return True
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+
+def ttb_curves(runs: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """Validation BLEU by update: each time-to-BLEU run's, then JoeyNMT's reference curve."""
+    curves = {f"{r['model']} ({r['config']})": {h["step"]: h["bleu"] for h in r["history"]}
+              for r in runs if "error" not in r and r.get("history")}
+    if curves:
+        curves["JoeyNMT 2.3.0 (reference)"] = dict(JOEYNMT_CURVE)
+    return curves
+
+
+def ttb_curve(runs: list[dict[str, Any]], plot: str | None, image_prefix: str) -> list[str]:
+    """The curve table (and plot link) under the time-to-BLEU summary."""
+    curves = ttb_curves(runs)
+    if not curves:
+        return []
+    steps = sorted({step for curve in curves.values() for step in curve})
+    rows = [[step, *(fmt(curve.get(step), ".2f") for curve in curves.values())] for step in steps]
+    out = ["Validation BLEU (greedy) by update; JoeyNMT's curve is its `joey_transformer.yaml` run at the same "
+           "4096-token batches (shared/peers/joeynmt/README.md), which does not depend on the hardware.", "",
+           md_table(["updates", *curves], rows), ""]
+    if plot:
+        out += [f"![validation BLEU against updates]({image_prefix}{plot})", ""]
+    return out
+
+
+def plot_ttb(runs: list[dict[str, Any]], path: Path, title: str) -> bool:
+    curves = ttb_curves(runs)
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():
+        style = "--" if name.startswith("JoeyNMT") else "-"
+        ax.plot(list(curve), list(curve.values()), style, marker="o", label=name)
+    model, bleu, updates, _ = SAMPLE_TARGET
+    ax.axhline(bleu, color="grey", lw=0.8)
+    ax.axvline(updates, color="grey", lw=0.8)
+    ax.set_xlabel("updates (4096-token batches)" if all(r.get("batch_tokens") == 4096 for r in runs) else "updates")
+    ax.set_ylabel("validation BLEU (greedy)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return True
+
+
+SECTIONS = ("header", "training", "fast_paths", "decoding", "comparison", "targets", "scaling", "time_to_bleu",
+            "profiles")
+README_SECTIONS = ("comparison", "targets", "fast_paths", "scaling", "time_to_bleu")
+
+
+def render_markdown(report: dict[str, Any], sections: tuple[str, ...] = SECTIONS, image_prefix: str = "") -> str:
+    """The report as Markdown: ``sections`` in their order; images linked as ``image_prefix + file name``."""
     meta = report["meta"]
-    out = ["# Speed benchmark", ""]
+    parts: dict[str, list[str]] = {}
+    out = parts["header"] = ["# Speed benchmark", ""]
     hw = [["date", meta["date"]], ["commit", meta["commit"]], ["CPU", meta["cpu"]],
           ["cores (usable by this process)", meta["cores"]]]
     if meta.get("gpu"):
@@ -941,6 +1041,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += [""]
 
     training = [r for r in report["training"] if not r["config"].startswith("scale")]
+    out = parts["training"] = []
     if training:
         out += ["## Training throughput", ""]
         rows = []
@@ -958,6 +1059,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += [md_table(["model", "config", "precision", "compile", "threads", "batches", "updates", "tok/s", "s/step",
                           "CPU s/step", "warm-up s", "peak MiB", "padding src / tgt", "tgt tokens / batch"], rows), ""]
 
+    out = parts["fast_paths"] = []
     if report["fast_paths"]:
         out += ["## Fast paths, off and on", ""]
         rows = [[f["fast_path"], f["model"], f.get("off", "–"), f.get("on", "–"),
@@ -967,6 +1069,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 for f in report["fast_paths"]]
         out += [md_table(["fast path", "model", "off", "on", "off", "on", "unit", "speedup", "note"], rows), ""]
 
+    out = parts["decoding"] = []
     decoding = [(r["model"], d) for r in training if "error" not in r for d in r.get("decoding", [])]
     if decoding:
         out += ["## Decoding", ""]
@@ -985,6 +1088,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += [md_table(["model", "search", "sentences", "seconds", "sentences/s", "mean output length",
                           "mean reference length", "BLEU", "same outputs as the fast path"], rows), ""]
 
+    out = parts["comparison"] = []
     if report["comparison"]:
         out += ["## Against JoeyNMT", ""]
         joey = report.get("joeynmt") or {}
@@ -1020,13 +1124,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         if joey:
             out += [""]
 
+    out = parts["targets"] = []
     if report["targets"]:
         out += ["## Targets", ""]
-        rows = [[t["target"], fmt(t["value"], ".2f") + (t["unit"] if t["value"] is not None else ""),
+        rows = [[t["target"], fmt(t["value"], t.get("format", ".2f")) + (t["unit"] if t["value"] is not None else ""),
                  {True: "yes", False: "**no**", None: "–"}[t["met"]], t.get("against") or ""]
                 for t in report["targets"]]
         out += [md_table(["target", "measured", "met", "against"], rows), ""]
 
+    out = parts["scaling"] = []
     if report["scaling"]:
         out += ["## Scaling with the batch budget", "",
                 f"Plain configuration (fp32, eager, sorted batches); the {meta['batch_tokens']}-token point is "
@@ -1036,8 +1142,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                 for r in report["scaling"]]
         out += [md_table(["model", "batch tokens", "tok/s", "s/step"], rows), ""]
         if report.get("scaling_plot"):
-            out += [f"![tokens/s against batch tokens]({report['scaling_plot']})", ""]
+            out += [f"![tokens/s against batch tokens]({image_prefix}{report['scaling_plot']})", ""]
 
+    out = parts["time_to_bleu"] = []
     if report.get("time_to_bleu"):
         out += ["## Time to BLEU", ""]
         rows = []
@@ -1051,13 +1158,15 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"validation (greedy, full split) every {r['eval_every']} updates"])
         out += [md_table(["model", "config", "BLEU threshold", "updates", "training s", "wall s (with validation)",
                           "best BLEU", "note"], rows), ""]
+        out += ttb_curve(report["time_to_bleu"], report.get("ttb_plot"), image_prefix)
 
+    out = parts["profiles"] = []
     if report.get("profiles"):
         out += ["## Profiles", ""]
         out += [f"- {p['model']}: `{p.get('trace', p.get('error'))}` (open in https://ui.perfetto.dev)"
                 for p in report["profiles"]]
         out += [""]
-    return "\n".join(out)
+    return "\n".join(line for name in sections for line in parts.get(name, []))
 
 
 # ---------------------------------------------------------------------------
@@ -1078,7 +1187,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="s2s-bench", formatter_class=_Help,
         description="Training and decoding speed of the GRU and the Transformer, every fast path off and on, "
                     "optionally JoeyNMT beside them; writes OUT/benchmarks.md, OUT/benchmarks.json and "
-                    "OUT/bench_scaling.png.")
+                    "OUT/benchmarks_scaling.png (--report renames them).")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every configuration (model.dropout=0.2 ...)")
     p.add_argument("--tiny", action="store_true",
                    help="toy_reverse task, tiny models, a few steps, a few decoded sentences (tests)")
@@ -1130,6 +1239,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ttb-eval-every", type=int, default=None, help="default 250 (--tiny 2)")
     p.add_argument("--ttb-max-steps", type=int, default=None, help="default 10000 (--tiny 4)")
     p.add_argument("--out", default="results", help="report folder")
+    p.add_argument("--report", default="benchmarks",
+                   help="report name: OUT/NAME.md, OUT/NAME.json, OUT/NAME_scaling.png, OUT/NAME_time_to_bleu.png")
+    p.add_argument("--readme", type=Path, default=None,
+                   help="also copy the headline sections into this file between <!-- table:NAME --> and "
+                        "<!-- /table:NAME --> (NAME = --report), so the README holds no hand-typed number")
     p.add_argument("--work-dir", default=".bench", help="scratch folder (worker runs, JoeyNMT venv and data)")
     p.add_argument("--in-process", action="store_true",
                    help="measure in this process (faster start; peak RSS is then the whole process's)")
@@ -1195,9 +1309,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     profiles = [runner(s) for s in specs if s.kind == "profile"]
     ttb = [runner(s) for s in specs if s.kind == "ttb"]
 
-    analysis = analyse(results, joeynmt, device, args.batch_tokens)
+    analysis = analyse(results, joeynmt, device, args.batch_tokens, ttb, comparable=not args.tiny)
     scaling = scaling_rows(results, scaled)
-    plot = out_dir / "bench_scaling.png"
     info = hardware(device)
     command = "s2s-bench " + " ".join(sys.argv[1:] if argv is None else argv)
     meta = {
@@ -1225,17 +1338,35 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     if device.type == "cpu" and not args.tiny:
         meta["notes"].append("On a machine shared with other work the timings are noisy: compare rows of one run.")
     report = {"meta": meta, "training": results, **analysis, "scaling": scaling,
-              "scaling_plot": None, "joeynmt": joeynmt, "profiles": profiles, "time_to_bleu": ttb}
-    title = f"{meta['task']}, fp32 eager, sorted batches\n{meta['cpu']}, {meta['cores']} cores, torch {meta['torch']}"
-    if plot_scaling(scaling, plot, title):
+              "scaling_plot": None, "joeynmt": joeynmt, "profiles": profiles, "time_to_bleu": ttb, "ttb_plot": None}
+    machine = f"{meta['cpu']}, {meta['cores']} cores, torch {meta['torch']}"
+    plot = out_dir / f"{args.report}_scaling.png"
+    if plot_scaling(scaling, plot, f"{meta['task']}, fp32 eager, sorted batches\n{machine}"):
         report["scaling_plot"] = plot.name
+    plot = out_dir / f"{args.report}_time_to_bleu.png"
+    if plot_ttb(ttb, plot, f"{meta['task']}, time to BLEU\n{machine}"):
+        report["ttb_plot"] = plot.name
     markdown = render_markdown(report)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "benchmarks.md").write_text(markdown + "\n")
-    (out_dir / "benchmarks.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
+    write_text(out_dir / f"{args.report}.md", markdown + "\n")
+    write_text(out_dir / f"{args.report}.json", json.dumps(jsonable(report), indent=2) + "\n")
     print(markdown)
-    runner.say(f"wrote {out_dir / 'benchmarks.md'} and {out_dir / 'benchmarks.json'}")
+    runner.say(f"wrote {out_dir / args.report}.md and .json")
+    if args.readme:
+        embed_in_readme(report, args.readme, args.report, out_dir)
     return report
+
+
+def embed_in_readme(report: dict[str, Any], readme: Path, name: str, out_dir: Path) -> None:
+    """Copy the report's headline sections between ``<!-- table:NAME -->`` markers in ``readme``."""
+    from experiments.tables import embed
+
+    meta = report["meta"]
+    prefix = os.path.relpath(out_dir.resolve(), readme.resolve().parent) + "/"
+    provenance = (f"Measured by `{meta['command']}` on {meta['cpu']} ({meta['cores']} cores"
+                  f"{', ' + meta['gpu'] if meta.get('gpu') else ', no GPU'}), torch {meta['torch']}, commit "
+                  f"{meta['commit']}, {meta['date']}; the whole report: `{prefix}{name}.md`.")
+    body = ("\n" + render_markdown(report, README_SECTIONS, prefix)).replace("\n## ", "\n#### ").strip()
+    embed(readme, name, f"# {name}\n\n{provenance}\n\n{body}\n")
 
 
 if __name__ == "__main__":

@@ -50,9 +50,11 @@ def toy(cache: Path) -> TaskData:
 
 def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path) -> None:
     out, prof = tmp_path / "results", tmp_path / "prof"
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table:benchmarks -->\nSTALE\n<!-- /table:benchmarks -->\noutro\n")
     report = benchmark.main(["--tiny", "--in-process", "--no-compile", "--out", str(out), "--work-dir",
                              str(tmp_path / "work"), "--profile", str(prof), "--time-to-bleu", "0",
-                             "trainer.num_threads=1"])
+                             "--readme", str(readme), "trainer.num_threads=1"])
     md = (out / "benchmarks.md").read_text()
     saved = json.loads((out / "benchmarks.json").read_text())
     assert saved["meta"] == report["meta"]
@@ -90,13 +92,19 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path) -> Non
     assert ("packed sequences (encoder)", "gru") in paths
     assert [c["model"] for c in saved["comparison"]] == ["transformer", "gru"]
     assert all(c["joeynmt_source"].startswith("anchor") for c in saved["comparison"])
-    assert len(saved["targets"]) == 5
+    assert len(saved["targets"]) == 6
+    assert all(t["met"] is None for t in saved["targets"])  # toy models answer none of JoeyNMT's targets
+    sample = saved["targets"][-1]
+    assert sample["target"].startswith("transformer validation BLEU >= 38.9 in <= 2000 updates of 4096 tokens")
+    assert sample["value"] is None and sample["met"] is None  # a 4-update toy run cannot answer it
 
     assert {(r["model"], r["batch_tokens"]) for r in saved["scaling"]} == {
         (m, t) for m in ("transformer", "gru") for t in (256, 512)}
-    assert (out / "bench_scaling.png").stat().st_size > 1000
+    assert (out / "benchmarks_scaling.png").stat().st_size > 1000
     assert [r["reached"] for r in saved["time_to_bleu"]] == [True, True]
     assert all(r["steps_to_bleu"] == 2 for r in saved["time_to_bleu"])
+    assert (out / "benchmarks_time_to_bleu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| updates | transformer (base) | gru (base) | JoeyNMT 2.3.0 (reference) |" in md
     for p in saved["profiles"]:
         assert "traceEvents" in json.loads(Path(p["trace"]).read_text())
 
@@ -104,6 +112,14 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path) -> Non
                     "## Scaling", "## Time to BLEU", "## Profiles"):
         assert section in md
     assert "| GPU |" not in md and "No GPU was used" in md
+
+    embedded = readme.read_text()
+    assert embedded.startswith("intro\n<!-- table:benchmarks -->\nMeasured by `s2s-bench --tiny")
+    assert embedded.endswith("<!-- /table:benchmarks -->\noutro\n") and "STALE" not in embedded
+    for section in ("#### Against JoeyNMT", "#### Targets", "#### Fast paths", "#### Time to BLEU"):
+        assert section in embedded
+    assert "## Training throughput" not in embedded
+    assert "](results/benchmarks_scaling.png)" in embedded and "the whole report: `results/benchmarks.md`" in embedded
 
 
 def test_worker_processes_report_their_own_peak_memory(cache: Path, tmp_path: Path) -> None:
@@ -324,3 +340,19 @@ def test_joeynmt_data_export_keeps_our_ids(toy: TaskData, tmp_path: Path) -> Non
     assert train == list(toy.split("train").dataset["src"])
     assert Path(paths["stems"]["valid"] + ".tgt").exists() and Path(paths["sp_model"]).exists()
     assert joeynmt_bench.export_data(toy, tmp_path / "data") == paths  # reused, not rewritten
+
+
+@pytest.mark.parametrize(("first", "max_steps", "batch_tokens", "met"), [
+    (1750, 2000, 4096, True),     # reached in time
+    (2250, 3000, 4096, False),    # reached, too late
+    (None, 2000, 4096, False),    # not reached in the updates the target allows
+    (None, 1000, 4096, None),     # stopped before the target's updates: cannot tell
+    (1500, 2000, 2048, None),     # another batch size: another question
+])
+def test_sample_efficiency_target_is_judged_only_when_the_run_can_answer(first, max_steps, batch_tokens, met) -> None:
+    history = [{"step": s, "bleu": 39.0 if first is not None and s >= first else 30.0}
+               for s in range(250, max_steps + 1, 250)]
+    run = {"model": "transformer", "config": "base", "batch_tokens": batch_tokens, "max_steps": max_steps,
+           "eval_every": 250, "history": history, "best_bleu": max(h["bleu"] for h in history)}
+    [target] = benchmark.sample_targets([run])
+    assert target["met"] is met and target["value"] == first
