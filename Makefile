@@ -26,12 +26,14 @@ test: install
 
 # make reproduce EXPERIMENT=multi30k_de_en_cpu: run the preset's grid (Hydra multirun), then the tables.
 # A failed job does not stop the others; the tables are written from what finished.
+# OVERRIDES="trainer=gpu" (or any Hydra override) applies to every job of the grid.
 EXPERIMENT ?= multi30k_de_en_cpu
+OVERRIDES ?=
 reproduce: install
-	$(VENV)/bin/s2s-train -m experiment=$(EXPERIMENT) hydra.sweep.dir=multirun/$(EXPERIMENT); status=$$?; \
+	$(VENV)/bin/s2s-train -m experiment=$(EXPERIMENT) hydra.sweep.dir=multirun/$(EXPERIMENT) $(OVERRIDES); status=$$?; \
 	$(VENV)/bin/s2s-tables multirun/$(EXPERIMENT) --out results --readme README.md && exit $$status
 
-# make bench BENCH_ARGS="--joeynmt": the speed report (results/benchmarks.md, .json, bench_scaling.png).
+# make bench BENCH_ARGS="--joeynmt": the speed report (results/benchmarks.md, .json, benchmarks_scaling.png).
 bench: install
 	$(VENV)/bin/s2s-bench $(BENCH_ARGS)
 

@@ -63,3 +63,26 @@ def test_tables_on_an_empty_folder_says_what_is_missing(tmp_path: Path, capsys) 
         tables_main([str(tmp_path)])
     assert exit_info.value.code == 2
     assert "no results.json under" in capsys.readouterr().err
+
+
+TABLE_PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")
+                       if not p.stem.startswith("tune_") and p.stem not in ("quickstart", "smoke"))
+
+
+@pytest.mark.parametrize("preset", TABLE_PRESETS)
+def test_table_presets_give_both_models_one_budget(preset: str, make_cfg) -> None:
+    """A table compares models, not budgets: updates, batches, validation and decoding are the same for both."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import CONF
+
+    sweep = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml").hydra.sweeper.params
+    assert sorted(str(sweep.model).split(",")) == ["gru", "transformer"]
+    budgets = []
+    for model in ("gru", "transformer"):
+        cfg = make_cfg(f"experiment={preset}", f"model={model}")
+        assert cfg.experiment == preset and cfg.model.name == model
+        t = cfg.trainer
+        budgets.append((t.max_steps, t.batch_tokens, t.accum_steps, t.eval_every, t.eval_max_sentences,
+                        t.warmup_steps if preset.endswith("_cpu") else None, OmegaConf.to_container(cfg.decoding)))
+    assert budgets[0] == budgets[1]
