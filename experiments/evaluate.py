@@ -16,28 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from experiments import checkpoint, metrics
 from experiments.atomic import write_text
 from experiments.data import TaskData
 from experiments.errors import ConfigError, UserError
+from experiments.loss import sequence_loss
 from experiments.batching import Batch
 from models import Hypotheses, beam_search, greedy_search
 
 log = logging.getLogger(__name__)
-
-
-def sequence_loss(logits: torch.Tensor, target: torch.Tensor, pad_id: int, label_smoothing: float) -> torch.Tensor:
-    """Summed (label-smoothed) cross-entropy over non-pad target tokens. logits (B,T,V), target (B,T)."""
-    return F.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)),
-        target.reshape(-1),
-        ignore_index=pad_id,
-        label_smoothing=label_smoothing,
-        reduction="sum",
-    )
 
 
 @torch.inference_mode()

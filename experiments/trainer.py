@@ -44,7 +44,8 @@ from experiments import checkpoint, distributed, metrics
 from experiments.atomic import write_text
 from experiments.data import TaskData
 from experiments.errors import CheckpointError
-from experiments.evaluate import decode_split, score, sequence_loss, split_loss
+from experiments.evaluate import decode_split, score, split_loss
+from experiments.loss import sequence_loss
 from experiments.runtime import git_commit, hardware, pick_device, seed_everything, set_threads
 from experiments.tokenizer import save as save_tokenizer
 from experiments.tracking import Tracker

@@ -19,7 +19,8 @@ from experiments import benchmark, joeynmt_bench
 from experiments.batching import cut_sorted
 from experiments.benchmark import NoKVCache, compose, decode_one_at_a_time
 from experiments.data import TaskData
-from experiments.evaluate import decode_split, sequence_loss
+from experiments.evaluate import decode_split
+from experiments.loss import sequence_loss
 from experiments.trainer import Trainer, build_model
 from models import greedy_search
 

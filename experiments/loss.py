@@ -1,0 +1,55 @@
+"""The training loss of both models: label-smoothed cross-entropy over the non-pad target tokens.
+
+``F.cross_entropy(..., label_smoothing=eps)`` builds its gradient from three
+(N, V) tensors (the log-softmax backward, the NLL scatter and the smoothing
+term) and adds them: with N ~ 3,500 target positions and V = 8,000 pieces each
+is 112 MB, fresh from the allocator at every step. On a CPU that memory
+traffic is a sixth of a Transformer update. The gradient has a closed form,
+
+    d loss / d logits = softmax(logits) - (1 - eps) * onehot(target) - eps / V,
+
+so the backward here overwrites the saved log-probabilities in place: one
+(N, V) tensor in the forward, none more in the backward. The value and the
+gradient are those of ``F.cross_entropy`` (tested to 1e-5).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class SmoothedCrossEntropy(torch.autograd.Function):
+    """Summed label-smoothed cross-entropy of logits (N, V) against target (N,), pad rows left out."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, target: Tensor, pad_id: int, eps: float) -> Tensor:
+        logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # (N, V), fp32 whatever the logits' dtype
+        weight = (target != pad_id).to(logp.dtype)  # (N,) 0 on padding
+        nll = -logp.gather(1, target.unsqueeze(1)).squeeze(1)  # (N,)
+        loss = (1.0 - eps) * nll
+        if eps:
+            loss = loss - eps * logp.mean(dim=-1)  # the uniform share: eps * mean over the vocabulary of -log p
+        ctx.save_for_backward(logp, target, weight)
+        ctx.eps, ctx.logits_dtype = eps, logits.dtype
+        return (loss * weight).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
+        logp, target, weight = ctx.saved_tensors
+        eps, vocab = ctx.eps, logp.size(-1)
+        scale = (weight * grad_out).unsqueeze(1)  # (N, 1)
+        grad = logp.exp_()  # softmax, in the saved buffer (backward runs once)
+        if eps:
+            grad.sub_(eps / vocab)
+        grad.mul_(scale)
+        grad.scatter_add_(1, target.unsqueeze(1), scale * -(1.0 - eps))
+        return grad.to(ctx.logits_dtype), None, None, None
+
+
+def sequence_loss(logits: Tensor, target: Tensor, pad_id: int, label_smoothing: float) -> Tensor:
+    """Summed (label-smoothed) cross-entropy over non-pad target tokens. logits (B, T, V), target (B, T)."""
+    return SmoothedCrossEntropy.apply(logits.reshape(-1, logits.size(-1)), target.reshape(-1), pad_id,
+                                      float(label_smoothing))
