@@ -22,6 +22,23 @@ from models.attention import masked_softmax
 from models.interface import Cache
 
 
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float, is_causal: bool) -> Tensor:
+    """``F.scaled_dot_product_attention``, in fp32 when the inputs are bf16 on a CPU.
+
+    Torch's CPU flash-attention backward in bf16 is about 15x slower than in
+    fp32 (torch 2.13, ``s2s-bench --profile``), and at these sequence lengths
+    attention is a small share of the work: under CPU bf16 autocast the
+    projections around it stay bf16 and attention itself runs in fp32.
+    """
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        with torch.autocast("cpu", enabled=False):
+            out = F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
+            )
+        return out.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, heads: int, attention_dropout: float) -> None:
         super().__init__()
@@ -67,9 +84,7 @@ class MultiHeadAttention(nn.Module):
             out = weights @ v  # (B, h, T, d_head)
         else:
             weights = None
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal
-            )
+            out = attend(q, k, v, mask, p, is_causal)
         B, _, T, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(B, T, -1)), weights  # (B, T, D)
 

@@ -304,3 +304,20 @@ def test_transformer_rejects_positions_beyond_the_table():
     model(src, src_mask, torch.full((2, 8), BOS))
     with pytest.raises(ValueError, match="max_positions"):
         model(src, src_mask, torch.full((2, 9), BOS))
+
+
+def test_cpu_bf16_attention_runs_in_fp32_and_returns_bf16() -> None:
+    """Under CPU bf16 autocast, attention is computed from the fp32 values of its bf16 inputs."""
+    from models.transformer import attend
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 5, 8, generator=g).bfloat16().requires_grad_() for _ in range(3))
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    mask[1, ..., 3:] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attend(q, k, v, mask, 0.0, False)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected.bfloat16(), rtol=0, atol=0)
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in (q, k, v))
