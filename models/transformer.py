@@ -163,7 +163,10 @@ class DecoderLayer(nn.Module):
         k, v = self.self_attn.project_kv(h)
         k = torch.cat([past_kv[0], k], dim=2)
         v = torch.cat([past_kv[1], v], dim=2)
-        y, _ = self.self_attn(h, k, v, is_causal=x.size(1) > 1)
+        # A branch, not is_causal=x.size(1) > 1: under torch.compile with dynamic shapes the comparison is a
+        # symbolic bool, which SDPA rejects (a graph break); branching on it specialises the graph instead.
+        causal = True if x.size(1) > 1 else False  # noqa: SIM210
+        y, _ = self.self_attn(h, k, v, is_causal=causal)
         x = self.self_res.add(x, y)
 
         h = self.cross_res.normed(x)
