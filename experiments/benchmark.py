@@ -929,23 +929,19 @@ def scaling_rows(training: list[dict[str, Any]], scaled: list[dict[str, Any]]) -
     return sorted(rows, key=lambda r: (r["model"], r["batch_tokens"]))
 
 
-def plot_scaling(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
-    if not rows:
-        return False
+def figure() -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for model in sorted({r["model"] for r in rows}):
-        points = [r for r in rows if r["model"] == model]
-        ax.plot([r["batch_tokens"] for r in points], [r["tokens_per_s"] for r in points], marker="o", label=model)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({r["batch_tokens"] for r in rows}))
-    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.set_xlabel("batch budget (tokens)")
-    ax.set_ylabel("training throughput (target tokens/s)")
+    return plt.subplots(figsize=(6, 4))
+
+
+def save_figure(fig: Any, ax: Any, path: Path, title: str) -> None:
+    """Title, grid and legend, then an atomic PNG write."""
+    import matplotlib.pyplot as plt
+
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend()
@@ -953,8 +949,24 @@ def plot_scaling(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-    return True
 
+
+def plot_scaling(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
+    if not rows:
+        return False
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, ax = figure()
+    for model in sorted({r["model"] for r in rows}):
+        points = [r for r in rows if r["model"] == model]
+        ax.plot([r["batch_tokens"] for r in points], [r["tokens_per_s"] for r in points], marker="o", label=model)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({r["batch_tokens"] for r in rows}))
+    ax.get_xaxis().set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("batch budget (tokens)")
+    ax.set_ylabel("training throughput (target tokens/s)")
+    save_figure(fig, ax, path, title)
+    return True
 
 
 def ttb_curves(runs: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
@@ -985,27 +997,16 @@ def plot_ttb(runs: list[dict[str, Any]], path: Path, title: str) -> bool:
     curves = ttb_curves(runs)
     if not curves:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure()
     for name, curve in curves.items():
         style = "--" if name.startswith("JoeyNMT") else "-"
         ax.plot(list(curve), list(curve.values()), style, marker="o", label=name)
-    model, bleu, updates, _ = SAMPLE_TARGET
+    _, bleu, updates, _ = SAMPLE_TARGET
     ax.axhline(bleu, color="grey", lw=0.8)
     ax.axvline(updates, color="grey", lw=0.8)
     ax.set_xlabel("updates (4096-token batches)" if all(r.get("batch_tokens") == 4096 for r in runs) else "updates")
     ax.set_ylabel("validation BLEU (greedy)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, title)
     return True
 
 
