@@ -1241,7 +1241,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ttb-max-steps", type=int, default=None, help="default 10000 (--tiny 4)")
     p.add_argument("--out", default="results", help="report folder")
     p.add_argument("--report", default="benchmarks",
-                   help="report name: OUT/NAME.md, OUT/NAME.json, OUT/NAME_scaling.png, OUT/NAME_time_to_bleu.png")
+                   help="report name: OUT/NAME.md, OUT/NAME.json, OUT/NAME_scaling.png, OUT/NAME_curve.png (time to BLEU)")
+    p.add_argument("--from-json", metavar="REPORT_JSON", default=None,
+                   help="measure nothing: write the Markdown, plots and README tables again from a saved report")
     p.add_argument("--readme", type=Path, default=None,
                    help="also copy the headline sections into this file between <!-- table:NAME --> and "
                         "<!-- /table:NAME --> (NAME = --report), so the README holds no hand-typed number")
@@ -1290,6 +1292,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    if args.from_json:
+        return rerender(args)
+    commit = git_commit()  # the code measured: taken before the (possibly hour-long) runs
     device = pick_device(args.device)
     work_dir = Path(args.work_dir).resolve()
     out_dir = Path(args.out)
@@ -1316,7 +1321,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     command = "s2s-bench " + " ".join(sys.argv[1:] if argv is None else argv)
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(),
+        "commit": commit,
         "cpu": info["cpu"],
         "cores": info["cores"],
         "gpu": info.get("gpu"),
@@ -1340,21 +1345,38 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
         meta["notes"].append("On a machine shared with other work the timings are noisy: compare rows of one run.")
     report = {"meta": meta, "training": results, **analysis, "scaling": scaling,
               "scaling_plot": None, "joeynmt": joeynmt, "profiles": profiles, "time_to_bleu": ttb, "ttb_plot": None}
-    machine = f"{meta['cpu']}, {meta['cores']} cores, torch {meta['torch']}"
-    plot = out_dir / f"{args.report}_scaling.png"
-    if plot_scaling(scaling, plot, f"{meta['task']}, fp32 eager, sorted batches\n{machine}"):
-        report["scaling_plot"] = plot.name
-    plot = out_dir / f"{args.report}_time_to_bleu.png"
-    if plot_ttb(ttb, plot, f"{meta['task']}, time to BLEU\n{machine}"):
-        report["ttb_plot"] = plot.name
-    markdown = render_markdown(report)
-    write_text(out_dir / f"{args.report}.md", markdown + "\n")
-    write_text(out_dir / f"{args.report}.json", json.dumps(jsonable(report), indent=2) + "\n")
-    print(markdown)
+    write_report(report, args.report, out_dir, args.readme)
     runner.say(f"wrote {out_dir / args.report}.md and .json")
-    if args.readme:
-        embed_in_readme(report, args.readme, args.report, out_dir)
     return report
+
+
+def rerender(args: argparse.Namespace) -> dict[str, Any]:
+    """--from-json: plots, Markdown and README tables again from a saved report, nothing measured."""
+    path = Path(args.from_json)
+    try:
+        report = json.loads(path.read_text())
+        report["meta"]["command"]  # noqa: B018 - a report, not some other JSON
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"--from-json {path}: not a readable s2s-bench report ({e})") from None
+    write_report(report, args.report, Path(args.out), args.readme)
+    return report
+
+
+def write_report(report: dict[str, Any], name: str, out_dir: Path, readme: Path | None) -> None:
+    """NAME.md, NAME.json and the plots in ``out_dir``; the headline tables into ``readme`` when given."""
+    meta, scaling, ttb = report["meta"], report["scaling"], report["time_to_bleu"]
+    machine = f"{meta['cpu']}, {meta['cores']} cores, torch {meta['torch']}"
+    plot = out_dir / f"{name}_scaling.png"
+    report["scaling_plot"] = plot.name if plot_scaling(scaling, plot, f"{meta['task']}, fp32 eager, sorted "
+                                                                        f"batches\n{machine}") else None
+    plot = out_dir / f"{name}_curve.png"
+    report["ttb_plot"] = plot.name if plot_ttb(ttb, plot, f"{meta['task']}, time to BLEU\n{machine}") else None
+    markdown = render_markdown(report)
+    write_text(out_dir / f"{name}.md", markdown + "\n")
+    write_text(out_dir / f"{name}.json", json.dumps(jsonable(report), indent=2) + "\n")
+    print(markdown)
+    if readme:
+        embed_in_readme(report, readme, name, out_dir)
 
 
 def embed_in_readme(report: dict[str, Any], readme: Path, name: str, out_dir: Path) -> None:

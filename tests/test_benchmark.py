@@ -104,7 +104,7 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path) -> Non
     assert (out / "benchmarks_scaling.png").stat().st_size > 1000
     assert [r["reached"] for r in saved["time_to_bleu"]] == [True, True]
     assert all(r["steps_to_bleu"] == 2 for r in saved["time_to_bleu"])
-    assert (out / "benchmarks_time_to_bleu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "benchmarks_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| updates | transformer (base) | gru (base) | JoeyNMT 2.3.0 (reference) |" in md
     for p in saved["profiles"]:
         assert "traceEvents" in json.loads(Path(p["trace"]).read_text())
@@ -121,6 +121,13 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path) -> Non
         assert section in embedded
     assert "## Training throughput" not in embedded
     assert "](results/benchmarks_scaling.png)" in embedded and "the whole report: `results/benchmarks.md`" in embedded
+
+    # --from-json writes the same report again without measuring anything
+    again = tmp_path / "again"
+    benchmark.main(["--from-json", str(out / "benchmarks.json"), "--out", str(again)])
+    assert (again / "benchmarks.md").read_text() == md
+    assert json.loads((again / "benchmarks.json").read_text()) == saved
+    assert (again / "benchmarks_curve.png").stat().st_size > 1000
 
 
 def test_worker_processes_report_their_own_peak_memory(cache: Path, tmp_path: Path) -> None:
@@ -357,3 +364,13 @@ def test_sample_efficiency_target_is_judged_only_when_the_run_can_answer(first, 
            "eval_every": 250, "history": history, "best_bleu": max(h["bleu"] for h in history)}
     [target] = benchmark.sample_targets([run])
     assert target["met"] is met and target["value"] == first
+
+
+def test_from_json_names_a_file_that_is_not_a_report(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "metrics.json"
+    bad.write_text('{"bleu": 1}')
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--from-json", str(bad), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert f"--from-json {bad}: not a readable s2s-bench report" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
