@@ -1392,5 +1392,10 @@ def embed_in_readme(report: dict[str, Any], readme: Path, name: str, out_dir: Pa
     embed(readme, name, f"# {name}\n\n{provenance}\n\n{body}\n")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``s2s-bench`` console script: ``main`` without its return value, which would become the exit status."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

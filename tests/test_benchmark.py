@@ -49,7 +49,7 @@ def toy(cache: Path) -> TaskData:
 # end to end
 
 
-def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path) -> None:
+def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, prof = tmp_path / "results", tmp_path / "prof"
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- table:benchmarks -->\nSTALE\n<!-- /table:benchmarks -->\noutro\n")
@@ -128,6 +128,15 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path) -> Non
     assert (again / "benchmarks.md").read_text() == md
     assert json.loads((again / "benchmarks.json").read_text()) == saved
     assert (again / "benchmarks_curve.png").stat().st_size > 1000
+
+    # the console script exits 0: what its function returns becomes the exit status
+    import re
+    from importlib import import_module
+
+    pyproject = (Path(benchmark.__file__).parent.parent / "pyproject.toml").read_text()
+    module, _, function = re.search(r'^s2s-bench = "(.+)"$', pyproject, re.M).group(1).partition(":")
+    monkeypatch.setattr("sys.argv", ["s2s-bench", "--from-json", str(out / "benchmarks.json"), "--out", str(again)])
+    assert getattr(import_module(module), function)() is None
 
 
 def test_worker_processes_report_their_own_peak_memory(cache: Path, tmp_path: Path) -> None:
