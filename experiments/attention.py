@@ -38,10 +38,9 @@ from omegaconf import OmegaConf
 from experiments.atomic import atomic_path, write_text
 from experiments.batching import collate
 from experiments.errors import UserError
-from experiments.evaluate import LoadedRun, load_run
+from experiments.evaluate import LoadedRun, load_run, search
 from experiments.tracking import Tracker
 from experiments.trainer import autocast_for
-from models import beam_search, greedy_search
 
 
 @dataclass
@@ -58,14 +57,8 @@ def attention_map(run: LoadedRun, src_text: str, beam: int = 1) -> AttentionMap:
     ids = data.tokenizer.encode_src([src_text])[0]
     batch = collate([ids], [[]], np.zeros(1), max_src_len=data.task.max_src_len, max_tgt_len=data.task.max_tgt_len,
                     pad_id=data.pad_id, bos_id=data.bos_id, eos_id=data.eos_id).to(run.device)
-    common = dict(bos_id=data.bos_id, eos_id=data.eos_id, max_len_a=decoding.max_len_a,
-                  max_len_b=decoding.max_len_b, return_attention=True)
-    with autocast_for(run.device, run.cfg.trainer.precision)():
-        if beam == 1:
-            hyps = greedy_search(run.model, batch.src, batch.src_mask, **common)
-        else:
-            hyps = beam_search(run.model, batch.src, batch.src_mask, beam_size=beam,
-                               length_penalty=decoding.length_penalty, **common)
+    hyps = search(run.model, batch, data, decoding, autocast_for(run.device, run.cfg.trainer.precision), beam,
+                  return_attention=True)
     tokens = hyps.tokens[0]
     return AttentionMap(
         weights=hyps.attention[0].float().cpu().numpy(),

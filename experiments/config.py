@@ -187,6 +187,7 @@ class DecodingConfig:
     length_penalty: float = 1.0
     max_len_a: float = 1.2
     max_len_b: int = 10
+    min_len: int = 0
     batch_tokens: int = 8000
 
 
@@ -267,6 +268,8 @@ def check_values(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value} must be at least 1")
     if not 0.0 <= cfg.trainer.label_smoothing < 1.0:
         raise ConfigError(f"trainer.label_smoothing={cfg.trainer.label_smoothing} must be in [0, 1)")
+    if cfg.decoding.min_len < 0:
+        raise ConfigError(f"decoding.min_len={cfg.decoding.min_len} must be 0 (no minimum) or more")
     if cfg.trainer.lr <= 0:
         raise ConfigError(f"trainer.lr={cfg.trainer.lr} must be positive")
     if cfg.task.loader == Loader.hf and not cfg.task.hf.path:

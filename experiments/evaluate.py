@@ -54,10 +54,10 @@ class Decoded:
 
 
 def search(model: torch.nn.Module, batch: Batch, data: TaskData, decoding: Any, autocast: Any,
-           beam: int) -> Hypotheses:
-    """Greedy (``beam`` 1) or beam search over one batch, without attention, under ``autocast``."""
+           beam: int, return_attention: bool = False) -> Hypotheses:
+    """Greedy (``beam`` 1) or beam search over one batch under ``autocast``, with the ``decoding`` length rules."""
     common = dict(bos_id=data.bos_id, eos_id=data.eos_id, max_len_a=decoding.max_len_a,
-                  max_len_b=decoding.max_len_b, return_attention=False)
+                  max_len_b=decoding.max_len_b, min_len=decoding.min_len, return_attention=return_attention)
     with autocast():
         if beam == 1:
             return greedy_search(model, batch.src, batch.src_mask, **common)

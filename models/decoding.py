@@ -49,11 +49,15 @@ def _max_lengths(src_mask: Tensor, a: float, b: float, cap: int | None) -> Tenso
     return lengths if cap is None else lengths.clamp(max=cap)
 
 
-def _log_probs(logits: Tensor, step: int, max_len: Tensor, eos_id: int) -> Tensor:
-    """Log-softmax (float32) of logits (N, V), with only eos allowed in rows at their max length."""
+def _log_probs(logits: Tensor, step: int, max_len: Tensor, eos_id: int, min_len: int) -> Tensor:
+    """Log-softmax (float32) of logits (N, V): eos is the only choice at a row's max length and,
+    before that, forbidden for the first ``min_len`` tokens."""
     logp = torch.log_softmax(logits.float(), dim=-1)
-    not_eos = torch.arange(logp.size(-1), device=logp.device) != eos_id  # (V,)
-    return logp.masked_fill((step >= max_len).unsqueeze(1) & not_eos, float("-inf"))
+    is_eos = torch.arange(logp.size(-1), device=logp.device) == eos_id  # (V,)
+    at_max = (step >= max_len).unsqueeze(1)  # (N, 1)
+    if step < min_len:
+        logp = logp.masked_fill(~at_max & is_eos, float("-inf"))
+    return logp.masked_fill(at_max & ~is_eos, float("-inf"))
 
 
 def _select(cache: Cache, index: Tensor) -> Cache:
@@ -98,9 +102,14 @@ def greedy_search(
     max_len_a: float = 1.2,
     max_len_b: float = 10,
     max_len_cap: int | None = None,
+    min_len: int = 0,
     return_attention: bool = True,
 ) -> Hypotheses:
-    """Most probable next token at every step; ``scores`` are unnormalised log-probabilities."""
+    """Most probable next token at every step; ``scores`` are unnormalised log-probabilities.
+
+    Outputs have at most ``max_len_a * source length + max_len_b`` tokens before
+    eos (capped by ``max_len_cap``) and, where that allows, at least ``min_len``.
+    """
     B = src.size(0)
     max_len = _max_lengths(src_mask, max_len_a, max_len_b, max_len_cap)  # (B,)
     memory, cache = model.encode(src, src_mask)
@@ -111,7 +120,7 @@ def greedy_search(
     out_tokens, out_attention = [], []
     for step in range(int(max_len.max()) + 1):
         logits, cache, attention = model.decode_step(tokens, memory, src_mask, cache)
-        logp = _log_probs(logits, step, max_len, eos_id)  # (B, V)
+        logp = _log_probs(logits, step, max_len, eos_id, min_len)  # (B, V)
         tokens = logp.argmax(dim=-1)  # (B,)
         scores += logp.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0)
         out_tokens.append(tokens)
@@ -141,6 +150,7 @@ def beam_search(
     max_len_a: float = 1.2,
     max_len_b: float = 10,
     max_len_cap: int | None = None,
+    min_len: int = 0,
     n_best: int = 1,
     return_attention: bool = True,
 ) -> Hypotheses:
@@ -152,6 +162,7 @@ def beam_search(
     (n = tokens including eos; ``length_penalty=0`` keeps the raw sum); the best K
     of the rest stay alive. Stopping rule: a sentence is done once it has K
     finished hypotheses (or reaches its max length); the search stops when all are.
+    Lengths follow greedy search's rule (``max_len_*``, ``min_len``).
     With K = 1 this is exactly greedy search.
 
     Per-step bookkeeping is backpointers (token, parent row, attention); the
@@ -182,7 +193,7 @@ def beam_search(
         logits, cache, attention = model.decode_step(tokens, memory, beam_mask, cache)
         if return_attention:
             hist_attention.append(attention)  # (B*K, [L, h,] S), indexed by row
-        logp = _log_probs(logits, step, row_max_len, eos_id)  # (B*K, V)
+        logp = _log_probs(logits, step, row_max_len, eos_id, min_len)  # (B*K, V)
         V = logp.size(-1)
         cand_scores, cand = (alive.view(-1, 1) + logp).view(B, K * V).topk(2 * K, dim=1)  # (B, 2K)
         cand_tokens = cand % V

@@ -77,6 +77,22 @@ def test_length_limit_is_a_times_real_source_length_plus_b_then_eos():
     assert [len(t) for t in capped.tokens] == [2, 3, 3]
 
 
+def test_min_len_keeps_eos_out_of_the_first_tokens():
+    """The best sequence [B] is one token long: with min_len 2 the best becomes [A, B] (0.162)."""
+    model = GardenPathModel()
+    src, src_mask = garden_path_batch([3, 5])
+    common = dict(bos_id=BOS, eos_id=EOS, max_len_a=1.0, max_len_b=2)
+    beam = beam_search(model, src, src_mask, beam_size=3, length_penalty=0.0, n_best=3, min_len=2, **common)
+    assert beam.tokens[0] == [A, B] and beam.tokens[3] == [A, B]
+    assert min(len(t) for t in beam.tokens) >= 2
+    assert beam_search(model, src, src_mask, beam_size=3, length_penalty=0.0, **common).tokens[0] == [B]
+    greedy = greedy_search(model, src, src_mask, min_len=2, **common)
+    assert all(len(t) >= 2 for t in greedy.tokens)
+    # min_len beyond the length limit: the limit wins (eos at max length, as without min_len)
+    capped = greedy_search(model, src, src_mask, max_len_a=0.0, max_len_b=1, min_len=5, bos_id=BOS, eos_id=EOS)
+    assert [len(t) for t in capped.tokens] == [1, 1]
+
+
 # A GRU and a Transformer configuration; tests/test_models.py covers the others.
 MODEL_KINDS = pytest.mark.parametrize(
     "name, overrides",
@@ -86,13 +102,15 @@ MODEL_KINDS = pytest.mark.parametrize(
 
 
 @MODEL_KINDS
-def test_beam_size_one_is_greedy(name, overrides):
+@pytest.mark.parametrize("min_len", [0, 4])
+def test_beam_size_one_is_greedy(name, overrides, min_len):
     model = tiny_model(name, **overrides)
     src, src_mask, _ = make_batch([7, 4, 1, 6, 3])
-    greedy = greedy_search(model, src, src_mask, bos_id=BOS, eos_id=EOS)
+    greedy = greedy_search(model, src, src_mask, bos_id=BOS, eos_id=EOS, min_len=min_len)
     beam = beam_search(
-        model, src, src_mask, bos_id=BOS, eos_id=EOS, beam_size=1, length_penalty=0.0
+        model, src, src_mask, bos_id=BOS, eos_id=EOS, beam_size=1, length_penalty=0.0, min_len=min_len
     )
+    assert min(len(t) for t in greedy.tokens) >= min_len
     assert beam.tokens == greedy.tokens
     torch.testing.assert_close(beam.scores, greedy.scores)
     for b, g in zip(beam.attention, greedy.attention):

@@ -85,6 +85,8 @@ def test_bad_value_lists_the_choices() -> None:
         assert re.search(choices, str(error.value.__cause__))
     with pytest.raises(ConfigError, match=r"trainer.batch_tokens=0 must be at least 1"):
         validate(compose_cfg(["trainer.batch_tokens=0"]))
+    with pytest.raises(ConfigError, match=r"decoding.min_len=-1 must be 0 \(no minimum\) or more"):
+        validate(compose_cfg(["decoding.min_len=-1"]))
 
 
 def test_cli_reports_a_bad_key_without_a_traceback() -> None:
