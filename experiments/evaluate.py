@@ -145,6 +145,7 @@ def evaluate_checkpoint(target: str, overrides: list[str]) -> dict[str, Any]:
         "step": run.step,
         "beam_size": cfg.decoding.beam_size,
         "length_penalty": cfg.decoding.length_penalty,
+        "min_len": cfg.decoding.min_len,
         "decode_seconds": decoded.seconds,
         **score(data, split, decoded.hypotheses),
     }
