@@ -1350,14 +1350,20 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     return report
 
 
+REPORT_KEYS = {"meta", "training", "fast_paths", "comparison", "targets", "scaling", "joeynmt", "profiles",
+               "time_to_bleu"}
+
+
 def rerender(args: argparse.Namespace) -> dict[str, Any]:
     """--from-json: plots, Markdown and README tables again from a saved report, nothing measured."""
     path = Path(args.from_json)
     try:
         report = json.loads(path.read_text())
-        report["meta"]["command"]  # noqa: B018 - a report, not some other JSON
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
         raise UserError(f"--from-json {path}: not a readable s2s-bench report ({e})") from None
+    missing = REPORT_KEYS - set(report) if isinstance(report, dict) else REPORT_KEYS
+    if missing:
+        raise UserError(f"--from-json {path}: not a readable s2s-bench report (no {sorted(missing)})")
     write_report(report, args.report, Path(args.out), args.readme)
     return report
 
