@@ -45,3 +45,32 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             "pass a checkpoint written by s2s-train."
         )
     return state
+
+
+def snapshot_path(ckpt_dir: Path, step: int) -> Path:
+    return ckpt_dir / f"step{step:07d}.pt"
+
+
+def snapshots(ckpt_dir: Path) -> dict[int, Path]:
+    """The weight snapshots of a run folder's checkpoints/, by step."""
+    return {int(p.stem.removeprefix("step")): p for p in sorted(ckpt_dir.glob("step*.pt"))
+            if p.stem.removeprefix("step").isdigit()}
+
+
+def choose_snapshots(scores: dict[int, float], n: int, how: str) -> list[int]:
+    """The steps of the last ``n`` (``how='last'``) or the best ``n`` (``'best'``; ties to the later step)."""
+    if how == "last":
+        return sorted(scores)[-n:]
+    if how == "best":
+        return sorted(sorted(scores, key=lambda s: (scores[s], s))[-n:])
+    raise ValueError(f"how must be 'last' or 'best', not {how!r}")
+
+
+def prune_snapshots(ckpt_dir: Path, scores: dict[int, float], keep: int) -> None:
+    """Delete the snapshots that are neither among the last ``keep`` nor the best ``keep`` by ``scores``."""
+    have = snapshots(ckpt_dir)
+    known = {s: v for s, v in scores.items() if s in have}
+    wanted = set(choose_snapshots(known, keep, "last")) | set(choose_snapshots(known, keep, "best"))
+    for step, path in have.items():
+        if step not in wanted:
+            path.unlink(missing_ok=True)

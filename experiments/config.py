@@ -175,6 +175,7 @@ class TrainerConfig:
     eval_max_sentences: int = 0  # 0 = the whole validation split
     val_beam_size: int = 1
     early_stopping_patience: int = 10  # validations without improvement; 0 = off
+    keep_checkpoints: int = 0  # weight snapshots kept per validation: the last N and the best N (for averaging)
     log_every: int = 50
     resume: bool = False
     progress: bool = True

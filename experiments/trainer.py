@@ -315,8 +315,26 @@ class Trainer:
         if self.is_main:
             if improved:
                 checkpoint.save(state, self.ckpt_dir / "best.pt")
+            if self.tc.keep_checkpoints:
+                self.save_snapshot(state)
             checkpoint.save(state, self.ckpt_dir / "last.pt")
         distributed.barrier()  # no rank runs ahead of a checkpoint that is not on disk yet
+
+    def save_snapshot(self, state: dict[str, Any]) -> None:
+        """This validation's weights (no optimizer state) as checkpoints/stepN.pt, for checkpoint averaging.
+
+        Written before last.pt, so a run killed in between resumes from the
+        previous last.pt and writes this snapshot again.
+        """
+        snapshot = {k: state[k] for k in ("model", "trainer", "config", "params", "world_size")}
+        checkpoint.save(snapshot, checkpoint.snapshot_path(self.ckpt_dir, self.progress.step))
+        checkpoint.prune_snapshots(self.ckpt_dir, self.valid_scores(), self.tc.keep_checkpoints)
+
+    def valid_scores(self) -> dict[int, float]:
+        """The primary validation metric by step, from metrics.jsonl (cut back to the checkpoint on resume)."""
+        rows = (json.loads(line) for line in self.metrics_file.read_text().splitlines()) \
+            if self.metrics_file.exists() else ()
+        return {r["step"]: r[self.primary] for r in rows if r["event"] == "valid"}
 
     def test_splits(self) -> list[str]:
         return [name for name in self.cfg.task.splits if name not in ("train", "valid")]
