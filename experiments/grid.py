@@ -100,7 +100,7 @@ def sweep_params(experiment: str) -> dict[str, list[str]]:
     except HydraException as e:
         raise ConfigError(f"experiment {experiment!r}: {str(e).splitlines()[0]} (presets are in conf/experiment/)") \
             from None
-    params = OmegaConf.to_container(cfg.hydra.sweeper.params) or {}
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params) if cfg.hydra.sweeper.get("params") else {}
     if not params:
         raise ConfigError(f"conf/experiment/{experiment}.yaml has no hydra.sweeper.params: there is no grid to run")
     return {k: [v.strip() for v in str(choices).split(",")] for k, choices in params.items()}
