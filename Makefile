@@ -1,12 +1,14 @@
-# make run   : fresh machine -> virtualenv -> install -> train a small model on the toy task, print BLEU
+# make run   : fresh machine -> virtualenv -> install -> a small GRU and Transformer on Multi30k de->en,
+#              their comparison table and attention page under outputs/demo/ (python -m experiments.demo)
 # make test  : the test suite (real-data tests read $S2S_DATA_DIR, default ../shared/data)
 # make reproduce / make bench: the comparison tables / the speed report under results/
 VENV ?= .venv
 PY := $(VENV)/bin/python
-export S2S_DATA_DIR ?= $(abspath ../shared/data)
+# The offline mirror beside the clone when there is one; else the default data root (downloads go there).
+export S2S_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data))
 export WANDB_MODE ?= offline
 
-.PHONY: install run test reproduce bench clean
+.PHONY: install run test reproduce grid tables bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# make run OVERRIDES="trainer.max_steps=100": Hydra overrides reach both trainings.
 run: install
-	$(VENV)/bin/s2s-train experiment=quickstart
+	$(PY) -m experiments.demo $(OVERRIDES)
 
 test: install
 	$(PY) -m pytest -q
@@ -32,6 +35,22 @@ OVERRIDES ?=
 reproduce: install
 	$(VENV)/bin/s2s-train -m experiment=$(EXPERIMENT) hydra.sweep.dir=multirun/$(EXPERIMENT) $(OVERRIDES); status=$$?; \
 	$(VENV)/bin/s2s-tables multirun/$(EXPERIMENT) --out results --readme README.md && exit $$status
+
+# make grid: the converged reference tables on this machine, resumable. Run it again after any
+# interruption: finished jobs are skipped, interrupted ones resume from last.pt, two one-thread jobs
+# side by side. Run folders: $(S2S_RUNS_DIR) (default ~/s2s-runs), outside the work tree.
+# make tables: export the finished runs' outputs to results/runs/ and rebuild the tables from them.
+GRID ?= multi30k_de_en samsum:1 aeslc:1 multi30k_en_de:1 samsum:2,3 aeslc:2,3
+S2S_RUNS_DIR ?= $(HOME)/s2s-runs
+grid: install
+	mkdir -p $(S2S_RUNS_DIR)
+	nohup $(VENV)/bin/s2s-grid $(GRID) --runs-dir $(S2S_RUNS_DIR) $(OVERRIDES) >> $(S2S_RUNS_DIR)/grid.log 2>&1 &
+	@echo "grid started in the background; progress: $(VENV)/bin/s2s-grid $(GRID) --status; log: $(S2S_RUNS_DIR)/grid.log"
+
+tables: install
+	for e in $(sort $(foreach g,$(GRID),$(firstword $(subst :, ,$(g))))); do \
+	  if ls $(S2S_RUNS_DIR)/$$e/*/*/results.json >/dev/null 2>&1; then \
+	    $(VENV)/bin/s2s-tables $(S2S_RUNS_DIR)/$$e --export results/runs --out results --readme README.md || exit 1; fi; done
 
 # make bench BENCH_ARGS="--joeynmt": the speed report (results/benchmarks.md, .json, benchmarks_scaling.png).
 bench: install

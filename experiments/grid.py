@@ -1,11 +1,13 @@
 """``s2s-grid``: run an experiment preset's grid so that any interruption costs at most one validation.
 
     s2s-grid multi30k_de_en                       # start, resume or skip every job; 2 jobs side by side
+    s2s-grid multi30k_de_en samsum:1 aeslc:1      # several grids, one queue, in this order (samsum seed 1 only)
     s2s-grid multi30k_de_en --status              # what is done, running, interrupted, missing
     s2s-grid samsum --jobs 1 --threads 2 trainer.eval_every=400
 
-The jobs are the product of the preset's ``hydra.sweeper.params`` (seeds
-outermost, so seed 1 of every model finishes first). Each job has a fixed
+The jobs of a preset are the product of its ``hydra.sweeper.params`` (seeds
+outermost, so seed 1 of every model finishes first); ``NAME:1,2`` keeps only
+those seeds. Several presets form one queue, so no core idles between them. Each job has a fixed
 folder, ``<runs-dir>/<experiment>/<model>/seed<k>`` (default runs dir
 ``$S2S_RUNS_DIR`` or ``~/s2s-runs``: outside the work tree, which may be laid
 anew between sessions). Running the command again after any interruption is
@@ -35,11 +37,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from experiments.atomic import write_text
 from experiments.errors import ConfigError, UserError
 from experiments.runtime import usable_cores
 from experiments.train import CONF_DIR
@@ -69,18 +73,28 @@ class Job:
             return "interrupted"
         return "missing"
 
-    def progress(self) -> str:
-        """The last step and the best validation value logged so far, from metrics.jsonl."""
+    def facts(self) -> dict[str, Any]:
+        """Step, best validation value and step, seconds per update, from metrics.jsonl (empty before it exists)."""
         path = self.folder / "metrics.jsonl"
-        if not path.exists():
-            return ""
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
         valid = [r for r in rows if r["event"] == "valid"]
-        text = f"step {rows[-1]['step']}" if rows else ""
-        for key in ("bleu", "rouge_mean"):
-            if valid and key in valid[0]:
-                best = max(valid, key=lambda r: r[key])
-                text += f", best valid {key} {best[key]:.2f} at step {best['step']}"
+        out: dict[str, Any] = {"step": rows[-1]["step"] if rows else 0}
+        key = next((k for k in ("bleu", "rouge_mean") if valid and k in valid[0]), None)
+        if key:
+            best = max(valid, key=lambda r: r[key])
+            out.update(metric=key, best=best[key], best_step=best["step"])
+        timed = [r for r in valid if r.get("train_seconds")]
+        if timed:  # training seconds per update so far (validation not included)
+            out["s_per_update"] = timed[-1]["train_seconds"] / timed[-1]["step"]
+        return out
+
+    def progress(self) -> str:
+        f = self.facts()
+        text = f"step {f['step']}" if f["step"] else ""
+        if "metric" in f:
+            text += f", best valid {f['metric']} {f['best']:.2f} at step {f['best_step']}"
+        if "s_per_update" in f:
+            text += f", {f['s_per_update']:.2f} s/update"
         return text
 
     def command(self, threads: int) -> list[str]:
@@ -160,7 +174,7 @@ def locked(folder: Path) -> Iterator[bool]:
 
 
 def run_job(job: Job, threads: int) -> tuple[Job, str]:
-    """Run one job to its end in its folder (log appended to train.log); returns the outcome."""
+    """Run one job to its end in its folder (its output appended to grid.log); returns the outcome."""
     with locked(job.folder) as mine:
         if not mine:
             return job, "running elsewhere"
@@ -171,15 +185,58 @@ def run_job(job: Job, threads: int) -> tuple[Job, str]:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         print(f"[{stamp}] start  {job.name}: {' '.join(cmd[3:])}", flush=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        with open(job.folder / "train.log", "a") as log:
+        with open(job.folder / "grid.log", "a") as log:  # Hydra itself writes train.log
             log.write(f"\n=== {stamp} {' '.join(cmd)}\n")
             log.flush()
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         took = (time.time() - started) / 60
         outcome = "done" if rc == 0 and (job.folder / "results.json").exists() else f"failed (exit {rc})"
         print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {outcome}  {job.name} after {took:.1f} min "
-              f"(log: {job.folder / 'train.log'})", flush=True)
+              f"(log: {job.folder / 'grid.log'})", flush=True)
         return job, outcome
+
+
+def plan_table(jobs: list[Job]) -> str:
+    """The jobs as a Markdown table: state, progress, measured seconds per update, hours left at that pace."""
+    lines = ["| preset | model | seed | state | updates | best validation | s/update | hours left |",
+             "|---|---|---|---|---|---|---|---|"]
+    facts = {id(job): job.facts() for job in jobs}
+    paces = {(j.experiment, j.params.get("model")): facts[id(j)]["s_per_update"] for j in jobs
+             if "s_per_update" in facts[id(j)]}
+    for job in jobs:
+        f, limit = facts[id(job)], max_steps(job)
+        pace = f.get("s_per_update") or paces.get((job.experiment, job.params.get("model")))
+        guess = "" if "s_per_update" in f else "~"  # at the pace of the same model in the same preset
+        left = "0" if job.state() == "done" else (f"{guess}{(limit - f['step']) * pace / 3600:.1f}" if pace else "–")
+        best = f"{f['metric']} {f['best']:.2f} (step {f['best_step']})" if "metric" in f else "–"
+        pace = f"{f['s_per_update']:.2f}" if "s_per_update" in f else "–"
+        lines.append(f"| {job.experiment} | {job.params.get('model', '–')} | {job.params.get('seed', '–')} | "
+                     f"{job.state()} | {f['step']} / {limit} | {best} | {pace} | {left} |")
+    return "\n".join(lines) + "\n"
+
+
+def max_steps(job: Job) -> int:
+    """The job's update limit: from its run folder's config, else from the preset."""
+    config = job.folder / "config.yaml"
+    if config.exists():
+        return int(OmegaConf.load(config).trainer.max_steps)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={job.experiment}", *job.overrides,
+                                           *(f"{k}={v}" for k, v in job.params.items())])
+    return int(cfg.trainer.max_steps)
+
+
+def embed_plan(readme: Path, jobs: list[Job], command: str) -> None:
+    text = readme.read_text()
+    start, end = "<!-- compute-plan -->", "<!-- /compute-plan -->"
+    if start not in text or end not in text:
+        raise ConfigError(f"{readme} has no {start} ... {end} markers: add them where the plan belongs")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    body = (f"Written by `s2s-grid {command} --status --readme {readme.name}` on {stamp}; s/update is the mean "
+            "training time per update so far (validation excluded) on the machine that ran it, hours left assume "
+            "that pace up to the update limit (~: the pace of the same model in the same preset; early stopping may end a run sooner).\n\n" + plan_table(jobs))
+    head, rest = text.split(start, 1)
+    write_text(readme, head + start + "\n" + body + end + rest.split(end, 1)[1])
 
 
 def parse_only(items: list[str]) -> dict[str, str]:
@@ -196,8 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="s2s-grid", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("experiment", help="a preset in conf/experiment/ with hydra.sweeper.params")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every job (key=value)")
+    parser.add_argument("items", nargs="+", metavar="PRESET[:SEEDS] | KEY=VALUE",
+                        help="presets in conf/experiment/ with hydra.sweeper.params (NAME or NAME:1,2 for some "
+                             "seeds), then Hydra overrides applied to every job")
     parser.add_argument("--runs-dir", type=Path, default=default_runs_dir(),
                         help="where the job folders live (default $S2S_RUNS_DIR or ~/s2s-runs)")
     parser.add_argument("--jobs", type=int, default=0, help="jobs side by side (default: one per usable core)")
@@ -205,25 +263,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", action="append", default=[], metavar="KEY=V[,V]",
                         help="restrict the grid, e.g. --only seed=1 --only model=gru")
     parser.add_argument("--status", action="store_true", help="print each job's state and progress, run nothing")
-    args = parser.parse_args(argv)
+    parser.add_argument("--readme", type=Path, help="with --status: write the jobs as a Markdown table between "
+                        "<!-- compute-plan --> and <!-- /compute-plan --> in this file")
+    args = parser.parse_intermixed_args(argv)  # presets and overrides may come before or after the options
+    overrides = [i for i in args.items if "=" in i]
+    presets = [i for i in args.items if "=" not in i]
     try:
-        jobs = plan(args.experiment, args.runs_dir.expanduser().resolve(), args.overrides, parse_only(args.only))
+        if not presets:
+            raise ConfigError("name at least one preset, e.g. s2s-grid multi30k_de_en")
+        jobs = []
+        for preset in presets:
+            name, _, seeds = preset.partition(":")
+            only = parse_only(args.only + ([f"seed={seeds}"] if seeds else []))
+            jobs += plan(name, args.runs_dir.expanduser().resolve(), overrides, only)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if args.status:
         for job in jobs:
-            print(f"{job.state():12s} {job.name:28s} {job.progress():52s} {job.folder}")
+            print(f"{job.state():12s} {job.name:28s} {job.progress():70s} {job.folder}")
+        if args.readme:
+            embed_plan(args.readme, jobs, " ".join(args.items))
         return
     todo = [j for j in jobs if j.state() in ("interrupted", "missing")]
     width = args.jobs or max(1, usable_cores() // args.threads)
-    print(f"{args.experiment}: {len(jobs)} jobs, {len(jobs) - len(todo)} done or running elsewhere, "
+    print(f"{' '.join(presets)}: {len(jobs)} jobs, {len(jobs) - len(todo)} done or running elsewhere, "
           f"{len(todo)} to run, {width} at a time with {args.threads} thread(s) each", flush=True)
     with ThreadPoolExecutor(max_workers=width) as pool:
         outcomes = list(pool.map(lambda j: run_job(j, args.threads), todo))
     failed = [job.name for job, outcome in outcomes if outcome.startswith("failed")]
     if failed:
-        print(f"{len(failed)} job(s) failed: {', '.join(failed)}; their train.log says why; "
+        print(f"{len(failed)} job(s) failed: {', '.join(failed)}; their grid.log says why; "
               "run the same command again to retry them", file=sys.stderr)
         sys.exit(1)
 

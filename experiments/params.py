@@ -12,7 +12,7 @@ import sys
 from experiments.config import validate
 from experiments.data import TaskData
 from experiments.errors import UserError
-from experiments.trainer import build_model
+from experiments.builders import build_model
 from models import count_parameters
 
 

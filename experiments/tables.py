@@ -1,14 +1,18 @@
-"""``s2s-tables``: collect run folders into the comparison tables under ``results/``.
+"""``s2s-tables``: the comparison tables under ``results/``, rebuilt from run outputs alone.
 
-    s2s-tables multirun/multi30k_de_en --out results
+    s2s-tables ~/s2s-runs/multi30k_de_en --export results/runs --out results --readme README.md
+    s2s-tables results/runs/multi30k_de_en --out results        # the same table, from the committed outputs
 
-Every ``results.json`` below the given folders is one run. Runs are grouped by
-experiment preset; for each, the table gives per model the test metric mean ±
-std over seeds, the parameter count, steps, training time and tokens/s, the
-hardware and commit, and the paired bootstrap test between the two models on
-each seed's test outputs. A length analysis (metric by source-length bucket,
-table and plot) answers the classic RNN-vs-Transformer question. Nothing in
-the written files is typed by hand: every number is read from the run folders.
+Every ``results.json`` below the given folders is one run. ``--export DIR``
+first copies each run's summary, events, config and gzipped test outputs into
+``DIR/<experiment>/<model>/seed<k>/`` (experiments/runs.py) and builds the
+tables from that copy, so a committed table is always what its committed
+outputs give. Per table: each model's test metrics (mean ± std over seeds) for
+the best checkpoint and, where the runs averaged, the averaged one; extractive
+reference rows for summarization; the paired bootstrap between the two models
+per seed; the metric by source-length bucket with bucket sizes and 95%
+intervals; and compute-matched validation curves (experiments/curves.py).
+Nothing in the written files is typed by hand.
 """
 
 from __future__ import annotations
@@ -16,173 +20,204 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from omegaconf import OmegaConf
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from experiments import metrics  # noqa: E402
-from experiments.atomic import atomic_path, write_text  # noqa: E402
-from experiments.config import validate  # noqa: E402
-from experiments.data import TaskData  # noqa: E402
-from experiments.errors import UserError  # noqa: E402
+from experiments import baselines, buckets, curves, metrics
+from experiments.atomic import write_text
+from experiments.errors import UserError
+from experiments.plotting import plt, save_figure
+from experiments.runs import export, find_runs, hypotheses, task_of, texts
 
 METRICS = {"translation": ["bleu", "chrf"], "summarization": ["rouge1", "rouge2", "rougeLsum"]}
 LENGTH_EDGES = {"translation": (8, 12, 16, 20, 25), "summarization": (50, 100, 150, 200, 300)}
-
-
-def find_runs(roots: list[Path]) -> list[dict[str, Any]]:
-    runs = []
-    for root in roots:
-        if not root.exists():
-            raise UserError(f"{root} does not exist: pass the folder(s) holding the runs (e.g. multirun/<name>)")
-        for path in sorted(root.rglob("results.json")):
-            result = json.loads(path.read_text())
-            result["run_dir"] = str(path.parent)
-            runs.append(result)
-    if not runs:
-        raise UserError(f"no results.json under {[str(r) for r in roots]}: have the runs finished?")
-    return runs
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def run_data(run_dir: str) -> TaskData:
-    cfg = validate(OmegaConf.load(Path(run_dir) / "config.yaml"))
-    return TaskData(cfg.task, cfg.cache_dir, tokenizer_dir=Path(run_dir) / "tokenizer")
-
-
-def hypotheses(run: dict[str, Any], split: str) -> list[str]:
-    return (Path(run["run_dir"]) / "hyps" / f"{split}-beam{run['beam_size']}.txt").read_text().split("\n")[:-1]
-
-
-def significance(kind: str, by_model: dict[str, list[dict]], data: TaskData) -> list[dict[str, Any]]:
-    """Paired bootstrap between the first two models, for every seed both have."""
+def significance(kind: str, by_model: dict[str, list[dict]], refs: metrics.Refs) -> list[dict[str, Any]]:
+    """sacreBLEU's paired bootstrap between the first two models' best checkpoints, for every seed both have."""
     models = sorted(by_model)
     if len(models) != 2:
         return []
     a, b = ({r["seed"]: r for r in by_model[m]} for m in models)
-    refs = data.split("test").references()
+    return [{"seed": seed, "model_a": models[0], "model_b": models[1],
+             "test": metrics.paired_bootstrap(kind, hypotheses(a[seed], "test"), hypotheses(b[seed], "test"), refs)}
+            for seed in sorted(set(a) & set(b))]
+
+
+def significance_text(tests: list[dict[str, Any]]) -> str:
+    """The paired tests as a table, with the test, its size and every metric's signature named."""
+    first = tests[0]["test"]
+    a, b = tests[0]["model_a"], tests[0]["model_b"]
+    text = (f"\nPaired bootstrap on `test`: {first['test']}, {first['n_samples']} resamples of the "
+            f"{first['sentences']} sentences, seed {first['seed']}, baseline {a}; score (bootstrap mean ± 95% interval); p = (1 + "
+            f"#{{resamples k: |Δ_k| − mean |Δ_k| > |Δ|}}) / {first['n_samples'] + 1}, two-sided; its floor, "
+            f"1/{first['n_samples'] + 1}, is also what identical outputs get:\n\n")
+    cell = "{:.2f} ({:.2f} ± {:.2f})".format
+    text += markdown_table(["seed", "metric", a, b, f"{a} − {b}", "p"], [
+        [str(t["seed"]), name, cell(r["a"], r["a_mean"], r["a_ci"]), cell(r["b"], r["b_mean"], r["b_ci"]),
+         f"{r['delta']:+.2f}", f"{r['p_value']:.4f}"]
+        for t in tests for name, r in t["test"]["metrics"].items()])
+    return text + "\nTest signatures: " + "; ".join(f"{name} `{r['signature']}`"
+                                                  for name, r in first["metrics"].items()) + ".\n"
+
+
+def model_rows(by_model: dict[str, list[dict]], metric_keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """One summary row per model and checkpoint kind (best; averaged where every seed averaged)."""
+    summary = []
+    for model, group in sorted(by_model.items()):
+        kinds = [("best", lambda r: r["test"])]
+        if all(r.get("averaged") for r in group):
+            how = group[0]["averaged"]
+            kinds.append((f"average of {how['by']} {how['n']}", lambda r: r["averaged"]["test"]))
+        for checkpoint, tests in kinds:
+            row: dict[str, Any] = {
+                "model": model, "checkpoint": checkpoint, "params": group[0]["params"],
+                "seeds": " ".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"])),
+                "steps": statistics.fmean(r["steps"] for r in group),
+                "best_step": statistics.fmean(r["best_step"] for r in group),
+                "train_hours": statistics.fmean(r["train_seconds"] / 3600 for r in group),
+                "tokens_per_s": statistics.fmean(r["train_tokens_per_s"] for r in group),
+            }
+            for split, m in metric_keys:
+                row[f"{split}_{m}_mean"], row[f"{split}_{m}_std"] = mean_std([tests(r)[split][m] for r in group])
+            summary.append(row)
+    return summary
+
+
+def baseline_rows(task: Any, kind: str, metric_keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The task's extractive reference rows, scored on every test split by the models' metric code."""
+    if kind != "summarization":
+        return []
+    _, train_refs = texts(task, "train")
+    train_targets = [r[0] for r in train_refs]
     rows = []
-    for seed in sorted(set(a) & set(b)):
-        test = metrics.paired_bootstrap(kind, hypotheses(a[seed], "test"), hypotheses(b[seed], "test"), refs)
-        rows.append({"seed": seed, "model_a": models[0], "model_b": models[1], "score_a": test["a"],
-                     "score_b": test["b"], "delta": test["delta"], "p_value": test["p_value"]})
+    for name, summarise in baselines.baselines(task.name, train_targets).items():
+        row: dict[str, Any] = {"model": name, "checkpoint": "extractive", "params": 0, "seeds": "",
+                               "steps": 0, "best_step": 0, "train_hours": 0.0, "tokens_per_s": 0.0}
+        for split in sorted({s for s, _ in metric_keys}):
+            sources, refs = texts(task, split)
+            scores = metrics.task_metrics(kind, [summarise(s) for s in sources], refs)
+            for s, m in metric_keys:
+                if s == split:
+                    row[f"{split}_{m}_mean"], row[f"{split}_{m}_std"] = scores[m], 0.0
+        rows.append(row)
     return rows
 
 
-def length_analysis(kind: str, by_model: dict[str, list[dict]], data: TaskData) -> dict[str, list[dict]]:
-    """Test metric per source-length bucket (words), averaged over each model's seeds."""
-    split = data.split("test")
-    lengths = [len(s.split()) for s in split.sources()]
-    refs = split.references()
-    out = {}
-    for model, runs in sorted(by_model.items()):
-        per_seed = [metrics.length_buckets(lengths, kind, hypotheses(r, "test"), refs, edges=LENGTH_EDGES[kind])
-                    for r in runs]
-        out[model] = [
-            {**bucket, "score": statistics.fmean(s[i]["score"] for s in per_seed) if bucket["score"] is not None else None}
-            for i, bucket in enumerate(per_seed[0])
-        ]
-    return out
+def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
+    return ("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+            + "".join("| " + " | ".join(r) + " |\n" for r in rows))
 
 
-def write_table(name: str, runs: list[dict[str, Any]], out: Path, command: str) -> Path:
+def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: str) -> Path:
     kind = runs[0]["kind"]
+    primary = metrics.PRIMARY[kind]
     by_model: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         by_model[run["model"]].append(run)
+    task = task_of(runs[0])
     test_splits = list(runs[0]["test"])
     metric_keys = [(split, m) for split in test_splits for m in METRICS[kind]]
-    summary = []  # numbers, for the CSV
-    for model, group in sorted(by_model.items()):
-        row: dict[str, Any] = {
-            "model": model,
-            "params": group[0]["params"],
-            "seeds": " ".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"])),
-            "steps": statistics.fmean(r["steps"] for r in group),
-            "train_minutes": statistics.fmean(r["train_seconds"] / 60 for r in group),
-            "tokens_per_s": statistics.fmean(r["train_tokens_per_s"] for r in group),
-        }
-        for split, m in metric_keys:
-            row[f"{split}_{m}_mean"], row[f"{split}_{m}_std"] = mean_std([r["test"][split][m] for r in group])
-        summary.append(row)
-    columns = ["model", "params", "seeds", "steps", "train min", "tokens/s"] + [f"{s} {m}" for s, m in metric_keys]
-    rows = [
-        {"model": r["model"], "params": f"{r['params']:,}", "seeds": r["seeds"], "steps": f"{r['steps']:.0f}",
-         "train min": f"{r['train_minutes']:.1f}", "tokens/s": f"{r['tokens_per_s']:,.0f}",
-         **{f"{s} {m}": f"{r[f'{s}_{m}_mean']:.2f}" + (f" ± {r[f'{s}_{m}_std']:.2f}" if " " in r["seeds"] else "")
-            for s, m in metric_keys}}
-        for r in summary
-    ]
+    summary = model_rows(by_model, metric_keys) + baseline_rows(task, kind, metric_keys)
+    columns = ["model", "checkpoint", "params", "seeds", "updates", "best at", "train h"] + \
+        [f"{s} {m}" for s, m in metric_keys]
+    rows = [[r["model"], r["checkpoint"], f"{r['params']:,}" if r["params"] else "–", r["seeds"] or "–",
+             f"{r['steps']:.0f}" if r["steps"] else "–", f"{r['best_step']:.0f}" if r["steps"] else "–",
+             f"{r['train_hours']:.2f}" if r["steps"] else "–"]
+            + [f"{r[f'{s}_{m}_mean']:.2f}" + (f" ± {r[f'{s}_{m}_std']:.2f}" if " " in r["seeds"] else "")
+               for s, m in metric_keys] for r in summary]
 
-    data = run_data(runs[0]["run_dir"])
-    tests = significance(kind, by_model, data)
-    lengths = length_analysis(kind, by_model, data)
+    sources, refs = texts(task, "test")
+    tests = significance(kind, by_model, refs)
+    lengths = {model: buckets.by_length(kind, [len(s.split()) for s in sources],
+                                        [hypotheses(r, "test") for r in group], refs, LENGTH_EDGES[kind])
+               for model, group in sorted(by_model.items())}
+    by_curve = curves.curves(runs, primary)
     first = runs[0]
-    signature = first["test"]["test"].get("bleu_signature") or first["test"]["test"].get("rouge_signature")
-    hardware = sorted({r["hardware"].get("gpu") or f"{r['hardware']['cpu']} ({r['hardware']['cores']} cores)" for r in runs})
+    signatures = "; ".join(f"{key.removesuffix('_signature')} `{value}`"
+                           for key, value in first["test"]["test"].items() if key.endswith("_signature"))
+    hardware = "; ".join(sorted({r["hardware"].get("gpu") or f"{r['hardware']['cpu']} ({r['hardware']['cores']} cores)"
+                                 for r in runs}))
 
     md = io.StringIO()
     md.write(f"# {name}\n\n")
-    md.write(f"Task `{first['task']}` ({kind}); test sets: {', '.join(test_splits)}; "
-             f"beam {first['beam_size']}; best checkpoint by validation {metrics.PRIMARY[kind]}.\n")
-    md.write(f"Metric signature: `{signature}`.\n")
-    md.write(f"Hardware: {'; '.join(hardware)}; precision {first['precision']}; "
+    md.write(f"Task `{first['task']}` ({kind}); test sets: {', '.join(test_splits)}; beam {first['beam_size']}; "
+             f"checkpoint: the best by validation {primary}"
+             + (", and the average of the kept snapshots (rows marked)" if any(r.get("averaged") for r in runs) else "")
+             + ".\n")
+    md.write(f"Metric signatures: {signatures}.\n")
+    md.write(f"Hardware: {hardware}; precision {', '.join(sorted({r['precision'] for r in runs}))}; "
              f"commits {', '.join(sorted({r['commit'] for r in runs}))}.\n")
-    md.write(f"Produced by `{command}` from {len(runs)} run folders; mean ± std over seeds where there are several.\n\n")
-    md.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
-    for row in rows:
-        md.write("| " + " | ".join(str(row[c]) for c in columns) + " |\n")
+    md.write(f"{len(runs)} runs; mean ± std over seeds where there are several. "
+             f"Regenerate: `{regenerate}`.\n\n")
+    md.write(markdown_table(columns, rows))
+    if kind == "summarization":
+        md.write("\nExtractive rows copy parts of the source (experiments/baselines.py), scored by the same code.\n")
     if tests:
-        md.write(f"\nPaired bootstrap on `test` ({metrics.PRIMARY[kind]}, 1000 resamples; p = share of "
-                 "resamples where the overall winner does not win):\n\n| seed | " + f"{tests[0]['model_a']} | {tests[0]['model_b']} "
-                 "| delta | p |\n|---|---|---|---|---|\n")
-        for t in tests:
-            md.write(f"| {t['seed']} | {t['score_a']:.2f} | {t['score_b']:.2f} | {t['delta']:+.2f} | {t['p_value']:.3f} |\n")
-    md.write(f"\nTest {metrics.PRIMARY[kind]} by source length (words), mean over seeds "
-             f"(plot: `{name}_length.png`):\n\n| bucket | n | " + " | ".join(lengths) + " |\n|---|---|"
-             + "---|" * len(lengths) + "\n")
+        md.write(significance_text(tests))
+    md.write(f"\nTest {primary} by source length (words), mean over seeds, [95% bootstrap interval] "
+             f"(plot: `{name}_length.png`):\n\n")
     some = next(iter(lengths.values()))
-    for i, bucket in enumerate(some):
-        scores = [lengths[m][i]["score"] for m in lengths]
-        md.write(f"| {bucket['bucket']} | {bucket['count']} | "
-                 + " | ".join("–" if s is None else f"{s:.2f}" for s in scores) + " |\n")
+    md.write(markdown_table(["bucket", "n"] + list(lengths), [
+        [b["bucket"], str(b["count"])] + ["–" if lengths[m][i]["score"] is None else
+                                          f"{lengths[m][i]['score']:.2f} [{lengths[m][i]['low']:.1f}, "
+                                          f"{lengths[m][i]['high']:.1f}]" for m in lengths]
+        for i, b in enumerate(some)]))
+    matched = curves.matched_table(by_curve, primary)
+    if matched:
+        md.write(f"\nValidation {primary} (greedy) at equal real target tokens, mean over seeds, interpolated "
+                 f"between validations (plot against updates, tokens and hours: `{name}_curves.png`):\n\n")
+        md.write(markdown_table(["target tokens (M)"] + list(by_curve), matched))
 
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / f"{name}.md", md.getvalue())
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(summary[0]))
+    writer = csv.DictWriter(buffer, fieldnames=list(summary[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(summary)
     write_text(out / f"{name}.csv", buffer.getvalue())
-    plot_lengths(name, kind, lengths, out / f"{name}_length.png")
+    budget = f"{statistics.fmean(r['steps'] for r in runs):.0f} updates of {task_budget(first)}"
+    plot_lengths(f"{name}: test {primary} by source length ({budget}, beam {first['beam_size']})", kind, lengths,
+                 out / f"{name}_length.png")
+    if by_curve:
+        curves.plot(by_curve, primary, f"{name}: validation {primary} (greedy, {task.splits.valid}) at equal compute; "
+                    f"{budget}", hardware,
+                    out / f"{name}_curves.png")
     return out / f"{name}.md"
 
 
-def plot_lengths(name: str, kind: str, lengths: dict[str, list[dict]], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for model, buckets in lengths.items():
-        xs = [b["bucket"] for b in buckets if b["score"] is not None]
-        ax.plot(xs, [b["score"] for b in buckets if b["score"] is not None], marker="o", label=model)
-    ax.set_xlabel("source length (words)")
+def task_budget(run: dict[str, Any]) -> str:
+    cfg = OmegaConf.load(Path(run["run_dir"]) / "config.yaml")
+    return f"{cfg.trainer.batch_tokens}-token batches"
+
+
+def plot_lengths(title: str, kind: str, lengths: dict[str, list[dict]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = [f"{b['bucket']}\n(n={b['count']})" for b in next(iter(lengths.values()))]
+    width = 0.8 / max(len(lengths), 1)
+    for k, (model, rows) in enumerate(lengths.items()):
+        xs = [i + (k - (len(lengths) - 1) / 2) * width for i, b in enumerate(rows) if b["score"] is not None]
+        ys = [b["score"] for b in rows if b["score"] is not None]
+        errors = [[b["score"] - b["low"] for b in rows if b["score"] is not None],
+                  [b["high"] - b["score"] for b in rows if b["score"] is not None]]
+        ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, linestyle="-", label=model)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("source length in words (n = test sentences in the bucket)")
     ax.set_ylabel(f"test {metrics.PRIMARY[kind]}")
-    ax.set_title(name)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    ax.set_ylim(bottom=0)
+    ax.set_title(title, fontsize=9)
+    ax.legend(title="mean over seeds; bars: 95% bootstrap", title_fontsize=8, fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    save_figure(fig, path)
 
 
 def embed(readme: Path, name: str, table: str) -> None:
@@ -198,20 +233,28 @@ def embed(readme: Path, name: str, table: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="s2s-tables", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="s2s-tables", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("roots", nargs="+", type=Path, help="folders holding run folders (searched recursively)")
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--export", type=Path, metavar="DIR",
+                        help="copy each run's outputs to DIR/<experiment>/<model>/seed<k> and tabulate that copy")
     parser.add_argument("--name", help="table name (default: the runs' experiment preset)")
     parser.add_argument("--readme", type=Path, help="also copy each table into this file, between the markers "
                         "<!-- table:NAME --> and <!-- /table:NAME --> (so the README never holds a hand-typed number)")
     args = parser.parse_args(argv)
-    command = "s2s-tables " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
+        found = find_runs(args.roots)
+        if args.export:
+            found = [{**run, "run_dir": str(export(run, args.export))} for run in found]
         groups: dict[str, list[dict]] = defaultdict(list)
-        for run in find_runs(args.roots):
+        for run in found:
             groups[args.name or run.get("experiment") or run["task"]].append(run)
         for name, runs in groups.items():
-            table = write_table(name, runs, args.out, command)
+            source = str(args.export / name) if args.export else " ".join(map(str, args.roots))
+            regenerate = f"s2s-tables {source}" + (f" --name {args.name}" if args.name else "")  # any --out
+            table = write_table(name, runs, args.out, regenerate)
             print(f"wrote {table} ({len(runs)} runs)")
             if args.readme:
                 embed(args.readme, name, table.read_text())

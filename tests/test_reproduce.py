@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from experiments.tables import main as tables_main
-from tests.conftest import REPO
+from tests.conftest import HUNG_S, REPO
 
 
 def multirun(sweep_dir: Path, cache: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "experiments.train", "-m", "experiment=smoke", f"hydra.sweep.dir={sweep_dir}",
          f"cache_dir={cache}", *overrides],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        cwd=REPO, capture_output=True, text=True, timeout=HUNG_S,
     )
 
 
@@ -32,13 +32,26 @@ def test_smoke_grid_writes_four_runs_and_a_table_that_matches_them(tmp_path: Pat
 
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- table:smoke -->\nSTALE-TABLE\n<!-- /table:smoke -->\noutro\n")
-    tables_main([str(tmp_path / "grid"), "--out", str(tmp_path / "results"), "--readme", str(readme)])
-    rows = {row["model"]: row for row in csv.DictReader(open(tmp_path / "results" / "smoke.csv"))}
+    tables_main([str(tmp_path / "grid"), "--export", str(tmp_path / "runs"), "--out", str(tmp_path / "results"),
+                 "--readme", str(readme)])
+    rows = {(row["model"], row["checkpoint"]): row for row in csv.DictReader(open(tmp_path / "results" / "smoke.csv"))}
     for model in ("gru", "transformer"):
-        bleus = [r["test"]["test"]["bleu"] for r in runs if r["model"] == model]
-        assert float(rows[model]["test_bleu_mean"]) == pytest.approx(statistics.fmean(bleus), abs=1e-9)
-        assert float(rows[model]["test_bleu_std"]) == pytest.approx(statistics.stdev(bleus), abs=1e-9)
-        assert int(rows[model]["params"]) == next(r["params"] for r in runs if r["model"] == model)
+        for checkpoint, tests in (("best", lambda r: r["test"]), ("average of best 2", lambda r: r["averaged"]["test"])):
+            bleus = [tests(r)["test"]["bleu"] for r in runs if r["model"] == model]
+            row = rows[model, checkpoint]
+            assert float(row["test_bleu_mean"]) == pytest.approx(statistics.fmean(bleus), abs=1e-9)
+            assert float(row["test_bleu_std"]) == pytest.approx(statistics.stdev(bleus), abs=1e-9)
+            assert int(row["params"]) == next(r["params"] for r in runs if r["model"] == model)
+
+    # The export holds what re-scoring needs and nothing else, and gives the same tables on its own.
+    exported = sorted(str(p.relative_to(tmp_path / "runs")) for p in (tmp_path / "runs").rglob("*") if p.is_file())
+    assert exported == sorted(f"smoke/{m}/seed{s}/{f}" for m in ("gru", "transformer") for s in (1, 2)
+                              for f in ("config.yaml", "metrics.jsonl", "results.json", "hyps/test-beam2.txt.gz",
+                                        "hyps/test-beam2-average.txt.gz"))
+    tables_main([str(tmp_path / "runs" / "smoke"), "--out", str(tmp_path / "again")])
+    for name in ("smoke.md", "smoke.csv"):
+        assert (tmp_path / "again" / name).read_text() == (tmp_path / "results" / name).read_text()
+    assert (tmp_path / "results" / "smoke_curves.png").exists()
     table = (tmp_path / "results" / "smoke.md").read_text()
     assert "nrefs:1|case:mixed|eff:no|tok:13a" in table and "Paired bootstrap" in table
     mean = statistics.fmean(r["test"]["test"]["bleu"] for r in runs if r["model"] == "gru")
@@ -47,6 +60,21 @@ def test_smoke_grid_writes_four_runs_and_a_table_that_matches_them(tmp_path: Pat
     embedded = readme.read_text()
     assert embedded.startswith("intro\n<!-- table:smoke -->\n") and embedded.endswith("<!-- /table:smoke -->\noutro\n")
     assert "STALE-TABLE" not in embedded and table.split("\n", 2)[2].strip() in embedded
+
+
+COMMITTED = sorted(p.name for p in (REPO / "results" / "runs").glob("*") if p.is_dir())
+
+
+@pytest.mark.parametrize("experiment", COMMITTED)
+def test_committed_tables_are_what_the_committed_outputs_give(experiment: str, tmp_path: Path, monkeypatch) -> None:
+    """Every table under results/ is rebuilt, byte for byte, from results/runs/<experiment> and the datasets."""
+    from tests.conftest import data_root
+
+    data_root()
+    monkeypatch.chdir(REPO)  # the tables name their source as given: results/runs/<experiment>
+    tables_main([f"results/runs/{experiment}", "--out", str(tmp_path)])
+    for name in (f"{experiment}.md", f"{experiment}.csv"):
+        assert (tmp_path / name).read_text() == (REPO / "results" / name).read_text(), name
 
 
 @pytest.mark.slow
@@ -77,12 +105,12 @@ def test_table_presets_give_both_models_one_budget(preset: str, make_cfg) -> Non
     from tests.conftest import CONF
 
     sweep = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml").hydra.sweeper.params
-    assert sorted(str(sweep.model).split(",")) == ["gru", "transformer"]
-    budgets = []
-    for model in ("gru", "transformer"):
+    budgets, names = [], []
+    for model in str(sweep.model).split(","):  # gru and transformer, or sized variants (gru_small)
         cfg = make_cfg(f"experiment={preset}", f"model={model}")
-        assert cfg.experiment == preset and cfg.model.name == model
+        assert cfg.experiment == preset
+        names.append(cfg.model.name)
         t = cfg.trainer
         budgets.append((t.max_steps, t.batch_tokens, t.accum_steps, t.eval_every, t.eval_max_sentences,
                         t.warmup_steps if preset.endswith("_cpu") else None, OmegaConf.to_container(cfg.decoding)))
-    assert budgets[0] == budgets[1]
+    assert sorted(names) == ["gru", "transformer"] and budgets[0] == budgets[1]

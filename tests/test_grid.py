@@ -1,0 +1,105 @@
+"""s2s-grid: the jobs of a preset, their fixed folders, and a second run that only finishes what is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import grid
+from experiments.errors import ConfigError
+from tests.conftest import REPO
+
+
+def test_jobs_are_the_sweep_product_with_seeds_outermost(tmp_path: Path) -> None:
+    jobs = grid.plan("multi30k_de_en", tmp_path, [], {})
+    assert [j.name for j in jobs] == [f"model={m} seed={s}" for s in (1, 2, 3) for m in ("gru", "transformer")]
+    assert jobs[0].folder == tmp_path / "multi30k_de_en" / "gru" / "seed1"
+    assert [j.name for j in grid.plan("multi30k_de_en", tmp_path, [], {"seed": "2,3", "model": "gru"})] == \
+        ["model=gru seed=2", "model=gru seed=3"]
+    with pytest.raises(ConfigError, match="'lr' is not swept by multi30k_de_en"):
+        grid.plan("multi30k_de_en", tmp_path, [], {"lr": "1"})
+    with pytest.raises(ConfigError, match="no hydra.sweeper.params"):
+        grid.plan("quickstart", tmp_path, [], {})
+    with pytest.raises(ConfigError, match="Could not find 'experiment/nope'"):
+        grid.plan("nope", tmp_path, [], {})
+
+
+def test_state_comes_from_the_folder_and_its_lock(tmp_path: Path) -> None:
+    job = grid.plan("multi30k_de_en", tmp_path, [], {"seed": "1", "model": "gru"})[0]
+    assert job.state() == "missing"
+    assert "trainer.resume=true" not in job.command(1)
+    (job.folder / "checkpoints").mkdir(parents=True)
+    (job.folder / "checkpoints" / "last.pt").write_bytes(b"")
+    assert job.state() == "interrupted" and "trainer.resume=true" in job.command(1)
+    # another process holds the folder's lock: the job is running there
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(600)",
+                               str(job.folder / ".grid.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert job.state() == "running"
+        assert grid.run_job(job, 1)[1] == "running elsewhere"
+    finally:
+        holder.kill()
+        holder.wait()
+    (job.folder / "results.json").write_text("{}")
+    assert job.state() == "done"
+
+
+def s2s_grid(runs: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "experiments.grid", "smoke", "--runs-dir", str(runs), "--jobs", "2",
+                           f"cache_dir={cache}", *args], cwd=REPO, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_running_the_grid_again_skips_done_jobs_and_resumes_interrupted_ones(tmp_path: Path,
+                                                                             shared_cache: Path) -> None:
+    first = s2s_grid(tmp_path, shared_cache, "--only", "seed=1")
+    assert first.returncode == 0, first.stderr + first.stdout
+    folders = [tmp_path / "smoke" / m / "seed1" for m in ("gru_tiny", "transformer_tiny")]
+    assert all((f / "results.json").exists() for f in folders)
+    # Pretend the Transformer was killed after its step-50 checkpoint: keep last.pt, drop what came after.
+    interrupted = folders[1]
+    (interrupted / "results.json").unlink()
+    before = json.loads((folders[0] / "results.json").read_text())
+    again = s2s_grid(tmp_path, shared_cache, "--only", "seed=1")
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "1 done or running elsewhere, 1 to run" in again.stdout
+    assert "trainer.resume=true" in (interrupted / "grid.log").read_text().split("\n===")[-1]
+    assert json.loads((interrupted / "results.json").read_text())["steps"] == 100
+    assert json.loads((folders[0] / "results.json").read_text()) == before  # the finished job was not touched
+    status = subprocess.run([sys.executable, "-m", "experiments.grid", "smoke", "--runs-dir", str(tmp_path),
+                             "--only", "seed=1", "--status"], cwd=REPO, capture_output=True, text=True)
+    assert status.stdout.count("done") == 2 and "best valid bleu" in status.stdout and "s/update" in status.stdout
+
+
+def test_the_compute_plan_is_written_from_the_run_folders(tmp_path: Path) -> None:
+    jobs = grid.plan("multi30k_de_en", tmp_path, [], {"seed": "1,2"})
+    done, running = jobs[0], jobs[1]  # gru seed 1, transformer seed 1
+    for job, rows in ((done, [(250, 30.0, 500.0), (500, 33.0, 1000.0)]), (running, [(250, 20.0, 750.0)])):
+        job.folder.mkdir(parents=True)
+        (job.folder / "metrics.jsonl").write_text("".join(
+            json.dumps({"event": "valid", "step": s, "bleu": b, "tokens": s * 3000, "train_seconds": t}) + "\n"
+            for s, b, t in rows))
+        (job.folder / "config.yaml").write_text("trainer:\n  max_steps: 1000\n")
+    (done.folder / "results.json").write_text("{}")
+    readme = tmp_path / "README.md"
+    readme.write_text("plan:\n<!-- compute-plan -->\nold\n<!-- /compute-plan -->\nend\n")
+    grid.embed_plan(readme, jobs, "multi30k_de_en:1,2")
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("<!-- /compute-plan -->\nend\n")
+    assert "| multi30k_de_en | gru | 1 | done | 500 / 1000 | bleu 33.00 (step 500) | 2.00 | 0 |" in text
+    # interrupted (no last.pt here, so "missing"): 750 updates left at 3 s each
+    assert "| multi30k_de_en | transformer | 1 | missing | 250 / 1000 | bleu 20.00 (step 250) | 3.00 | 0.6 |" in text
+    # seed 2 has not started: the preset's limit, at the pace of its seed-1 sibling
+    assert "| multi30k_de_en | gru | 2 | missing | 0 / 4000 | – | – | ~2.2 |" in text
+    plain = tmp_path / "plain.md"
+    plain.write_text("nothing here\n")
+    with pytest.raises(ConfigError, match="no <!-- compute-plan -->"):
+        grid.embed_plan(plain, jobs, "x")
