@@ -15,16 +15,20 @@ import pytest
 import torch
 import yaml
 
-from experiments import benchmark, joeynmt_bench
+from experiments import builders, evaluate
 from experiments.batching import cut_sorted
-from experiments.benchmark import NoKVCache, compose, decode_one_at_a_time
+from experiments.bench import analysis, cli, decode, joeynmt, joeynmt_config, plan, plots
+from experiments.bench.decode import NoKVCache, decode_one_at_a_time
+from experiments.bench.plan import compose
+from experiments.bench.report import REPORT_KEYS
+from experiments.builders import build_model
 from experiments.data import TaskData
 from experiments.evaluate import decode_split
 from experiments.loss import sequence_loss
-from experiments.trainer import Trainer, build_model
+from experiments.trainer import Trainer
 from models import greedy_search
 
-TINY = benchmark.TINY_TASK
+TINY = plan.TINY_TASK
 
 
 @pytest.fixture
@@ -53,7 +57,7 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
     out, prof = tmp_path / "results", tmp_path / "prof"
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- table:benchmarks -->\nSTALE\n<!-- /table:benchmarks -->\noutro\n")
-    report = benchmark.main(["--tiny", "--in-process", "--no-compile", "--out", str(out), "--work-dir",
+    report = cli.main(["--tiny", "--in-process", "--no-compile", "--out", str(out), "--work-dir",
                              str(tmp_path / "work"), "--profile", str(prof), "--time-to-bleu", "0",
                              "--readme", str(readme), "trainer.num_threads=1"])
     md = (out / "benchmarks.md").read_text()
@@ -63,7 +67,7 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
     for key in ("date", "commit", "cpu", "cores", "torch", "device", "gpu", "task", "command"):
         assert key in meta
     assert meta["gpu"] is None and meta["device"] == "cpu" and meta["torch"] == torch.__version__
-    assert set(saved) >= benchmark.REPORT_KEYS == {"meta", "training", "fast_paths", "comparison", "targets",
+    assert set(saved) >= REPORT_KEYS == {"meta", "training", "fast_paths", "comparison", "targets",
                                                    "scaling", "joeynmt", "profiles", "time_to_bleu"}
 
     training = saved["training"]
@@ -124,7 +128,7 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
 
     # --from-json writes the same report again without measuring anything
     again = tmp_path / "again"
-    benchmark.main(["--from-json", str(out / "benchmarks.json"), "--out", str(again)])
+    cli.main(["--from-json", str(out / "benchmarks.json"), "--out", str(again)])
     assert (again / "benchmarks.md").read_text() == md
     assert json.loads((again / "benchmarks.json").read_text()) == saved
     assert (again / "benchmarks_curve.png").stat().st_size > 1000
@@ -133,14 +137,14 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
     import re
     from importlib import import_module
 
-    pyproject = (Path(benchmark.__file__).parent.parent / "pyproject.toml").read_text()
+    pyproject = (Path(cli.__file__).parents[2] / "pyproject.toml").read_text()
     module, _, function = re.search(r'^s2s-bench = "(.+)"$', pyproject, re.M).group(1).partition(":")
     monkeypatch.setattr("sys.argv", ["s2s-bench", "--from-json", str(out / "benchmarks.json"), "--out", str(again)])
     assert getattr(import_module(module), function)() is None
 
 
 def test_worker_processes_report_their_own_peak_memory(cache: Path, tmp_path: Path) -> None:
-    report = benchmark.main(["--tiny", "--models", "gru", "--configs", "base", "--no-decode", "--no-scaling",
+    report = cli.main(["--tiny", "--models", "gru", "--configs", "base", "--no-decode", "--no-scaling",
                              "--out", str(tmp_path / "results"), "--work-dir", str(tmp_path / "work"),
                              "trainer.num_threads=1"])
     [row] = report["training"]
@@ -185,7 +189,7 @@ def test_bf16_autocast_gives_the_same_loss_within_bf16_precision(model: str, toy
 
 
 def test_torch_compile_gives_the_same_loss(toy: TaskData, tmp_path: Path) -> None:
-    usable, why = benchmark.compile_usable()
+    usable, why = plan.compile_usable()
     if not usable:
         pytest.skip(why)
     plain = fixed_batch_loss("transformer", toy, tmp_path)
@@ -249,15 +253,60 @@ def test_kv_cache_gives_the_logits_of_rerunning_the_decoder(toy: TaskData) -> No
 
 
 @pytest.mark.parametrize("model", ["transformer", "gru"])
-def test_batched_beam_search_matches_one_sentence_at_a_time(model: str, toy: TaskData) -> None:
+def test_batched_beam_search_matches_one_sentence_at_a_time(model: str, toy: TaskData,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny_cfg(model, "seed=3")
     torch.manual_seed(3)
     net = build_model(cfg.model, toy).eval()
     fp32 = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
     batched = decode_split(net, toy, "test", cfg.decoding, torch.device("cpu"), fp32, beam_size=5, limit=12)
-    single, _ = decode_one_at_a_time(net, toy, "test", cfg.decoding, torch.device("cpu"), fp32, beam_size=5,
-                                     limit=12)
-    assert batched.token_ids == single
+    sizes, search = [], evaluate.search
+
+    def counted(net, batch, *args, **kwargs):
+        sizes.append(batch.src.size(0))
+        return search(net, batch, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "search", counted)
+    single = decode_one_at_a_time(net, toy, "test", cfg.decoding, torch.device("cpu"), fp32, beam_size=5, limit=12)
+    assert sizes == [1] * 12  # the baseline really searches one sentence at a time
+    assert batched.token_ids == single.token_ids
+
+
+def test_only_the_bf16_configurations_run_in_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU with native bf16 the trainer's precision=auto means bf16: every other configuration pins fp32."""
+    monkeypatch.setattr(builders, "cpu_has_native_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    specs, _ = plan.build_specs(cli.parse_args(["--tiny", "--profile", "traces", "--time-to-bleu", "1"]), cpu)
+    precision = {(s.kind, s.preset, s.name): builders.resolve_precision(cpu, compose(s.overrides).trainer.precision)
+                 for s in specs}
+    assert {("train", "gru_tiny", "bf16"), ("scaling", "gru_tiny", "scaling"), ("ttb", "gru_tiny", "base"),
+            ("profile", "gru_tiny", "base"), ("train", "gru_tiny", "random")} <= set(precision)
+    assert {k for k, p in precision.items() if p == "bf16"} == {k for k in precision if "bf16" in k[2]}
+
+
+def test_plots_label_their_axes_and_every_line_and_start_at_zero() -> None:
+    meta = {"task": "multi30k_de_en", "cpu": "Some CPU", "cores": 2, "gpu": None, "torch": "2.0", "batch_tokens": 4096}
+    report = {
+        "meta": meta,
+        "scaling": [{"model": m, "batch_tokens": t, "tokens_per_s": 2000.0 + t / 10, "step_s": 1.0}
+                    for m in ("gru", "transformer") for t in (1024, 2048, 4096)],
+        "comparison": [{"model": "transformer", "joeynmt_tokens_per_s": 770.0, "joeynmt_source": "anchor (...)"}],
+        "time_to_bleu": [{"model": "transformer", "config": "base", "batch_tokens": 4096,
+                          "history": [{"step": 250, "bleu": 20.0}, {"step": 500, "bleu": 30.0}]}],
+    }
+    scaling, ttb = plots.scaling_figure(report), plots.ttb_figure(report)
+    for fig, words in ((scaling, ["batch budget", "plain configuration"]), (ttb, ["4096-token batches"])):
+        [ax] = fig.axes
+        assert ax.get_ylim()[0] == 0
+        assert ax.get_xlabel() and ax.get_ylabel()
+        assert all(w in ax.get_title() for w in [meta["task"], "Some CPU, 2 cores", *words])
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert len(labels) == len(ax.get_lines()) and not [x for x in labels if x.startswith("_")]
+        assert any(x.startswith("JoeyNMT 2.3.0") for x in labels)
+    assert "per second" in scaling.axes[0].get_ylabel() and "tokens" in scaling.axes[0].get_xlabel()
+    assert any(x.startswith("target") for x in [t.get_text() for t in ttb.axes[0].get_legend().get_texts()])
+    assert plots.scaling_figure({**report, "scaling": []}) is None
+    assert plots.ttb_figure({**report, "time_to_bleu": []}) is None
 
 
 def test_decode_run_decodes_with_a_trained_checkpoint(toy: TaskData, tmp_path: Path) -> None:
@@ -269,12 +318,12 @@ def test_decode_run_decodes_with_a_trained_checkpoint(toy: TaskData, tmp_path: P
     checkpoint.save(trainer.state(), tmp_path / "run" / "checkpoints" / "best.pt")
     spec = {"split": "test", "limit": 5, "beams": [1, 2], "ablation": 0, "run": str(tmp_path / "run")}
     bench = Trainer(cfg, tmp_path / "bench", data=toy)
-    model, data, dcfg, device, autocast, source = benchmark.decoding_model(bench, toy, cfg, spec)
+    model, data, dcfg, device, autocast, source = decode.decoding_model(bench, toy, cfg, spec)
     assert model is not bench.model and "(step 7, fp32)" in source
-    rows = benchmark.measure_decoding(model, data, dcfg, device, autocast, spec)
+    rows = decode.measure_decoding(model, data, dcfg, device, autocast, spec)
     assert [(r["search"], r["sentences"]) for r in rows] == [("greedy", 5), ("beam2", 5)]
     with pytest.raises(Exception, match="not a gru"):
-        benchmark.decoding_model(bench, toy, tiny_cfg("gru"), spec)
+        decode.decoding_model(bench, toy, tiny_cfg("gru"), spec)
 
 
 # ---------------------------------------------------------------------------
@@ -289,7 +338,7 @@ def fake_paths(tmp_path: Path) -> dict:
 
 def test_joeynmt_config_matches_our_transformer(tmp_path: Path) -> None:
     cfg = compose(["task=multi30k_de_en", "model=transformer", "logger=none"])
-    config, notes = joeynmt_bench.joey_config(cfg, fake_paths(tmp_path), model_dir=tmp_path / "m", steps=60,
+    config, notes = joeynmt_config.joey_config(cfg, fake_paths(tmp_path), model_dir=tmp_path / "m", steps=60,
                                               log_every=10, use_cuda=False)
     config = yaml.safe_load(yaml.safe_dump(config))  # what JoeyNMT reads back
     enc, dec, tr = config["model"]["encoder"], config["model"]["decoder"], config["training"]
@@ -312,7 +361,7 @@ def test_joeynmt_config_matches_our_transformer(tmp_path: Path) -> None:
 
 def test_joeynmt_config_matches_our_gru(tmp_path: Path) -> None:
     cfg = compose(["task=multi30k_de_en", "model=gru", "logger=none"])
-    config, notes = joeynmt_bench.joey_config(cfg, fake_paths(tmp_path), model_dir=tmp_path / "m", steps=60,
+    config, notes = joeynmt_config.joey_config(cfg, fake_paths(tmp_path), model_dir=tmp_path / "m", steps=60,
                                               log_every=10, use_cuda=False)
     enc, dec, tr = config["model"]["encoder"], config["model"]["decoder"], config["training"]
     assert (enc["rnn_type"], enc["bidirectional"], enc["hidden_size"], enc["num_layers"]) == ("gru", True, 256, 2)
@@ -337,26 +386,26 @@ LOG = "\n".join([
 
 
 def test_joeynmt_log_is_read_window_by_window() -> None:
-    parsed = joeynmt_bench.parse_log(LOG)
+    parsed = joeynmt.parse_log(LOG)
     assert parsed["params"] == 7578624
     assert [w["step"] for w in parsed["windows"]] == [10, 20, 30]
-    summary = joeynmt_bench.summarize(parsed, skip=1)  # the first window (warm-up) is dropped
+    summary = joeynmt.summarize(parsed, skip=1)  # the first window (warm-up) is dropped
     assert summary["measured_steps"] == 20 and summary["measured_s"] == pytest.approx(50)
     assert summary["tokens_per_s"] == pytest.approx((800 * 20 + 700 * 30) / 50)
     assert summary["step_s"] == pytest.approx(2.5)
     with pytest.raises(Exception, match="windows"):
-        joeynmt_bench.summarize(parsed, skip=3)
+        joeynmt.summarize(parsed, skip=3)
 
 
 def test_joeynmt_data_export_keeps_our_ids(toy: TaskData, tmp_path: Path) -> None:
-    paths = joeynmt_bench.export_data(toy, tmp_path / "data")
+    paths = joeynmt.export_data(toy, tmp_path / "data")
     pieces = Path(paths["vocab"]).read_text(encoding="utf-8").splitlines()
     assert pieces == [toy.tokenizer.src.id_to_piece(i) for i in range(toy.src_vocab_size)]
     assert pieces[:4] == ["<unk>", "<pad>", "<s>", "</s>"]  # JoeyNMT's specials, at our ids
     train = Path(paths["stems"]["train"] + ".src").read_text(encoding="utf-8").splitlines()
     assert train == list(toy.split("train").dataset["src"])
     assert Path(paths["stems"]["valid"] + ".tgt").exists() and Path(paths["sp_model"]).exists()
-    assert joeynmt_bench.export_data(toy, tmp_path / "data") == paths  # reused, not rewritten
+    assert joeynmt.export_data(toy, tmp_path / "data") == paths  # reused, not rewritten
 
 
 @pytest.mark.parametrize(("first", "max_steps", "batch_tokens", "met"), [
@@ -371,7 +420,7 @@ def test_sample_efficiency_target_is_judged_only_when_the_run_can_answer(first, 
                for s in range(250, max_steps + 1, 250)]
     run = {"model": "transformer", "config": "base", "batch_tokens": batch_tokens, "max_steps": max_steps,
            "eval_every": 250, "history": history, "best_bleu": max(h["bleu"] for h in history)}
-    [target] = benchmark.sample_targets([run])
+    [target] = analysis.sample_targets([run])
     assert target["met"] is met and target["value"] == first
 
 
@@ -379,7 +428,7 @@ def test_from_json_names_a_file_that_is_not_a_report(tmp_path: Path, capsys) -> 
     bad = tmp_path / "metrics.json"
     bad.write_text('{"bleu": 1}')
     with pytest.raises(SystemExit) as exit_info:
-        benchmark.main(["--from-json", str(bad), "--out", str(tmp_path / "out")])
+        cli.main(["--from-json", str(bad), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert f"--from-json {bad}: not a readable s2s-bench report" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -1,0 +1,34 @@
+"""``s2s-bench``: training and decoding speed of both models, their fast paths, and JoeyNMT beside them.
+
+What is measured (each training configuration in a fresh worker process, so
+that its peak memory, thread setting and compile caches are its own):
+
+* training: ``Trainer.train_step`` over real token-budget batches of the
+  training split, ``--warmup`` updates first, then ``--steps`` measured ones;
+  throughput is real (non-pad) target tokens per second of wall time, batch
+  collation included (JoeyNMT's "Tokens per Sec" counts its data loading too);
+  step time; peak memory (RSS on CPU, ``torch.cuda.max_memory_allocated`` on a
+  GPU); the padding of a whole epoch's batches;
+* decoding: greedy and beam search over the test split with the model as it is
+  after the measured updates of the plain configuration (barely trained, so
+  its outputs tend to run to the length limit: the report gives their mean
+  length beside the references'), or with a trained run (``--decode-run``);
+* the fast paths, each measured off and on: bf16 autocast, ``torch.compile``
+  (Transformer), the CPU thread count, sorted token-budget batches (against a
+  small sorting pool and unsorted random batches), fused AdamW (CUDA only),
+  the Transformer's KV cache (against re-running the decoder over the whole
+  prefix at every step, a baseline that exists only here) and batched beam
+  search (against one sentence at a time);
+* a scaling plot: tokens/s against the batch budget;
+* time to BLEU (``--time-to-bleu``): updates and seconds until validation BLEU
+  reaches a threshold, beside JoeyNMT's BLEU-by-update curve;
+* JoeyNMT (``--joeynmt``): its own "Tokens per Sec" log lines, for a config
+  matched to ours.
+
+The modules, in the order a run uses them: ``cli`` (flags, the run),
+``plan`` (the configurations as Specs), ``runner`` (worker processes),
+``measure`` (one Spec: ``batches``, ``decode``, ``ttb``), ``joeynmt`` and
+``joeynmt_config`` (the peer), ``analysis`` (fast paths, ratios, targets, with
+the reference numbers in ``targets``), ``report`` (Markdown, JSON, README) and
+``plots``.
+"""

@@ -1,0 +1,178 @@
+"""From the measured rows to the report's judgements: fast paths off against on, JoeyNMT beside ours, the targets."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from experiments.bench.report import fmt
+from experiments.bench.targets import (DECODE_TARGETS, JOEYNMT_ANCHORS, JOEYNMT_CURVE, JOEYNMT_VERSION, SAMPLE_TARGET,
+                                       TRAIN_TARGETS)
+
+
+def ratio(a: Any, b: Any) -> float | None:
+    if not a or not b or any(isinstance(x, float) and math.isnan(x) for x in (a, b)):
+        return None
+    return a / b
+
+
+Rows = dict[tuple[str, str], dict[str, Any]]  # (model, config) -> a training result row
+
+
+def analyse(training: list[dict[str, Any]], joeynmt: dict[str, Any], device: torch.device,
+            batch_tokens: int, ttb: list[dict[str, Any]] | None = None, *, comparable: bool = True) -> dict[str, Any]:
+    """Fast-path pairs, the comparison with JoeyNMT and the targets, from the measured rows.
+
+    ``comparable``: whether the rows are the table-size models on Multi30k, the
+    setting of JoeyNMT's numbers; otherwise (--tiny) no training target is judged.
+    """
+    ok = [r for r in training if "error" not in r and not r["config"].startswith("scale")]
+    by = {(r["model"], r["config"]): r for r in ok}
+    models = sorted({r["model"] for r in training}, key=lambda m: (m != "transformer", m))
+    fast = [row for model in models for row in fast_paths(model, by, ok, device)]
+    comparison = [against_joeynmt(model, by, joeynmt.get(model, {}), batch_tokens) for model in models]
+    targets = [*speed_targets(models, by, comparison, device, comparable), *sample_targets(ttb or [])]
+    return {"fast_paths": fast, "comparison": comparison, "targets": targets}
+
+
+def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    """Each fast path of ``model`` measured off and on (tok/s for training, sentences/s for decoding)."""
+    rows = []
+
+    def pair(path: str, off: str, on: str, note: str = "") -> None:
+        a, b = by.get((model, off)), by.get((model, on))
+        if a and b:
+            rows.append({"fast_path": path, "model": model, "off": off, "on": on,
+                         "off_value": a["tokens_per_s"], "on_value": b["tokens_per_s"], "unit": "tok/s",
+                         "speedup": ratio(b["tokens_per_s"], a["tokens_per_s"]), "note": note})
+
+    def padding(*configs: str) -> str:
+        return "padding, target side: " + " vs ".join(fmt(by.get((model, c), {}).get("pad_tgt"), ".0%")
+                                                      for c in configs)
+
+    pair("bf16 autocast", "base", "bf16")
+    if model == "transformer":
+        pair("torch.compile", "base", "compile")
+        pair("bf16 + torch.compile", "base", "bf16+compile")
+    base, one = by.get((model, "base")), by.get((model, "threads1"))
+    if base and one:
+        pair(f"threads ({one['threads']} vs {base['threads']})", "threads1", "base")
+    pair("sorted batches (whole split vs unsorted random)", "random", "base", padding("random", "base"))
+    pool = next((c for (m, c) in by if m == model and c.startswith("pool")), None)
+    if pool:
+        pair(f"sorted batches (whole split vs pools of {by[(model, pool)]['pool_size']})", pool, "base",
+             padding(pool, "base"))
+    if device.type == "cuda":
+        pair("fused AdamW", "unfused", "base")
+    else:
+        rows.append({"fast_path": "fused AdamW", "model": model, "speedup": None,
+                     "note": "n/a on CPU (fused AdamW is CUDA only)"})
+    if model == "gru":
+        rows.append({"fast_path": "packed sequences (encoder)", "model": model, "speedup": None,
+                     "note": "always on (not switchable): padding never enters the recurrence"})
+    decoding = (by.get((model, "base")) or next((r for r in ok if r["model"] == model and r.get("decoding")),
+                                                {})).get("decoding", [])
+    for ablation, path, off_word in (("kv_cache", "KV cache (greedy decoding)", "no KV cache"),
+                                     ("batching", "batched search (decoding)", "one sentence at a time")):
+        pairs = [r for r in decoding if r.get("ablation") == ablation]
+        if len(pairs) == 2:
+            on, off = (pairs[0], pairs[1]) if off_word not in pairs[0]["search"] else (pairs[1], pairs[0])
+            rows.append({"fast_path": path, "model": model, "off": off["search"], "on": on["search"],
+                         "off_value": off["sentences_per_s"], "on_value": on["sentences_per_s"],
+                         "unit": "sentences/s", "speedup": ratio(on["sentences_per_s"], off["sentences_per_s"]),
+                         "note": f"{on['sentences']} sentences; same outputs: "
+                                 f"{off.get('same_outputs', '?')}/{off['sentences']}"})
+    return rows
+
+
+def against_joeynmt(model: str, by: Rows, theirs: dict[str, Any], batch_tokens: int) -> dict[str, Any]:
+    """Our fp32, random-batch and best tok/s at the batch budget as multiples of JoeyNMT's (measured or anchor)."""
+    measured = theirs.get("tokens_per_s") if "error" not in theirs else None
+    reference = measured or JOEYNMT_ANCHORS.get(model)
+    base = by.get((model, "base"), {})
+    random_ = by.get((model, "random"), {})
+    candidates = [r for (m, _), r in by.items() if m == model and r.get("batch_tokens") == batch_tokens]
+    best = max(candidates, key=lambda r: r["tokens_per_s"], default={})
+    return {
+        "model": model,
+        "joeynmt_tokens_per_s": reference,
+        "joeynmt_source": "measured in this run" if measured else
+                          "anchor (shared/peers/joeynmt, not measured in this run)",
+        "joeynmt_step_s": theirs.get("step_s"),
+        "joeynmt_params": theirs.get("params"),
+        "params": base.get("params") or best.get("params"),
+        "fp32_tokens_per_s": base.get("tokens_per_s"),
+        "fp32_random_batches_tokens_per_s": random_.get("tokens_per_s"),
+        "best_config": best.get("config"),
+        "best_tokens_per_s": best.get("tokens_per_s"),
+        "fp32_ratio": ratio(base.get("tokens_per_s"), reference),
+        "fp32_random_batches_ratio": ratio(random_.get("tokens_per_s"), reference),
+        "best_ratio": ratio(best.get("tokens_per_s"), reference),
+    }
+
+
+def speed_targets(models: list[str], by: Rows, comparison: list[dict[str, Any]], device: torch.device,
+                  comparable: bool) -> list[dict[str, Any]]:
+    """The training-speed targets (ratios to JoeyNMT) and the CPU decoding-time targets."""
+    targets = []
+    comp = {c["model"]: c for c in comparison}
+    for model, which, minimum in TRAIN_TARGETS:
+        if model not in models:
+            continue
+        value = comp.get(model, {}).get(f"{which}_ratio")
+        targets.append({"target": f"{model} training ({'fp32' if which == 'fp32' else 'fast paths'}) "
+                                  f">= {minimum:g}x JoeyNMT", "value": value, "unit": "x",
+                        "met": None if value is None or not comparable else value >= minimum,
+                        "against": comp.get(model, {}).get("joeynmt_source") if comparable else
+                                   "not judged: not the table-size models on Multi30k"})
+    for model, search, seconds in DECODE_TARGETS:
+        if model not in models:
+            continue
+        rows = (by.get((model, "base")) or {}).get("decoding", [])
+        row = next((r for r in rows if r["search"] == search and "ablation" not in r), None)
+        full = row is not None and row["sentences"] >= 1000
+        value = row["seconds"] if row else None
+        source = (by.get((model, "base")) or {}).get("decoded_with", "")
+        targets.append({"target": f"{model} {search} over the test split <= {seconds:g} s (CPU)",
+                        "value": value, "unit": "s",
+                        "met": None if value is None or device.type != "cpu" or not full else value <= seconds,
+                        "against": f"decoded with {source}" + ("" if full else "; not the full 1000-sentence split")
+                        if row else None})
+    return targets
+
+
+def sample_targets(ttb: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Updates to JoeyNMT's best validation BLEU, judged only for a run that can answer it.
+
+    The first validation at or above the threshold counts, so the figure is
+    rounded up to the validation cadence. A run with another batch size, or one
+    that stopped early below the bar, leaves the target unjudged.
+    """
+    model, bleu, updates, tokens = SAMPLE_TARGET
+    rows = []
+    for run in ttb:
+        if run.get("model") != model or "error" in run:
+            continue
+        first = next((h["step"] for h in run["history"] if h["bleu"] >= bleu), None)
+        judged = run.get("batch_tokens") == tokens and (first is not None or run["max_steps"] >= updates)
+        rows.append({"target": f"{model} validation BLEU >= {bleu:g} in <= {updates} updates of {tokens} tokens",
+                     "value": first, "unit": " updates", "format": "d",
+                     "met": (first is not None and first <= updates) if judged else None,
+                     "against": f"JoeyNMT {JOEYNMT_VERSION}: {bleu:g} after {max(JOEYNMT_CURVE)} updates; "
+                                f"ours validated every {run['eval_every']} updates, best {fmt(run['best_bleu'], '.2f')}"})
+    return rows
+
+
+def scaling_rows(training: list[dict[str, Any]], scaled: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Throughput against the batch budget: the scaling workers' points and the base runs (none without the former)."""
+    if not scaled:
+        return []
+    points = [r for r in training if r["config"] == "base"]
+    for result in scaled:
+        points += result.get("points", [])
+    rows = [{"model": r["model"], "batch_tokens": r["batch_tokens"], "tokens_per_s": r["tokens_per_s"],
+             "step_s": r["step_s"], "steps": r["steps"], "config": r["config"]}
+            for r in points if "error" not in r]
+    return sorted(rows, key=lambda r: (r["model"], r["batch_tokens"]))

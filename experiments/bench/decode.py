@@ -1,0 +1,118 @@
+"""Decoding measurements: greedy and beam search over a split, and the baselines of the two decoding fast paths.
+
+The baselines exist only here: the Transformer without its self-attention KV
+cache (``NoKVCache``) and search one sentence at a time instead of in
+length-sorted batches (``decode_one_at_a_time``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from experiments.bench.plan import model_kind
+from experiments.builders import autocast_for
+from experiments.data import TaskData
+from experiments.errors import UserError
+from experiments.evaluate import Decoded, decode_split, load_run, score
+from models.interface import Cache
+
+
+class NoKVCache:
+    """The Transformer decoded without its self-attention KV cache: the no-cache baseline of the bench.
+
+    Every step re-runs the decoder over the whole prefix generated so far and
+    keeps the last position's logits. The encoder output and the
+    cross-attention keys/values are still computed once per sentence, so the
+    difference to the real model is exactly the self-attention cache. It
+    implements the decoding interface, so greedy and beam search run on it
+    unchanged (the prefix has the batch on dim 0 and is reordered with the beams).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.pad_id = model.pad_id
+
+    def eval(self) -> NoKVCache:
+        self.model.eval()
+        return self
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.Tensor, Cache]:
+        memory, cache = self.model.encode(src, src_mask)
+        return memory, {"prefix": src.new_zeros(src.size(0), 0), "cross_k": cache["cross_k"],
+                        "cross_v": cache["cross_v"]}
+
+    def decode_step(self, tokens: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+                    cache: Cache) -> tuple[torch.Tensor, Cache, torch.Tensor]:
+        prefix = torch.cat([cache["prefix"], tokens.unsqueeze(1)], dim=1)  # (B, t + 1)
+        layers = len(cache["cross_k"])
+        empty = cache["cross_k"][0][:, :, :0]  # (B, h, 0, d_head)
+        fresh = {"self_k": [empty] * layers, "self_v": [empty] * layers,
+                 "cross_k": cache["cross_k"], "cross_v": cache["cross_v"]}
+        logits, _, weights = self.model._decode(prefix, src_mask, fresh)  # (B, t + 1, V), (B, L, h, t + 1, S)
+        return logits[:, -1], {**cache, "prefix": prefix}, weights[:, :, :, -1]
+
+
+def decode_one_at_a_time(model: Any, data: TaskData, split: str, decoding: DictConfig, device: torch.device,
+                         autocast: Any, *, beam_size: int, limit: int) -> Decoded:
+    """``decode_split`` over batches of one sentence each: the baseline of batched search."""
+    one_each = [np.array([i]) for i in range(limit)]
+    return decode_split(model, data, split, decoding, device, autocast, beam_size=beam_size, limit=limit,
+                        plan=one_each)
+
+
+def decoding_model(trainer: Any, data: TaskData, cfg: DictConfig, spec: dict[str, Any]) -> tuple[Any, ...]:
+    """What to decode with: the bench's model as trained so far, or a trained run (``spec["run"]``, fp32)."""
+    if not spec.get("run"):
+        return (trainer.model, data, cfg, trainer.device, trainer.autocast,
+                f"the bench's model after {trainer.progress.step} updates")
+    run = load_run(spec["run"], [f"trainer.device={trainer.device}"])
+    if run.cfg.model.name != cfg.model.name:
+        raise UserError(f"--decode-run {spec['run']} holds a {run.cfg.model.name}, not a {cfg.model.name}")
+    return (run.model, run.data, run.cfg, run.device, autocast_for(run.device, "fp32"),
+            f"{spec['run']} (step {run.step}, fp32)")
+
+
+def measure_decoding(model: Any, data: TaskData, cfg: DictConfig, device: torch.device, autocast: Any,
+                     spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Greedy and beam search over the split; the batching baseline, and for the Transformer the KV-cache one."""
+    split = spec["split"]
+    n = min(spec["limit"] or len(data.split(split)), len(data.split(split)))
+    subset = min(spec["ablation"], n)
+    tgt_lens = data.split(split).tgt_lens
+
+    def row(search: str, decoded: Decoded, with_bleu: bool = False, **extra: Any) -> dict[str, Any]:
+        sentences, seconds = len(decoded.token_ids), decoded.seconds
+        result = {"search": search, "sentences": sentences, "seconds": seconds,
+                  "sentences_per_s": sentences / seconds if seconds else float("nan"),
+                  "mean_output_len": float(np.mean([len(t) for t in decoded.token_ids])),
+                  "mean_ref_len": float(tgt_lens[:sentences].mean() - 1), **extra}
+        if with_bleu:
+            result["bleu"] = score(data, split, decoded.hypotheses).get("bleu")
+        return result
+
+    def same(a: Decoded, b: Decoded) -> int:
+        return sum(x == y for x, y in zip(a.token_ids, b.token_ids))
+
+    rows = []
+    for beam in spec["beams"]:
+        decoded = decode_split(model, data, split, cfg.decoding, device, autocast, beam_size=beam, limit=n)
+        rows.append(row("greedy" if beam == 1 else f"beam{beam}", decoded, with_bleu=True, split=split))
+    if not subset:
+        return rows
+    beam = max(spec["beams"])
+    name = "greedy" if beam == 1 else f"beam{beam}"
+    batched = decode_split(model, data, split, cfg.decoding, device, autocast, beam_size=beam, limit=subset)
+    single = decode_one_at_a_time(model, data, split, cfg.decoding, device, autocast, beam_size=beam, limit=subset)
+    rows.append(row(f"{name} batched", batched, ablation="batching"))
+    rows.append(row(f"{name} one sentence at a time", single, ablation="batching", same_outputs=same(batched, single)))
+    if model_kind(cfg.model.name) == "transformer":
+        cached = decode_split(model, data, split, cfg.decoding, device, autocast, beam_size=1, limit=subset)
+        uncached = decode_split(NoKVCache(model), data, split, cfg.decoding, device, autocast, beam_size=1,
+                                limit=subset)
+        rows.append(row("greedy, KV cache", cached, ablation="kv_cache"))
+        rows.append(row("greedy, no KV cache", uncached, ablation="kv_cache", same_outputs=same(cached, uncached)))
+    return rows

@@ -1,0 +1,196 @@
+"""One measurement: a Spec's trainer, then its timed updates, decoding, profile or time to BLEU.
+
+Memory is read without psutil: the peak resident set size from ``getrusage``
+(this process) or ``wait4`` (a worker, see ``runner.run_measured``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from experiments.bench.batches import batch_stream, epoch_plan, plan_padding
+from experiments.bench.decode import decoding_model, measure_decoding
+from experiments.bench.plan import Spec, compose, model_kind
+from experiments.bench.ttb import time_to_bleu
+from experiments.data import TaskData
+
+log = logging.getLogger(__name__)
+
+MIN_MEASURED = 5  # updates measured at least, however long they take
+
+
+def maxrss_mb(ru_maxrss: int) -> float:
+    """``ru_maxrss`` in MiB (Linux reports KiB, macOS bytes)."""
+    return ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far."""
+    return maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def current_rss_mb() -> float:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def row_head(spec: Spec) -> dict[str, Any]:
+    """What a Spec's result row starts with: what was measured (a failed one adds ``error`` instead of numbers)."""
+    return {"kind": spec.kind, "model": model_kind(spec.preset), "preset": spec.preset, "config": spec.name,
+            "batching": spec.batching}
+
+
+def measure(spec: Spec, data: TaskData | None = None) -> dict[str, Any]:
+    """Run one Spec; returns its result row (with ``error`` set instead of numbers if it failed)."""
+    started = time.perf_counter()
+    result = row_head(spec)
+    try:
+        if spec.kind == "scaling":
+            result["points"] = [measure_config(Spec("train", spec.preset, f"scale{tokens}",
+                                                    [*spec.overrides, f"trainer.batch_tokens={tokens}"],
+                                                    spec.batching, spec.warmup, spec.steps,
+                                                    max_seconds=spec.max_seconds,
+                                                    run_dir=f"{spec.run_dir}/{tokens}"), data)
+                                for tokens in spec.scaling or []]
+        else:
+            result.update(measure_config(spec, data))
+    except Exception as e:  # noqa: BLE001 - one failed configuration must not stop the others
+        log.exception("%s/%s failed", spec.preset, spec.name)
+        result["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+    result["seconds_total"] = time.perf_counter() - started
+    return result
+
+
+def measure_config(spec: Spec, data: TaskData | None) -> dict[str, Any]:
+    from experiments.trainer import Trainer
+
+    cfg = compose(spec.overrides)
+    data = data if data is not None and data.task == cfg.task else TaskData(cfg.task, cfg.cache_dir)
+    trainer = Trainer(cfg, Path(spec.run_dir), data=data)
+    tc = cfg.trainer
+    result: dict[str, Any] = {
+        "model": model_kind(spec.preset), "config": spec.name, "batching": spec.batching,
+        "precision": trainer.precision, "compile": bool(tc.compile), "threads": trainer.threads,
+        "batch_tokens": int(tc.batch_tokens), "pool_size": int(tc.pool_size), "device": trainer.device.type,
+        "fused_adamw": bool(tc.fused_adamw and trainer.device.type == "cuda"), "params": trainer.n_params}
+    if spec.kind == "ttb":
+        result.update(time_to_bleu(trainer, spec.ttb or {}))
+    elif spec.kind == "profile":
+        result.update(profile(trainer, data, cfg, spec))
+    else:
+        result.update(plan_padding(data, epoch_plan(data, cfg, spec.batching, 0)))
+        result.update(train_steps(trainer, data, cfg, spec))
+        if tc.compile:
+            result["dynamo"] = dynamo_stats()
+        if spec.decode:
+            model, decode_data, decode_cfg, device, autocast, source = decoding_model(trainer, data, cfg, spec.decode)
+            result["decoding"] = measure_decoding(model, decode_data, decode_cfg, device, autocast, spec.decode)
+            result["decoded_with"] = source
+            result["peak_rss_mb_with_decoding"] = peak_rss_mb()
+    return result
+
+
+def dynamo_stats() -> dict[str, Any]:
+    """What torch.compile made of the model: graphs compiled, graph breaks and their reasons."""
+    from torch._dynamo.utils import counters
+
+    breaks = counters.get("graph_break", {})
+    return {"unique_graphs": int(counters.get("stats", {}).get("unique_graphs", 0)),
+            "graph_breaks": int(sum(breaks.values())),
+            "break_reasons": [str(reason).splitlines()[0][:200] for reason in list(breaks)[:5]]}
+
+
+def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> dict[str, Any]:
+    """``spec.warmup`` updates, then up to ``spec.steps`` timed ones, through ``Trainer.train_step``.
+
+    The timed phase stops early once it has run ``spec.max_seconds`` (and at
+    least MIN_MEASURED updates), so that one slow configuration cannot hold the
+    whole bench up; the report gives the number of updates measured.
+    """
+    cuda = trainer.device.type == "cuda"
+    stream = batch_stream(data, cfg, spec.batching)
+    rss_before = current_rss_mb()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(trainer.device)
+    fetch, step, tokens, losses = [], [], [], []
+    measured = 0.0
+    cpu_start = 0.0
+    for i in range(spec.warmup + spec.steps):
+        if i == spec.warmup:
+            cpu_start = time.process_time()
+        t0 = time.perf_counter()
+        batch = next(stream)
+        t1 = time.perf_counter()
+        loss, n_tokens = trainer.train_step([batch])
+        if cuda:
+            torch.cuda.synchronize(trainer.device)
+        t2 = time.perf_counter()
+        trainer.progress.step += 1
+        fetch.append(t1 - t0)
+        step.append(t2 - t1)
+        tokens.append(n_tokens)
+        losses.append(loss)
+        if i >= spec.warmup:
+            measured += t2 - t0
+            if spec.max_seconds and measured > spec.max_seconds and i + 1 - spec.warmup >= MIN_MEASURED:
+                break
+    cpu = time.process_time() - cpu_start
+    w = spec.warmup
+    n = len(step) - w
+    wall = sum(fetch[w:]) + sum(step[w:])
+    result = {
+        "warmup_steps": w,
+        "steps": n,
+        "steps_asked": spec.steps,
+        "warmup_s": sum(fetch[:w]) + sum(step[:w]),
+        "measured_s": wall,
+        "tokens": int(sum(tokens[w:])),
+        "tokens_per_s": sum(tokens[w:]) / wall if wall else float("nan"),
+        "step_s": wall / n if n else float("nan"),
+        "step_s_median": float(np.median(np.add(fetch[w:], step[w:]))) if n else float("nan"),
+        "data_s_per_step": float(np.mean(fetch[w:])) if n else float("nan"),
+        # CPU seconds (all threads) per update: steadier than wall time on a shared machine
+        "cpu_s_per_step": cpu / n if n else float("nan"),
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "rss_before_mb": rss_before,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if cuda:
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(trainer.device) / 2**20
+    return result
+
+
+def profile(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> dict[str, Any]:
+    """A chrome trace of ``spec.steps`` updates after ``spec.warmup`` unprofiled ones."""
+    from torch.profiler import ProfilerActivity, record_function, schedule
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
+    out = Path(spec.profile_dir or ".") / f"{spec.preset}-{spec.name}-trace.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stream = batch_stream(data, cfg, spec.batching)
+    for _ in range(spec.warmup):
+        trainer.train_step([next(stream)])
+    with torch.profiler.profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=spec.steps),
+                                on_trace_ready=lambda p: p.export_chrome_trace(str(out)),
+                                record_shapes=True) as prof:
+        for _ in range(spec.steps + 1):
+            with record_function("next_batch"):
+                batch = next(stream)
+            with record_function("train_step"):
+                trainer.train_step([batch])
+            prof.step()
+    return {"trace": str(out), "steps": spec.steps}

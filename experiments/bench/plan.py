@@ -1,0 +1,205 @@
+"""The plan of a bench run: which configurations are measured, as Specs, composed like s2s-train's configs."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.builders import resolve_precision
+from experiments.errors import UserError
+from experiments.runtime import usable_cores
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+MULTI30K = ["task=multi30k_de_en"]
+TINY_TASK = ["task=toy_reverse", "task.toy.train_size=2000", "task.toy.eval_size=40"]
+
+
+@dataclass
+class Spec:
+    """One measurement, run by ``measure.measure`` (in a worker process unless --in-process)."""
+
+    kind: str  # "train" | "scaling" | "profile" | "ttb" (time to BLEU)
+    preset: str  # conf/model/<preset>.yaml
+    name: str  # configuration name: base, bf16, compile, ...
+    overrides: list[str]  # Hydra overrides, composed like s2s-train's
+    batching: str = "sorted"  # sorted (trainer.pool_size) | random (unsorted, like JoeyNMT)
+    warmup: int = 10
+    steps: int = 30
+    decode: dict[str, Any] | None = None
+    profile_dir: str | None = None
+    ttb: dict[str, Any] | None = None
+    scaling: list[int] | None = None  # batch budgets measured one after another in one worker
+    max_seconds: float = 0.0  # the measured phase ends once past this (with at least MIN_MEASURED updates)
+    run_dir: str = ""
+
+
+@dataclass
+class Variant:
+    overrides: list[str]
+    batching: str = "sorted"
+    reduced: bool = False  # measured with --slow-warmup / --slow-steps (bf16 emulated on this CPU)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: where the trainer's precision=auto picks bf16."""
+    return resolve_precision(device, "auto") == "bf16"
+
+
+def config_variants(model: str, device: torch.device, *, small_pool: int, compile_ok: bool,
+                    wanted: list[str]) -> tuple[dict[str, Variant], list[str]]:
+    """Name -> Variant of every configuration measured for ``model`` (gru|transformer), and notes on those left out.
+
+    ``base`` is the plain path (``base_overrides``): fp32, eager, all usable
+    cores, the whole split length-sorted into batches (trainer.pool_size=0),
+    fused AdamW where CUDA has it. Every other configuration changes one thing
+    (bf16+compile two). ``wanted``: names to keep ("all", or names; "pool"
+    matches any pool size).
+    """
+    native = native_bf16(device)
+    variants = {"base": Variant([]), "bf16": Variant(["trainer.precision=bf16"], reduced=not native)}
+    notes = []
+    if model == "transformer" and compile_ok:
+        variants["compile"] = Variant(["trainer.compile=true"])
+        variants["bf16+compile"] = Variant(["trainer.precision=bf16", "trainer.compile=true"], reduced=not native)
+    if device.type == "cpu" and usable_cores() > 1:
+        variants["threads1"] = Variant(["trainer.num_threads=1"])
+    variants[f"pool{small_pool}"] = Variant([f"trainer.pool_size={small_pool}"])
+    variants["random"] = Variant([], "random")
+    if device.type == "cuda":
+        variants["unfused"] = Variant(["trainer.fused_adamw=false"])
+    if "all" in wanted:
+        if not native and "bf16+compile" in variants and "bf16+compile" not in wanted:
+            del variants["bf16+compile"]  # minutes of emulated bf16 under compilation, to learn what bf16 shows
+            notes.append(f"{model}: bf16+compile left out (this {device.type} has no native bf16: bf16 alone is "
+                         "measured; ask for it with --configs all,bf16+compile)")
+        return variants, notes
+    unknown = [w for w in wanted if w not in variants and w not in ("pool", "none")]
+    if unknown:
+        notes.append(f"{model}: {', '.join(unknown)} not available here")
+    return {k: v for k, v in variants.items() if k in wanted or (k.startswith("pool") and "pool" in wanted)}, notes
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """The validated config for ``overrides``, composed from conf/ as s2s-train composes it.
+
+    Hydra composes the group choices and undotted keys (task=..., model=...,
+    seed=...) once per distinct set; dotted ``key=value`` overrides are merged
+    onto a copy and validated against the schema, which is what Hydra would do
+    with them here (no experiment preset is involved) at a fraction of the cost.
+    """
+    from experiments.config import check_override_keys, validate
+
+    check_override_keys(overrides)
+    groups = tuple(o for o in overrides if "." not in o.split("=", 1)[0] or o[:1] in "+~")
+    dotted = [o for o in overrides if o not in groups]
+    # The key holds the environment the config reads (cache_dir: ${oc.env:S2S_CACHE_DIR,null}).
+    cfg = OmegaConf.create(OmegaConf.to_container(_composed(groups, os.environ.get("S2S_CACHE_DIR"))))
+    return validate(OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted)) if dotted else cfg)
+
+
+@functools.lru_cache(maxsize=16)
+def _composed(groups: tuple[str, ...], cache_env: str | None) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from experiments.config import validate
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return validate(hydra_compose(config_name="config", overrides=list(groups)))
+
+
+def model_kind(preset: str) -> str:
+    return "transformer" if preset.startswith("transformer") else "gru" if preset.startswith("gru") else preset
+
+
+def compile_usable() -> tuple[bool, str]:
+    """Whether torch.compile can build kernels here (inductor needs a C++ compiler on a CPU)."""
+    if not hasattr(torch, "compile"):
+        return False, "this torch has no torch.compile"
+    if sys.platform == "win32":
+        return False, "torch.compile is not supported on Windows here"
+    if torch.cuda.is_available():
+        return True, ""
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        return False, "no C++ compiler (g++/clang++) found: inductor cannot build CPU kernels"
+    return True, ""
+
+
+def base_overrides(args: argparse.Namespace, device: torch.device, preset: str) -> list[str]:
+    """The Hydra overrides of the plain configuration of model ``preset`` (the other configurations add to them).
+
+    fp32 is pinned: the trainer's default precision (auto) is bf16 where the
+    hardware has it, and only the bf16 configurations are meant to measure that.
+    """
+    task = TINY_TASK if args.tiny else MULTI30K
+    return [*task, f"model={preset}", "logger=none", "trainer.progress=false", f"trainer.device={device}",
+            "trainer.precision=fp32", f"trainer.batch_tokens={args.batch_tokens}", f"seed={args.seed}",
+            *args.overrides]
+
+
+def build_specs(args: argparse.Namespace, device: torch.device) -> tuple[list[Spec], list[str]]:
+    """Every measurement of the run in order (training configurations, scaling, profiles, time to BLEU), and notes."""
+    compile_ok, why = compile_usable()
+    notes: list[str] = []
+    if args.no_compile:
+        compile_ok, why = False, "turned off with --no-compile"
+    if why:
+        notes.append(f"torch.compile not measured: {why}")
+    specs: list[Spec] = []
+    wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
+    for model in args.models:
+        preset = f"{model}_tiny" if args.tiny else model
+        base = base_overrides(args, device, preset)
+        variants, left_out = config_variants(model_kind(preset), device, small_pool=args.small_pool,
+                                             compile_ok=compile_ok, wanted=wanted)
+        notes += left_out
+        for i, (name, variant) in enumerate(variants.items()):
+            decode = None
+            if i == 0 and not args.no_decode:
+                decode = {"split": args.decode_split, "limit": args.decode_sentences, "beams": [1, args.beam],
+                          "ablation": args.ablation_sentences, "run": args.decode_runs.get(model)}
+            warmup, steps = (args.slow_warmup, args.slow_steps) if variant.reduced else (args.warmup, args.steps)
+            if "trainer.compile=true" in variant.overrides:
+                warmup = max(warmup, args.compile_warmup)  # the first shapes compile, then recompile as dynamic
+            specs.append(Spec("train", preset, name, [*base, *variant.overrides], variant.batching, warmup, steps,
+                              decode, max_seconds=args.max_measure_seconds))
+        if not args.no_scaling:
+            points = [t for t in args.scaling_batch_tokens if not (t == args.batch_tokens and "base" in variants)]
+            if points:
+                specs.append(Spec("scaling", preset, "scaling", base, "sorted", args.scaling_warmup,
+                                  args.scaling_steps, scaling=points, max_seconds=args.max_measure_seconds))
+        if args.profile:
+            specs.append(Spec("profile", preset, "base", base, "sorted", 2, args.profile_steps,
+                              profile_dir=str(Path(args.profile).resolve())))
+        if args.time_to_bleu is not None:
+            specs.append(ttb_spec(args, device, preset, base, compile_ok))
+    if not native_bf16(device) and any(s.kind == "train" and "trainer.precision=bf16" in s.overrides for s in specs):
+        notes.append(f"This {device.type} has no native bf16 (no AVX512-BF16 / AMX): bf16 autocast is emulated and "
+                     f"slow here, so bf16 configurations are measured with {args.slow_warmup} warm-up + "
+                     f"{args.slow_steps} updates.")
+    return specs, notes
+
+
+def ttb_spec(args: argparse.Namespace, device: torch.device, preset: str, base: list[str], compile_ok: bool) -> Spec:
+    """--time-to-bleu: configuration ``--ttb-config`` trained with full-split greedy validation every few updates."""
+    every, _ = config_variants(model_kind(preset), device, small_pool=args.small_pool, compile_ok=compile_ok,
+                               wanted=["all", "bf16+compile"])
+    if args.ttb_config not in every:
+        raise UserError(f"--ttb-config {args.ttb_config!r} is not a configuration of {model_kind(preset)} here; "
+                        f"choose from {sorted(every)}")
+    overrides = [*base, *every[args.ttb_config].overrides, f"trainer.eval_every={args.ttb_eval_every}",
+                 f"trainer.max_steps={args.ttb_max_steps}", "trainer.val_beam_size=1",
+                 "trainer.eval_max_sentences=0", "trainer.early_stopping_patience=0"]
+    return Spec("ttb", preset, args.ttb_config, overrides,
+                ttb={"threshold": args.time_to_bleu, "eval_every": args.ttb_eval_every,
+                     "max_steps": args.ttb_max_steps})

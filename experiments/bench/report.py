@@ -1,0 +1,282 @@
+"""The report: Markdown sections rendered from the report dict, the files written, the headline copied into a README.
+
+Everything here reads a report (measured now, or loaded by ``--from-json``),
+so a saved report renders again without measuring anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from experiments.atomic import write_text
+from experiments.bench.plots import save_png, scaling_figure, ttb_figure
+from experiments.bench.ttb import ttb_curves
+from experiments.errors import UserError
+
+# What a report holds; --from-json refuses a file without all of them.
+REPORT_KEYS = {"meta", "training", "fast_paths", "comparison", "targets", "scaling", "joeynmt", "profiles",
+               "time_to_bleu"}
+
+
+def fmt(value: Any, spec: str = ".0f", missing: str = "–") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec)
+    return str(value)
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ratio_cell(value: float | None) -> str:
+    return fmt(value, ".2f") + "x" * (value is not None)
+
+
+# ---------------------------------------------------------------------------
+# sections: each renders its lines from the report (none where it has nothing to show)
+
+
+def header(report: dict[str, Any], image_prefix: str) -> list[str]:
+    meta = report["meta"]
+    out = ["# Speed benchmark", ""]
+    hw = [["date", meta["date"]], ["commit", meta["commit"]], ["CPU", meta["cpu"]],
+          ["cores (usable by this process)", meta["cores"]]]
+    if meta.get("gpu"):
+        hw.append(["GPU", meta["gpu"]])
+    hw += [["torch", meta["torch"]], ["device", meta["device"]], ["task", meta["task"]],
+           ["command", f"`{meta['command']}`"]]
+    out += [md_table(["", ""], hw), ""]
+    if not meta.get("gpu"):
+        out += ["No GPU was used in this run: every number below is from the CPU.", ""]
+    where = "in its own process" if meta["isolated_workers"] else "in the bench's process (--in-process)"
+    out += [f"Training: each configuration {where}, {meta['warmup']} warm-up update(s), then up to "
+            f"{meta['steps']} measured (updates = warm-up + measured); tokens/s counts real (non-pad) target "
+            "tokens per second of wall time, batch collation included; s/step is that wall time per update (CPU "
+            "s/step: CPU time of all threads, steadier on a shared machine); padding is over a whole epoch's "
+            "batches. Peak RSS is the worker process's (Python, torch, the data and the model included).", ""]
+    out += [f"- {note}" for note in meta.get("notes", [])]
+    if meta.get("notes"):
+        out += [""]
+    return out
+
+
+def training_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in report["training"] if not r["config"].startswith("scale")]
+
+
+def training(report: dict[str, Any], image_prefix: str) -> list[str]:
+    rows = []
+    for r in training_rows(report):
+        if "error" in r:
+            rows.append([r["model"], r["config"], *["–"] * 11, f"failed: {r['error']}"])
+            continue
+        memory = fmt(r.get("peak_gpu_mb"), ".0f") + " (GPU)" if "peak_gpu_mb" in r else fmt(r["peak_rss_mb"])
+        batches = "random (unsorted)" if r["batching"] == "random" else (
+            "sorted, whole split" if not r["pool_size"] else f"sorted in pools of {r['pool_size']}")
+        rows.append([r["model"], r["config"], r["precision"], "yes" if r["compile"] else "no", r["threads"],
+                     batches, f"{r['warmup_steps']}+{r['steps']}", fmt(r["tokens_per_s"]),
+                     fmt(r["step_s"], ".3f"), fmt(r.get("cpu_s_per_step"), ".3f"), fmt(r["warmup_s"], ".1f"),
+                     memory, f"{r['pad_src']:.0%} / {r['pad_tgt']:.0%}", fmt(r["tgt_tokens_per_batch"])])
+    if not rows:
+        return []
+    return ["## Training throughput", "",
+            md_table(["model", "config", "precision", "compile", "threads", "batches", "updates", "tok/s", "s/step",
+                      "CPU s/step", "warm-up s", "peak MiB", "padding src / tgt", "tgt tokens / batch"], rows), ""]
+
+
+def fast_paths(report: dict[str, Any], image_prefix: str) -> list[str]:
+    if not report["fast_paths"]:
+        return []
+    rows = [[f["fast_path"], f["model"], f.get("off", "–"), f.get("on", "–"),
+             fmt(f.get("off_value"), ".1f") if "off_value" in f else "–",
+             fmt(f.get("on_value"), ".1f") if "on_value" in f else "–", f.get("unit", ""),
+             fmt(f.get("speedup"), ".2f") + ("x" if f.get("speedup") else ""), f.get("note", "")]
+            for f in report["fast_paths"]]
+    return ["## Fast paths, off and on", "",
+            md_table(["fast path", "model", "off", "on", "off", "on", "unit", "speedup", "note"], rows), ""]
+
+
+def decoding(report: dict[str, Any], image_prefix: str) -> list[str]:
+    runs = training_rows(report)
+    decoded = [(r["model"], d) for r in runs if "error" not in r for d in r.get("decoding", [])]
+    if not decoded:
+        return []
+    out = ["## Decoding", ""]
+    out += [f"- {r['model']}: decoded with {r['decoded_with']}" for r in runs if r.get("decoded_with")]
+    out += [""]
+    if any(r.get("decoded_with", "").startswith("the bench's model") for r in runs):
+        out += ["The bench's own model is barely trained (the base configuration's updates only), so its "
+                "outputs tend to run to the length limit (compare the mean output length with the "
+                "references'): its times are an upper bound for the same search on a trained model, and its "
+                "BLEU is no quality figure. `--decode-run MODEL=RUN` decodes with a trained run instead.", ""]
+    rows = [[m, d["search"], d["sentences"], fmt(d["seconds"], ".2f"), fmt(d["sentences_per_s"], ".1f"),
+             fmt(d["mean_output_len"], ".1f"), fmt(d["mean_ref_len"], ".1f"), fmt(d.get("bleu"), ".2f"),
+             fmt(d.get("same_outputs"), "d")] for m, d in decoded]
+    return out + [md_table(["model", "search", "sentences", "seconds", "sentences/s", "mean output length",
+                            "mean reference length", "BLEU", "same outputs as the fast path"], rows), ""]
+
+
+def comparison(report: dict[str, Any], image_prefix: str) -> list[str]:
+    if not report["comparison"]:
+        return []
+    rows = [[c["model"], fmt(c["params"], ","), fmt(c["joeynmt_params"], ","),
+             fmt(c["joeynmt_tokens_per_s"]) + ("" if c["joeynmt_source"].startswith("measured") else " (anchor)"),
+             fmt(c["joeynmt_step_s"], ".2f"), fmt(c["fp32_tokens_per_s"]), ratio_cell(c["fp32_ratio"]),
+             fmt(c["fp32_random_batches_tokens_per_s"]), ratio_cell(c["fp32_random_batches_ratio"]),
+             f"{fmt(c['best_tokens_per_s'])} ({c['best_config']})", ratio_cell(c["best_ratio"])]
+            for c in report["comparison"]]
+    out = ["## Against JoeyNMT", "",
+           md_table(["model", "params (ours)", "params (JoeyNMT)", "JoeyNMT tok/s", "JoeyNMT s/step", "ours fp32",
+                     "ratio", "ours fp32, random batches", "ratio", "ours best (config)", "ratio"], rows), ""]
+    if not any(c["joeynmt_source"].startswith("measured") for c in report["comparison"]):
+        out += ["JoeyNMT was not run (`--joeynmt`): the ratios are against the anchor numbers measured on "
+                "this project's 2-core CPU machine (shared/peers/joeynmt/README.md).", ""]
+    joey = report.get("joeynmt") or {}
+    for model, j in joey.items():
+        if "error" in j:
+            out += [f"- JoeyNMT {model}: failed: {j['error']}"]
+            continue
+        out += [f"- JoeyNMT {model}: {j['steps']} updates, the first {j['skipped_windows']} "
+                f"window(s) of {j['log_every']} updates skipped as warm-up, then "
+                f"{j['measured_steps']} measured from its own \"Tokens per Sec\" log lines; "
+                f"{j['threads']} threads (OMP_NUM_THREADS); peak RSS {fmt(j.get('peak_rss_mb'))} MiB; "
+                f"config `{j['config']}`"]
+        out += [f"  - {note}" for note in j.get("mapping_notes", [])]
+    return out + ([""] if joey else [])
+
+
+def targets(report: dict[str, Any], image_prefix: str) -> list[str]:
+    if not report["targets"]:
+        return []
+    rows = [[t["target"], fmt(t["value"], t.get("format", ".2f")) + (t["unit"] if t["value"] is not None else ""),
+             {True: "yes", False: "**no**", None: "–"}[t["met"]], t.get("against") or ""]
+            for t in report["targets"]]
+    return ["## Targets", "", md_table(["target", "measured", "met", "against"], rows), ""]
+
+
+def scaling(report: dict[str, Any], image_prefix: str) -> list[str]:
+    if not report["scaling"]:
+        return []
+    meta = report["meta"]
+    rows = [[r["model"], r["batch_tokens"], fmt(r["tokens_per_s"]), fmt(r["step_s"], ".3f")]
+            for r in report["scaling"]]
+    out = ["## Scaling with the batch budget", "",
+           f"Plain configuration (fp32, eager, sorted batches); the {meta['batch_tokens']}-token point is "
+           f"the base run above, the others {meta['scaling_warmup']} warm-up + {meta['scaling_steps']} measured "
+           "updates.", "", md_table(["model", "batch tokens", "tok/s", "s/step"], rows), ""]
+    if report.get("scaling_plot"):
+        out += [f"![tokens/s against batch tokens]({image_prefix}{report['scaling_plot']})", ""]
+    return out
+
+
+def time_to_bleu(report: dict[str, Any], image_prefix: str) -> list[str]:
+    runs = report.get("time_to_bleu")
+    if not runs:
+        return []
+    rows = []
+    for r in runs:
+        if "error" in r:
+            rows.append([r["model"], r["config"], "–", "–", "–", "–", "–", f"failed: {r['error']}"])
+            continue
+        rows.append([r["model"], r["config"], fmt(r["threshold"], ".1f"),
+                     fmt(r["steps_to_bleu"], "d") if r["reached"] else f"not reached in {r['max_steps']}",
+                     fmt(r["train_s"], ".0f"), fmt(r["wall_s"], ".0f"), fmt(r["best_bleu"], ".2f"),
+                     f"validation (greedy, full split) every {r['eval_every']} updates"])
+    out = ["## Time to BLEU", "",
+           md_table(["model", "config", "BLEU threshold", "updates", "training s", "wall s (with validation)",
+                     "best BLEU", "note"], rows), ""]
+    curves = ttb_curves(runs)
+    if not curves:
+        return out
+    steps = sorted({step for curve in curves.values() for step in curve})
+    rows = [[step, *(fmt(curve.get(step), ".2f") for curve in curves.values())] for step in steps]
+    out += ["Validation BLEU (greedy) by update; JoeyNMT's curve is its `joey_transformer.yaml` run at the same "
+            "4096-token batches (shared/peers/joeynmt/README.md), which does not depend on the hardware.", "",
+            md_table(["updates", *curves], rows), ""]
+    if report.get("ttb_plot"):
+        out += [f"![validation BLEU against updates]({image_prefix}{report['ttb_plot']})", ""]
+    return out
+
+
+def profiles(report: dict[str, Any], image_prefix: str) -> list[str]:
+    if not report.get("profiles"):
+        return []
+    return ["## Profiles", "", *(f"- {p['model']}: `{p.get('trace', p.get('error'))}` (open in https://ui.perfetto.dev)"
+                                 for p in report["profiles"]), ""]
+
+
+Section = Callable[[dict[str, Any], str], list[str]]
+SECTIONS: dict[str, Section] = {
+    "header": header, "training": training, "fast_paths": fast_paths, "decoding": decoding,
+    "comparison": comparison, "targets": targets, "scaling": scaling, "time_to_bleu": time_to_bleu,
+    "profiles": profiles}
+README_SECTIONS = ("comparison", "targets", "fast_paths", "scaling", "time_to_bleu")
+
+
+def render_markdown(report: dict[str, Any], sections: tuple[str, ...] = tuple(SECTIONS),
+                    image_prefix: str = "") -> str:
+    """The report as Markdown: ``sections`` in their order; images linked as ``image_prefix + file name``."""
+    return "\n".join(line for name in sections for line in SECTIONS[name](report, image_prefix))
+
+
+# ---------------------------------------------------------------------------
+# files
+
+def jsonable(value: Any) -> Any:
+    """NaN and infinities as null (strict JSON), numpy scalars as Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.integer, np.floating)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A saved report (``--from-json``), or one UserError naming the file and what it lacks."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"--from-json {path}: not a readable s2s-bench report ({e})") from None
+    missing = REPORT_KEYS - set(report) if isinstance(report, dict) else REPORT_KEYS
+    if missing:
+        raise UserError(f"--from-json {path}: not a readable s2s-bench report (no {sorted(missing)})")
+    return report
+
+
+def write_report(report: dict[str, Any], name: str, out_dir: Path, readme: Path | None) -> None:
+    """NAME.md, NAME.json and the plots in ``out_dir``; the headline tables into ``readme`` when given."""
+    report["scaling_plot"] = save_png(scaling_figure(report), out_dir / f"{name}_scaling.png")
+    report["ttb_plot"] = save_png(ttb_figure(report), out_dir / f"{name}_curve.png")
+    markdown = render_markdown(report)
+    write_text(out_dir / f"{name}.md", markdown + "\n")
+    write_text(out_dir / f"{name}.json", json.dumps(jsonable(report), indent=2) + "\n")
+    print(markdown)
+    if readme:
+        embed_in_readme(report, readme, name, out_dir)
+
+
+def embed_in_readme(report: dict[str, Any], readme: Path, name: str, out_dir: Path) -> None:
+    """Copy the report's headline sections between ``<!-- table:NAME -->`` markers in ``readme``."""
+    from experiments.tables import embed
+
+    meta = report["meta"]
+    prefix = os.path.relpath(out_dir.resolve(), readme.resolve().parent) + "/"
+    provenance = (f"Measured by `{meta['command']}` on {meta['cpu']} ({meta['cores']} cores"
+                  f"{', ' + meta['gpu'] if meta.get('gpu') else ', no GPU'}), torch {meta['torch']}, commit "
+                  f"{meta['commit']}, {meta['date']}; the whole report: `{prefix}{name}.md`.")
+    body = ("\n" + render_markdown(report, README_SECTIONS, prefix)).replace("\n## ", "\n#### ").strip()
+    embed(readme, name, f"# {name}\n\n{provenance}\n\n{body}\n")

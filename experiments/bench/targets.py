@@ -1,0 +1,29 @@
+"""What the bench compares against: JoeyNMT's reference numbers and the issue's targets.
+
+Constants only, read by the analysis, the time-to-BLEU curves and the plots.
+"""
+
+from __future__ import annotations
+
+JOEYNMT_VERSION = "2.3.0"  # the peer measured beside our models (its own virtual environment)
+
+# JoeyNMT 2.3.0 on this project's 2-core CPU machine at 4096-token batches (shared/peers/joeynmt/README.md):
+# used for the target ratios when JoeyNMT is not measured in the same run.
+JOEYNMT_ANCHORS = {"transformer": 770.0, "gru": 750.0}
+JOEYNMT_ANCHOR_BATCH_TOKENS = 4096
+
+# JoeyNMT 2.3.0's validation BLEU (greedy, sacreBLEU) against updates of 4096-token batches with
+# joey_transformer.yaml (shared/peers/joeynmt/README.md). Updates do not depend on the hardware, so this
+# curve is the sample-efficiency reference on any machine.
+JOEYNMT_CURVE = {500: 10.5, 1000: 28.6, 1500: 34.8, 2000: 37.4, 2500: 38.9}
+
+# The issue's targets: training speed as a multiple of JoeyNMT's, decoding time on a CPU.
+TRAIN_TARGETS = [
+    # (model, which of ours, minimum ratio to JoeyNMT)
+    ("transformer", "best", 5.0),
+    ("transformer", "fp32", 2.5),
+    ("gru", "best", 3.0),
+]
+DECODE_TARGETS = [("transformer", "greedy", 5.0), ("transformer", "beam5", 20.0)]  # seconds, CPU
+# The sample-efficiency target: (model, JoeyNMT's best validation BLEU, at most this many updates, batch tokens).
+SAMPLE_TARGET = ("transformer", JOEYNMT_CURVE[max(JOEYNMT_CURVE)], 2000, 4096)

@@ -1,0 +1,58 @@
+"""Time to BLEU (``--time-to-bleu``): train until validation BLEU reaches a threshold, and the BLEU-by-update curves."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from experiments.bench.targets import JOEYNMT_CURVE, JOEYNMT_VERSION
+
+log = logging.getLogger(__name__)
+
+JOEYNMT_REFERENCE = f"JoeyNMT {JOEYNMT_VERSION} (reference)"  # its curve's name in the table and the plot
+
+
+def time_to_bleu(trainer: Any, ttb: dict[str, Any]) -> dict[str, Any]:
+    """Train (Trainer.train_step, validating with Trainer.validate) until validation BLEU >= the threshold."""
+    threshold, eval_every, max_steps = ttb["threshold"], ttb["eval_every"], ttb["max_steps"]
+    p = trainer.progress
+    stream = trainer.batch_stream()
+    start = time.perf_counter()
+    train_seconds = 0.0
+    history = []
+    reached = False
+    while p.step < max_steps:
+        try:
+            position, batch = next(stream)
+        except StopIteration:
+            break  # trainer.max_epochs reached
+        p.batch_in_epoch = position
+        t0 = time.perf_counter()
+        _, tokens = trainer.train_step([batch])
+        train_seconds += time.perf_counter() - t0
+        p.step += 1
+        p.tokens += tokens
+        if p.step % eval_every == 0 or p.step == max_steps:
+            trainer.validate()
+            value = json.loads(trainer.metrics_file.read_text().splitlines()[-1]).get(trainer.primary)
+            history.append({"step": p.step, "bleu": value, "train_s": train_seconds,
+                            "wall_s": time.perf_counter() - start})
+            log.warning("time to BLEU: step %d  BLEU %.2f  (%.0f s)", p.step, value, time.perf_counter() - start)
+            if value >= threshold:
+                reached = True
+                break
+    return {"threshold": threshold, "reached": reached, "steps_to_bleu": p.step if reached else None,
+            "train_s": train_seconds, "wall_s": time.perf_counter() - start, "best_bleu": p.best,
+            "eval_every": eval_every, "max_steps": max_steps, "history": history,
+            "tokens_per_s": p.tokens / train_seconds if train_seconds else float("nan")}
+
+
+def ttb_curves(runs: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """Validation BLEU by update: each time-to-BLEU run's, then JoeyNMT's reference curve (none without runs)."""
+    curves = {f"{r['model']} ({r['config']})": {h["step"]: h["bleu"] for h in r["history"]}
+              for r in runs if "error" not in r and r.get("history")}
+    if curves:
+        curves[JOEYNMT_REFERENCE] = dict(JOEYNMT_CURVE)
+    return curves
