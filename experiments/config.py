@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -145,8 +146,14 @@ class Schedule(str, Enum):
 
 
 class Precision(str, Enum):
+    auto = "auto"  # bf16 where the device has native bf16, fp32 elsewhere (experiments/builders.py)
     fp32 = "fp32"
     bf16 = "bf16"
+
+
+class AverageBy(str, Enum):
+    best = "best"
+    last = "last"
 
 
 @dataclass
@@ -165,7 +172,7 @@ class TrainerConfig:
     min_lr: float = 1e-6
     label_smoothing: float = 0.1
     clip_norm: float = 1.0
-    precision: Precision = Precision.fp32
+    precision: Precision = Precision.auto
     compile: bool = False
     fused_adamw: bool = True  # used where the device supports it (CUDA)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -176,10 +183,13 @@ class TrainerConfig:
     val_beam_size: int = 1
     early_stopping_patience: int = 10  # validations without improvement; 0 = off
     keep_checkpoints: int = 0  # weight snapshots kept per validation: the last N and the best N (for averaging)
+    average_checkpoints: int = 0  # also test the mean of N kept snapshots (0 = off); N <= keep_checkpoints
+    average_by: AverageBy = AverageBy.best  # which N: the best by validation metric, or the last
     log_every: int = 50
     resume: bool = False
     progress: bool = True
     test_after_training: bool = True
+    test_splits: list[str] = field(default_factory=list)  # decoded after training; empty: all but train, valid
 
 
 @dataclass
@@ -189,6 +199,7 @@ class DecodingConfig:
     max_len_a: float = 1.2
     max_len_b: int = 10
     min_len: int = 0
+    n_best: int = 1  # hypotheses kept per sentence (s2s-eval writes them as TSV when > 1); at most beam_size
     batch_tokens: int = 8000
 
 
@@ -269,8 +280,19 @@ def check_values(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value} must be at least 1")
     if not 0.0 <= cfg.trainer.label_smoothing < 1.0:
         raise ConfigError(f"trainer.label_smoothing={cfg.trainer.label_smoothing} must be in [0, 1)")
+    unknown = [name for name in cfg.trainer.test_splits if name not in splits or name in ("train", "valid")]
+    if unknown:
+        raise ConfigError(f"trainer.test_splits names {unknown}, which are not test splits of task {cfg.task.name!r}; "
+                          f"its test splits are {[s for s in splits if s not in ('train', 'valid')]}")
     if cfg.decoding.min_len < 0:
         raise ConfigError(f"decoding.min_len={cfg.decoding.min_len} must be 0 (no minimum) or more")
+    if not 1 <= cfg.decoding.n_best <= cfg.decoding.beam_size:
+        raise ConfigError(f"decoding.n_best={cfg.decoding.n_best} must be between 1 and "
+                          f"decoding.beam_size={cfg.decoding.beam_size}: beam search keeps only that many")
+    if not 0 <= cfg.trainer.average_checkpoints <= cfg.trainer.keep_checkpoints:
+        raise ConfigError(f"trainer.average_checkpoints={cfg.trainer.average_checkpoints} must be between 0 (off) "
+                          f"and trainer.keep_checkpoints={cfg.trainer.keep_checkpoints}: keep at least the snapshots "
+                          "you average")
     if cfg.trainer.lr <= 0:
         raise ConfigError(f"trainer.lr={cfg.trainer.lr} must be positive")
     if cfg.task.loader == Loader.hf and not cfg.task.hf.path:
@@ -318,6 +340,37 @@ def check_override_keys(overrides: list[str]) -> None:
         hint = difflib.get_close_matches(leaf, choices, n=1)
         did_you_mean = f" Did you mean {'.'.join(parent + hint)!r}?" if hint else ""
         raise ConfigError(f"unknown config key {key!r}.{did_you_mean} Valid keys here: {choices}")
+
+
+def check_groups(overrides: list[str], conf_dir: Path) -> None:
+    """Fail on a misspelled config group (``modle=gru``, ``modle.x=1``) or group option (``model=gruu``).
+
+    Hydra would answer with a multi-line error and no suggestion; this names
+    the closest group or option and lists the valid ones.
+    """
+    groups = sorted(p.name for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra")
+    top = [k for k in OmegaConf.structured(Config).keys() if k not in groups]
+    for override in overrides:
+        if "=" not in override or override[:1] == "~":
+            continue
+        key, value = override.split("=", 1)
+        head = key.lstrip("+").split(".")[0].split("/")[0]
+        if head == "hydra":
+            continue
+        if head not in groups and head not in top:
+            hint = difflib.get_close_matches(head, groups + top, n=1)
+            did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"{override!r}: there is no config group or key {head!r}.{did_you_mean} "
+                              f"Groups: {groups}; other top-level keys: {top}")
+        if head not in groups or key.lstrip("+") != head or "(" in value:  # a key, or a sweep function
+            continue
+        options = sorted(p.stem for p in (conf_dir / head).glob("*.yaml"))
+        for choice in value.split(","):  # a multirun sweep lists several
+            if choice not in options and choice != "null":
+                hint = difflib.get_close_matches(choice, options, n=1)
+                did_you_mean = f" Did you mean {head}={hint[0]}?" if hint else ""
+                raise ConfigError(f"{head}={choice}: conf/{head}/ has no {choice}.yaml.{did_you_mean} "
+                                  f"Options: {options}")
 
 
 register_schemas()

@@ -20,6 +20,7 @@ import datasets
 import numpy as np
 import sentencepiece as spm
 
+from experiments.atomic import NO_SPACE, NOT_WRITABLE, remove_stale, storage_error
 from experiments.batching import Batch, collate, make_batches, shard
 from experiments.errors import DataError
 from experiments.sources import default_cache_dir, default_data_root, iter_text, raw_split
@@ -91,6 +92,7 @@ class TaskData:
         self.task = task
         self.data_root = Path(task.data_root) if task.data_root else default_data_root()
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        remove_stale(self.cache_dir / "spm")
         train, self.train_key = raw_split(task, task.splits["train"], self.data_root, self.cache_dir)
         if tokenizer_dir is not None and (tokenizer_dir / "src.model").exists():
             self.tokenizer = load_saved(tokenizer_dir)
@@ -128,16 +130,21 @@ class TaskData:
         raw, key = raw_split(self.task, upstream, self.data_root, self.cache_dir)
         tok = self.tokenizer
         cache = self.cache_dir / "tokenized" / f"{self.task.name}-{upstream}-{key}-{tok.key}.arrow"
-        cache.parent.mkdir(parents=True, exist_ok=True)
         num_proc = self.task.num_proc if self.task.num_proc > 1 else None
-        ds = raw.map(
-            _tokenize,
-            batched=True,
-            fn_kwargs={"src_model": str(tok.src_path), "tgt_model": str(tok.tgt_path)},
-            cache_file_name=str(cache),
-            num_proc=num_proc,
-            desc=f"tokenize {name}",
-        )
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            ds = raw.map(
+                _tokenize,
+                batched=True,
+                fn_kwargs={"src_model": str(tok.src_path), "tgt_model": str(tok.tgt_path)},
+                cache_file_name=str(cache),
+                num_proc=num_proc,
+                desc=f"tokenize {name}",
+            )
+        except OSError as e:
+            if e.errno in NO_SPACE | NOT_WRITABLE:
+                raise storage_error(cache, e) from None
+            raise
         src_full = ds.data.column("src_len").to_numpy()
         tgt_full = ds.data.column("tgt_len").to_numpy()
         task = self.task

@@ -19,3 +19,7 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, truncated or not one of ours."""
+
+
+class StorageError(UserError):
+    """A file that cannot be written: a full disk, a read-only folder."""

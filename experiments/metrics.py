@@ -7,13 +7,18 @@ AESLC dev/test email has its subject plus three annotated subjects).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import version
 
 import numpy as np
 from rouge_score.rouge_scorer import RougeScorer
 from sacrebleu.metrics import BLEU, CHRF
+from sacrebleu.metrics.base import Metric, Score, Signature
+from sacrebleu.significance import PairedTest
 
 Refs = Sequence[Sequence[str]]
 
@@ -119,11 +124,73 @@ def task_metrics(kind: str, hyps: Sequence[str], refs: Refs) -> dict:
     return _TASKS[kind](hyps, refs)
 
 
-def _ci(samples: np.ndarray) -> tuple[float, float]:
-    """95% percentile interval, with the same order statistics as sacreBLEU."""
-    samples = np.sort(samples)
-    low = len(samples) // 40
-    return float(samples[low]), float(samples[len(samples) - low - 1])
+class RougeSignature(Signature):
+    """sacreBLEU's signature class, saying what our ROUGE computes instead of sacreBLEU's metric settings."""
+
+    def __init__(self, args: dict) -> None:
+        super().__init__(args)
+        self.info = {"nrefs": self.info["nrefs"], "bs": self.info["bs"], "seed": self.info["seed"], "stem": True,
+                     "lsum-split": "[.!?]+space", "multiref": "max-f1", "agg": "mean-f1",
+                     "version": f"rouge-score-{version('rouge-score')}"}
+        self._abbr.update({k: k for k in self.info})
+
+
+class RougeMean(Metric):
+    """``rouge_mean`` as a sacreBLEU metric, so that sacreBLEU's own significance tests resample it.
+
+    A sentence's statistics are its three F1 scores (x100) and a count; a
+    corpus score is the mean over sentences of their mean, as ``rouge``.
+    """
+
+    _SIGNATURE_TYPE = RougeSignature
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+
+    def _preprocess_segment(self, sent: str) -> str:
+        return _split_sentences(sent)
+
+    def _extract_reference_info(self, refs: Sequence[str]) -> dict:
+        return {"refs": list(refs)}
+
+    def _compute_segment_statistics(self, hypothesis: str, ref_kwargs: dict) -> list[float]:
+        scores = self._scorer.score_multi(ref_kwargs["refs"], hypothesis)
+        return [100.0 * scores[t].fmeasure for t in ROUGE_TYPES] + [1.0]
+
+    def _compute_score_from_stats(self, stats: Sequence[float]) -> Score:
+        stats = np.asarray(stats, dtype=np.float64)
+        return Score("ROUGE-mean", float(stats[:-1].mean() / stats[-1]))
+
+    def _aggregate_and_compute(self, stats: list[list[float]]) -> Score:
+        return self._compute_score_from_stats(np.sum(np.asarray(stats, dtype=np.float64), axis=0))
+
+
+# The metrics each task's paired test compares, as sacreBLEU metric objects.
+SIGNIFICANCE_METRICS: dict[str, dict[str, Callable[[], Metric]]] = {
+    "translation": {"bleu": BLEU, "chrf": CHRF},
+    "summarization": {"rouge_mean": RougeMean},
+}
+SIGNIFICANCE_TEST = "sacreBLEU's paired bootstrap resampling (its PairedTest, as `sacrebleu --paired-bs`)"
+
+
+@contextlib.contextmanager
+def _sacrebleu_run(seed: int | None) -> Iterator[None]:
+    """One quiet sacreBLEU test: it reads its seed from SACREBLEU_SEED (default 12345) and logs every step."""
+    before = os.environ.get("SACREBLEU_SEED")
+    if seed is not None:
+        os.environ["SACREBLEU_SEED"] = str(seed)
+    sacrelogger = logging.getLogger("sacrebleu")
+    level = sacrelogger.level
+    sacrelogger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        sacrelogger.setLevel(level)
+        if before is None:
+            os.environ.pop("SACREBLEU_SEED", None)
+        else:
+            os.environ["SACREBLEU_SEED"] = before
 
 
 def paired_bootstrap(
@@ -132,62 +199,45 @@ def paired_bootstrap(
     hyps_b: Sequence[str],
     refs: Refs,
     n_samples: int = 1000,
-    seed: int = 12345,
+    seed: int | None = None,
 ) -> dict:
-    """Paired bootstrap test (Koehn, 2004) of system A vs B on ``PRIMARY[kind]``.
+    """sacreBLEU's paired bootstrap test (Koehn, 2004) of system B against baseline A, on every metric of the task.
 
-    Both systems are scored on the same ``n_samples`` resamples of sentence
-    indices, drawn exactly as sacreBLEU's ``PairedTest`` draws them, so for the
-    same seed the BLEU intervals match ``sacrebleu --paired-bs``.
+    BLEU and chrF are sacreBLEU's own metrics and the test is sacreBLEU's
+    ``PairedTest`` (what ``sacrebleu REF -i A B -m bleu chrf --paired-bs``
+    runs), so scores, bootstrap means, 95% intervals and p-values are the
+    ones it prints; ROUGE (``rouge_mean``) goes through the same code as a
+    sacreBLEU metric (``RougeMean``). ``seed``: sacreBLEU's resampling seed
+    (None: ``$SACREBLEU_SEED``, else 12345, as the command line).
 
-    ``p_value`` is the fraction of resamples in which the observed winner does
-    not win: mean(sign(delta) * delta_k <= 0), with delta = a - b. A small value
-    means the observed difference, in whichever direction, is reliable;
-    identical systems give 1.0; 0.0 means below 1 / n_samples. It is one-sided in
-    the direction of the winner, i.e. about half a two-sided p-value.
-
-    BLEU resamples sacreBLEU's per-sentence sufficient statistics, so each
-    resample is a true corpus BLEU, but does not use ``PairedTest``'s p-value:
-    that one counts |delta_k| - mean|delta_k| > |delta| and so returns
-    1 / (n_samples + 1) for two identical systems, which is not comparable to
-    the ROUGE p-value. ROUGE resamples per-sentence ``rouge_mean`` scores (the
-    corpus score is their mean).
+    The p-value is sacreBLEU's: with d_k = |B_k - A_k| on resample k and
+    d = |B - A|, p = (#{k: d_k - mean(d_k) > d} + 1) / (n_samples + 1), the
+    chance of a difference this large if both systems came from one process.
+    It is two-sided, and its smallest value is 1 / (n_samples + 1), which it
+    also takes for two identical systems (every d_k is 0): read it together
+    with the delta.
     """
     _check_kind(kind)
     if len(hyps_a) != len(hyps_b):
         raise ValueError(f"system A has {len(hyps_a)} hypotheses but B has {len(hyps_b)}")
     _check(hyps_a, refs)
-    n = len(refs)
-    idxs = np.random.default_rng(seed).choice(n, size=(n_samples, n), replace=True)
-    # counts[k, i]: how often sentence i is drawn in resample k.
-    counts = np.stack([np.bincount(row, minlength=n) for row in idxs])
-
-    if kind == "translation":
-        bleu, streams = BLEU(), _ref_streams(refs)
-
-        def score(hyps: Sequence[str]) -> tuple[float, np.ndarray]:
-            stats = np.asarray(bleu._extract_corpus_statistics(hyps, streams), dtype=np.int64)
-            resampled = [bleu._compute_score_from_stats(s).score for s in counts @ stats]
-            return bleu._compute_score_from_stats(stats.sum(0)).score, np.asarray(resampled)
-    else:
-
-        def score(hyps: Sequence[str]) -> tuple[float, np.ndarray]:
-            per_sentence = _rouge_table(hyps, refs).mean(axis=1)
-            return per_sentence.mean(), counts @ per_sentence / n
-
-    a, samples_a = score(hyps_a)
-    b, samples_b = score(hyps_b)
-    delta = a - b
-    p_value = np.mean(np.sign(delta) * (samples_a - samples_b) <= 0)
-    return {
-        "metric": PRIMARY[kind],
-        "a": float(a),
-        "b": float(b),
-        "delta": float(delta),
-        "p_value": float(p_value),
-        "a_ci": _ci(samples_a),
-        "b_ci": _ci(samples_b),
-    }
+    names = list(SIGNIFICANCE_METRICS[kind])
+    metrics = {name: make() for name, make in SIGNIFICANCE_METRICS[kind].items()}
+    with _sacrebleu_run(seed):
+        test = PairedTest([("A", list(hyps_a)), ("B", list(hyps_b))], metrics, _ref_streams(refs), test_type="bs",
+                          n_samples=n_samples)
+        signatures, results = test()
+    score_names = [k for k in results if k != "System"]  # sacreBLEU's names (BLEU, chrF2), in our order
+    out: dict = {"test": SIGNIFICANCE_TEST, "n_samples": n_samples, "sentences": len(refs),
+                 "seed": signatures[score_names[0]].info["seed"], "metrics": {}}
+    for name, score_name in zip(names, score_names):
+        a, b = results[score_name]
+        out["metrics"][name] = {
+            "a": float(a.score), "b": float(b.score), "delta": float(a.score - b.score), "p_value": float(b.p_value),
+            "a_mean": float(a.mean), "a_ci": float(a.ci), "b_mean": float(b.mean), "b_ci": float(b.ci),
+            "signature": str(signatures[score_name]),
+        }
+    return out
 
 
 def length_buckets(

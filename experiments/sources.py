@@ -11,36 +11,38 @@ Loaders (``task.loader``):
   stays in the Arrow files ``datasets`` writes (under ``<cache>/hf``), so a
   corpus larger than memory works.
 
-Every file is validated line by line (UTF-8, non-empty, aligned counts) and
-any fault is reported as a ``DataError`` naming the file and line. A parsed
-split is saved with ``save_to_disk`` under a key derived from the content
-hashes of its files, written atomically, and memory-mapped on later runs, so
-a second run neither re-parses text nor trusts a half-written cache.
+Every file is normalised and validated line by line (``textfiles.py``:
+UTF-8, no control characters, non-empty, aligned counts) and any fault is
+reported as a ``DataError`` naming the file and line; a file that fails its
+published checksum is checked the same way, so the message says what is wrong
+with it. A parsed split is saved with ``save_to_disk`` under a key derived
+from the content hashes of its files, written atomically, and memory-mapped on
+later runs, so a second run neither re-parses text nor trusts a half-written
+cache; a file that changes while it is parsed is refused, not cached.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import os
 import random
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from experiments.atomic import atomic_path
+from experiments.atomic import atomic_path, remove_stale
 from experiments.errors import DataError
+from experiments.textfiles import read_jsonl, read_lines
 
 CHECKSUM_DIR = Path(__file__).parent / "checksums"
 MULTI30K_URL = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/{file}"
 # Bump when the parsing below changes, so old caches are not reused.
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"  # 2: BOM dropped, CR-only line ends, control characters refused
 
 datasets.disable_progress_bars()
 
@@ -57,9 +59,17 @@ def default_cache_dir() -> Path:
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder, not a data file: point the task at the file itself") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror}); make it readable or point the task elsewhere") \
+            from None
     return digest.hexdigest()
 
 
@@ -77,66 +87,12 @@ class RawSplit:
     """Where a split's text comes from and the key that identifies its content."""
 
     key: str
-    build: Any  # () -> dict[str, list], the parsed columns
+    build: Callable[[], dict[str, list]]  # the parsed (and validated) columns
+    files: tuple[tuple[Path, str], ...] = ()  # (file, sha256) the key was made from
 
 
 # ---------------------------------------------------------------------------
-# File reading and validation
-
-
-def read_lines(path: Path) -> list[str]:
-    """Lines of a (gzipped) UTF-8 text file, each checked to be valid and non-empty."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    lines = []
-    try:
-        with opener(path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
-                try:
-                    line = raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as e:
-                    raise DataError(
-                        f"{path}, line {number}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 4]!r}). "
-                        "Re-encode the file as UTF-8 or re-download it."
-                    ) from None
-                if not line.strip():
-                    raise DataError(
-                        f"{path}, line {number}: empty line. Every line must hold one sentence; "
-                        "remove the line from both sides of the pair."
-                    )
-                lines.append(line)
-    except (OSError, EOFError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise DataError(f"{path}: cannot be read ({e}). Delete it so it is downloaded again.") from None
-    return lines
-
-
-def read_jsonl(path: Path, fields: list[str]) -> dict[str, list]:
-    """Named fields of a (gzipped) JSON-lines file; every field must be a non-empty string or list of them."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    columns: dict[str, list] = {f: [] for f in fields}
-    with opener(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            where = f"{path}, line {number}"
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                raise DataError(f"{where}: not valid UTF-8 (byte {e.start}). Re-encode the file as UTF-8.") from None
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not a JSON object ({e.msg}). Each line must be one JSON object.") from None
-            missing = [name for name in fields if name not in record]
-            if missing:
-                raise DataError(
-                    f"{where}: no field {missing[0]!r}; the record has {sorted(record)}. "
-                    "Set the task's field names to ones the data has."
-                )
-            for name in fields:
-                value = record[name]
-                values = value if isinstance(value, list) else [value]
-                if not values or any(not isinstance(v, str) or not v.strip() for v in values):
-                    raise DataError(f"{where}: field {name!r} is empty. Remove the record or fill the field.")
-                columns[name].append(value)
-    return columns
+# Files: presence, checksums, stability
 
 
 def require(path: Path, hint: str) -> Path:
@@ -147,16 +103,26 @@ def require(path: Path, hint: str) -> Path:
     return path
 
 
-def verified(path: Path, checksums: dict[str, str] | None) -> str:
-    """The file's sha256, checked against the known sums when given."""
-    digest = sha256_file(path)
-    if checksums is not None and path.name in checksums and checksums[path.name] != digest:
-        raise DataError(
-            f"{path}: sha256 {digest} does not match the published {checksums[path.name]}. "
-            "The file is corrupt or a different version: delete it to download it again, "
-            "or set task.verify_checksums=false if you changed it on purpose."
-        )
-    return digest
+def verified(paths: list[Path], checksums: dict[str, str] | None, structure: Callable[[], Any],
+             remedy: str) -> list[str]:
+    """The files' sha256, checked against the published sums when given.
+
+    On a mismatch ``structure`` (the parser) runs too, so the message says
+    what is wrong with the file, if anything, besides its checksum.
+    """
+    digests = [sha256_file(p) for p in paths]
+    for path, digest in zip(paths, digests):
+        published = (checksums or {}).get(path.name)
+        if published is None or published == digest:
+            continue
+        try:
+            structure()
+            found = "its content passes the structural checks, so it is most likely another version of the data"
+        except DataError as e:
+            found = f"the structural check finds: {e}"
+        raise DataError(f"{path}: sha256 {digest} does not match the published {published}; {found}. {remedy}, "
+                        "or set task.verify_checksums=false if you changed it on purpose.")
+    return digests
 
 
 def download(url: str, target: Path, expected_sha256: str | None) -> None:
@@ -212,8 +178,6 @@ def multi30k_split(task: Any, split: str, data_root: Path) -> RawSplit:
                 require(path, "Set S2S_DATA_DIR (or task.data_root) to a folder holding multi30k/, "
                         "or set task.download=true to fetch it.")
             download(MULTI30K_URL.format(file=path.name), path, sums.get(path.name))
-    digests = [verified(p, sums if task.verify_checksums else None) for p in paths]
-    key = hashlib.sha256(repr((PARSER_VERSION, digests)).encode()).hexdigest()[:16]
 
     def build() -> dict[str, list]:
         src, tgt = (read_lines(p) for p in paths)
@@ -224,7 +188,9 @@ def multi30k_split(task: Any, split: str, data_root: Path) -> RawSplit:
             )
         return {"src": src, "tgt": tgt}
 
-    return RawSplit(key, build)
+    digests = verified(paths, sums if task.verify_checksums else None, build, "Delete it to download it again")
+    key = hashlib.sha256(repr((PARSER_VERSION, digests)).encode()).hexdigest()[:16]
+    return RawSplit(key, build, tuple(zip(paths, digests)))
 
 
 def jsonl_split(task: Any, split: str, data_root: Path) -> RawSplit:
@@ -234,16 +200,12 @@ def jsonl_split(task: Any, split: str, data_root: Path) -> RawSplit:
         "(see the README's Data section for where to obtain it).",
     )
     sums = known_checksums(task.checksums) if task.checksums and task.verify_checksums else None
-    digest = verified(path, sums)
     fields = [task.src_field, task.tgt_field]
-    key = hashlib.sha256(repr((PARSER_VERSION, digest, fields, list(task.ref_fields))).encode()).hexdigest()[:16]
 
     def build() -> dict[str, list]:
-        with gzip.open(path, "rb") as f:
-            # Only evaluation splits carry the extra references; read them when this one has them.
-            first = json.loads(f.readline() or b"{}")
-        ref_fields = [r for r in task.ref_fields if r in first]
-        raw = read_jsonl(path, fields + ref_fields)
+        # Only evaluation splits carry the extra references: read them when this one has them.
+        raw = read_jsonl(path, fields, optional=list(task.ref_fields))
+        ref_fields = [r for r in task.ref_fields if r in raw]
         columns = {"src": raw[task.src_field], "tgt": raw[task.tgt_field]}
         if ref_fields:
             columns["refs"] = [
@@ -252,7 +214,9 @@ def jsonl_split(task: Any, split: str, data_root: Path) -> RawSplit:
             ]
         return columns
 
-    return RawSplit(key, build)
+    (digest,) = verified([path], sums, build, "Replace it with the published file")
+    key = hashlib.sha256(repr((PARSER_VERSION, digest, fields, list(task.ref_fields))).encode()).hexdigest()[:16]
+    return RawSplit(key, build, ((path, digest),))
 
 
 def hf_split(task: Any, split: str, cache_dir: Path) -> datasets.Dataset:
@@ -296,6 +260,8 @@ def raw_split(task: Any, split: str, data_root: Path, cache_dir: Path) -> tuple[
     """
     if task.loader == "hf":
         ds = hf_split(task, split, cache_dir)
+        if not len(ds):
+            raise DataError(f"split {split!r} of task {task.name!r} has no examples")
         return ds, ds._fingerprint  # datasets derives it from the files (or hub revision) and the steps above
     loaders = {
         "toy_reverse": lambda: toy_reverse_split(task, split),
@@ -305,8 +271,16 @@ def raw_split(task: Any, split: str, data_root: Path, cache_dir: Path) -> tuple[
     raw = loaders[task.loader]()
     target = cache_dir / "raw" / f"{task.name}-{split}-{raw.key}"
     if not (target / "dataset_info.json").exists():
+        remove_stale(target.parent)
+        columns = raw.build()
+        if not columns["src"]:
+            raise DataError(f"split {split!r} of task {task.name!r} has no examples")
+        for path, digest in raw.files:
+            if sha256_file(path) != digest:
+                raise DataError(f"{path} changed while it was read: wait until whatever writes it has finished, "
+                                "then run again (nothing was cached from it)")
         with atomic_path(target) as tmp:
-            datasets.Dataset.from_dict(raw.build()).save_to_disk(str(tmp))
+            datasets.Dataset.from_dict(columns).save_to_disk(str(tmp))
     return datasets.load_from_disk(str(target)), raw.key
 
 

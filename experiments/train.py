@@ -9,16 +9,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from experiments import distributed
-from experiments.config import check_override_keys, validate
+from experiments.config import check_groups, check_override_keys, validate
 from experiments.errors import UserError
 from experiments.trainer import Trainer
 
@@ -32,7 +34,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     and work in rank 0's ``run_dir``.
     """
     cfg = validate(cfg)
-    if distributed.launched_by_submitit():
+    if distributed.launched_by_submitit() and (run_dir / "checkpoints" / "last.pt").exists():
         # The launcher requeues a preempted or timed-out job into the same folder: go on from its last.pt.
         cfg.trainer.resume = True
     with distributed.process_group() as launch:
@@ -48,13 +50,20 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        results = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        results = run(cfg, run_dir)
     except UserError as e:
         log.error("error: %s", e)
         if HydraConfig.get().mode.name == "MULTIRUN":
             raise  # let the sweep record this job as failed and go on with the others
         sys.exit(2)
+    except KeyboardInterrupt:
+        if HydraConfig.get().mode.name == "MULTIRUN":
+            raise
+        log.error("interrupted: add trainer.resume=true hydra.run.dir=%s to the same command to go on from the last "
+                  "checkpoint", run_dir)
+        sys.exit(130)
     primary = next(k for k in results if k.startswith("valid_"))
     log.info("best validation %s: %.2f", primary.removeprefix("valid_"), results[primary])
     for split, values in results["test"].items():
@@ -63,15 +72,54 @@ def hydra_entry(cfg: DictConfig) -> float:
     return results[primary]  # the objective Optuna maximises
 
 
+# Noise in Hydra's multi-line messages: OmegaConf's key details and the config search path.
+HYDRA_NOISE = ("full_key:", "object_type=", "reference_type=", "provider=", "Config search path:")
+
+
+def one_line(error: BaseException) -> str:
+    """A Hydra error (and the OmegaConf error under it) as one line; indented option lists become ``a, b, c``."""
+    text = str(error)
+    if getattr(error, "override", None):  # a parse error: say which override
+        text = f"cannot parse the override {error.override!r}: {text}"
+    if error.__cause__ is not None and str(error.__cause__) not in text:
+        text += f": {error.__cause__}"
+    chunks: list[tuple[str, list[str]]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(HYDRA_NOISE):
+            continue
+        if raw.startswith("\t") and chunks:
+            chunks[-1][1].append(line)
+        else:
+            chunks.append((line, []))
+    return " ".join(head + (" " + ", ".join(items) if items else "") for head, items in chunks)
+
+
 def main() -> None:
+    """Every user error, ours or Hydra's, ends the command with one line and exit status 2.
+
+    Hydra is asked to raise its errors (``HYDRA_FULL_ERROR``) instead of
+    printing a trace and exiting 1; one who set that variable gets the trace.
+    """
+    setting = os.environ.get("HYDRA_FULL_ERROR")
     try:
-        check_override_keys([a for a in sys.argv[1:] if not a.startswith("-")])
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+        check_groups(overrides, Path(CONF_DIR))
+        check_override_keys(overrides)
+        if distributed.torchrun_rank() > 0:
+            sys.argv += distributed.QUIET_HYDRA
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        hydra_entry()
+    except (UserError, HydraException) as e:
+        if setting == "1":
+            raise
+        print(f"error: {e if isinstance(e, UserError) else one_line(e)}", file=sys.stderr)
         sys.exit(2)
-    if distributed.torchrun_rank() > 0:
-        sys.argv += distributed.QUIET_HYDRA
-    hydra_entry()
+    finally:
+        if setting is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = setting
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ Run folder (Hydra's output directory)::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -34,37 +33,25 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from experiments import checkpoint, distributed, metrics
-from experiments.atomic import write_text
+from experiments import averaging, checkpoint, distributed, metrics
+from experiments.builders import autocast_for, build_model, resolve_precision
+from experiments.atomic import remove_stale, storage_error, write_text
 from experiments.data import TaskData
-from experiments.errors import CheckpointError
+from experiments.errors import CheckpointError, ConfigError
 from experiments.evaluate import decode_split, score, split_loss
 from experiments.loss import sequence_loss
 from experiments.runtime import git_commit, hardware, pick_device, seed_everything, set_threads
 from experiments.tokenizer import save as save_tokenizer
 from experiments.tracking import Tracker
-from models import MODELS, count_parameters
+from models import count_parameters
 
 log = logging.getLogger(__name__)
-
-
-def build_model(model_cfg: DictConfig, data: TaskData) -> torch.nn.Module:
-    kwargs = {k: (v.value if hasattr(v, "value") else v) for k, v in OmegaConf.to_container(model_cfg).items()}
-    name = kwargs.pop("name")
-    return MODELS[name](src_vocab_size=data.src_vocab_size, tgt_vocab_size=data.tgt_vocab_size,
-                        pad_id=data.pad_id, **kwargs)
-
-
-def autocast_for(device: torch.device, precision: Any) -> Callable[[], contextlib.AbstractContextManager]:
-    """bf16 autocast on CPU or CUDA when asked for; fp32 otherwise."""
-    enabled = str(getattr(precision, "value", precision)) == "bf16"
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Any, device: torch.device) -> torch.optim.Optimizer:
@@ -84,6 +71,34 @@ def lr_factor(step: int, cfg: Any) -> float:
     return 1.0
 
 
+def check_limits(cfg: DictConfig, data: TaskData) -> None:
+    """Settings that cannot work with these splits, found at start rather than at the first validation or test."""
+    tc, decoding = cfg.trainer, cfg.decoding
+    valid = len(data.split("valid"))
+    if tc.eval_max_sentences < 0:
+        raise ConfigError(f"trainer.eval_max_sentences={tc.eval_max_sentences} must be 0 (the whole split) or more")
+    if tc.eval_max_sentences > valid:  # a cap above the split's size: the whole split, as 0 would be
+        log.info("trainer.eval_max_sentences=%d is more than the %d sentences of the validation split (%s): "
+                 "validating on all of them", tc.eval_max_sentences, valid, cfg.task.splits.valid)
+    for name in ("train", "valid", *evaluation_splits(cfg)):
+        split = data.split(name)
+        longest = int(max(split.src_lens.max(), split.tgt_lens.max()))
+        if longest > tc.batch_tokens:
+            raise ConfigError(f"the longest {name} example has {longest} tokens, more than trainer.batch_tokens="
+                              f"{tc.batch_tokens}: raise it, or lower task.max_src_len / task.max_tgt_len")
+        beam = tc.val_beam_size if name == "valid" else decoding.beam_size
+        if name != "train" and longest > decoding.batch_tokens // beam:
+            raise ConfigError(f"decoding.batch_tokens={decoding.batch_tokens} leaves {decoding.batch_tokens // beam} "
+                              f"tokens a batch at beam {beam}, less than the {longest} of the longest {name} "
+                              f"example: set decoding.batch_tokens to at least {longest * beam}")
+
+
+
+def evaluation_splits(cfg: DictConfig) -> list[str]:
+    """The splits decoded after training: ``trainer.test_splits``, else every split of the task but train and valid."""
+    return list(cfg.trainer.test_splits) or [name for name in cfg.task.splits if name not in ("train", "valid")]
+
+
 @dataclass
 class Progress:
     """Counters that, with the RNG state and the seed, fix the rest of a run."""
@@ -97,6 +112,10 @@ class Progress:
     tokens: int = 0
     train_seconds: float = 0.0
     stopped_early: bool = False
+    # The train-log window so far (loss x tokens, tokens, seconds): a resumed run's first row averages the whole window.
+    window_loss: float = 0.0
+    window_tokens: int = 0
+    window_seconds: float = 0.0
 
 
 class Trainer:
@@ -104,6 +123,11 @@ class Trainer:
         self.cfg = cfg
         self.tc = cfg.trainer
         self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        if self.tc.resume and not (self.ckpt_dir / "last.pt").exists():
+            raise ConfigError(f"trainer.resume=true but there is no {self.ckpt_dir / 'last.pt'} to resume from: point "
+                              "hydra.run.dir at the folder of the run to resume, or set trainer.resume=false to start "
+                              "afresh")
         self.device = distributed.local_device(pick_device(self.tc.device))
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
@@ -111,7 +135,9 @@ class Trainer:
         seed_everything(cfg.seed)
         with distributed.main_first():  # rank 0 builds the Arrow, tokenizer and token-id caches; the others read them
             self.data = data or TaskData(cfg.task, cfg.cache_dir, tokenizer_dir=self.run_dir / "tokenizer")
-            self.data.split("train")
+            for name in ("train", "valid", *evaluation_splits(cfg)):  # read and validated (or found cached)
+                self.data.split(name)  # before the first update
+            check_limits(cfg, self.data)
             if self.is_main:
                 save_tokenizer(self.data.tokenizer, self.run_dir / "tokenizer")
         self.kind = str(cfg.task.kind.value)
@@ -122,18 +148,21 @@ class Trainer:
             torch.manual_seed(cfg.seed + self.rank)  # own dropout masks per rank; DDP copies rank 0's weights
         self.ddp = distributed.wrap(self.model, self.device)  # the model itself in a single process
         self.forward = torch.compile(self.ddp) if self.tc.compile else self.ddp
-        self.autocast = autocast_for(self.device, self.tc.precision)
+        self.precision = resolve_precision(self.device, self.tc.precision)
+        self.autocast = autocast_for(self.device, self.precision)
         self.optimizer = make_optimizer(self.model, self.tc, self.device)
         self.warmup = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.tc))
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=self.tc.plateau_factor, patience=self.tc.plateau_patience,
             min_lr=self.tc.min_lr)
         self.progress = Progress()
-        self.ckpt_dir = self.run_dir / "checkpoints"
         self.metrics_file = self.run_dir / "metrics.jsonl"
         if self.is_main:
+            stale = remove_stale(self.run_dir, recursive=True)
+            if stale:
+                log.info("removed %d unfinished writes a killed run left: %s", len(stale), [str(p) for p in stale])
             write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-        if self.tc.resume and (self.ckpt_dir / "last.pt").exists():
+        if self.tc.resume:
             self.restore(self.ckpt_dir / "last.pt")
         elif self.is_main and self.metrics_file.exists():
             self.metrics_file.unlink()
@@ -141,7 +170,8 @@ class Trainer:
         self.tracker = Tracker(logger, self.run_dir, OmegaConf.to_container(cfg, resolve=True),
                                name=f"{cfg.task.name}-{cfg.model.name}-s{cfg.seed}")
         self.tracker.summary({"params": self.n_params})
-        log.info("%s: %s parameters on %s (%d threads)", cfg.model.name, f"{self.n_params:,}", self.device, self.threads)
+        log.info("%s: %s parameters on %s (%d threads, %s%s)", cfg.model.name, f"{self.n_params:,}", self.device,
+                 self.threads, self.precision, " chosen by precision=auto" if self.tc.precision.value == "auto" else "")
 
     # ------------------------------------------------------------------ state
 
@@ -154,21 +184,29 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "warmup": self.warmup.state_dict(),
             "plateau": self.plateau.state_dict(),
-            "trainer": asdict(self.progress),
+            # The window's loss as the ranks' mean, so every rank resumes it from the same (right) value.
+            "trainer": {**asdict(self.progress), "window_loss": distributed.mean(self.progress.window_loss)},
             "rng": distributed.all_gather(rng),  # one entry per rank: each resumes its own streams
             "world_size": self.world_size,
             "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
             "params": self.n_params,
+            "precision": self.precision,
         }
 
     def restore(self, path: Path) -> None:
         state = checkpoint.load(path, map_location=self.device)
+        checkpoint.load_model(self.model, state, self.cfg.model, path)  # first: says so if it is another model
         if state.get("world_size", 1) != self.world_size:
             raise CheckpointError(
                 f"{path} was written by {state['world_size']} ranks and this run has {self.world_size}: their data "
                 f"shards differ, so resume it with {state['world_size']} processes"
             )
-        self.model.load_state_dict(state["model"])
+        started_in = state.get("precision") or str(state["config"]["trainer"]["precision"])  # older: the config's
+        if str(self.tc.precision.value) == "auto" and started_in in ("fp32", "bf16") and started_in != self.precision:
+            # A run goes on in the precision it started in, also on a machine where auto chooses otherwise.
+            log.info("precision=auto: going on in %s, the precision this run started in", started_in)
+            self.precision = started_in
+            self.autocast = autocast_for(self.device, self.precision)
         self.optimizer.load_state_dict(state["optimizer"])
         self.warmup.load_state_dict(state["warmup"])
         self.plateau.load_state_dict(state["plateau"])
@@ -180,8 +218,16 @@ class Trainer:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         # Forget events logged after the checkpoint: the resumed run logs them again.
         if self.is_main and self.metrics_file.exists():
-            kept = [line for line in self.metrics_file.read_text().splitlines()
-                    if json.loads(line)["step"] <= self.progress.step]
+            kept, broken = [], 0
+            for line in self.metrics_file.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= self.progress.step:
+                        kept.append(line)
+                except (json.JSONDecodeError, TypeError, KeyError):
+                    broken += 1  # a row cut short when the run was killed
+            if broken:
+                log.warning("%s: dropped %d unreadable rows (cut short when the run was killed)", self.metrics_file,
+                            broken)
             write_text(self.metrics_file, "".join(line + "\n" for line in kept))
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.progress.step,
                  self.progress.epoch, self.progress.batch_in_epoch)
@@ -190,8 +236,11 @@ class Trainer:
         if not self.is_main:
             return
         row = {"event": event, "step": self.progress.step, **values}
-        with open(self.metrics_file, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(self.metrics_file, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            raise storage_error(self.metrics_file, e, "resume with trainer.resume=true (it drops a cut row)") from None
         self.tracker.log({f"{event}/{k}": v for k, v in values.items() if isinstance(v, (int, float))},
                          step=self.progress.step)
 
@@ -243,7 +292,7 @@ class Trainer:
         show = tc.progress and self.is_main and sys.stderr.isatty() and not os.environ.get("CI")
         bar = tqdm(total=tc.max_steps, initial=p.step, disable=not show, dynamic_ncols=True, desc="train")
         stream = self.batch_stream()
-        window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+        segment_start = time.perf_counter()  # the window's time since it (or the last validation) began
         while p.step < tc.max_steps and not p.stopped_early:
             group = []
             for position, batch in stream:
@@ -258,23 +307,25 @@ class Trainer:
             p.train_seconds += time.perf_counter() - started
             p.step += 1
             p.tokens += tokens
-            window_loss += loss * tokens
-            window_tokens += tokens
+            p.window_loss += loss * tokens
+            p.window_tokens += tokens
             bar.update(1)
             if p.step % tc.log_every == 0 or p.step == tc.max_steps:
-                elapsed = time.perf_counter() - window_start
-                values = {"loss": distributed.mean(window_loss) / window_tokens,
-                          "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_s": window_tokens / elapsed,
+                elapsed = p.window_seconds + time.perf_counter() - segment_start
+                values = {"loss": distributed.mean(p.window_loss) / p.window_tokens,
+                          "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_s": p.window_tokens / elapsed,
                           "epoch": p.epoch}
                 self.record("train", values)
                 bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{values['tokens_per_s']:.0f}")
                 if not show:
                     log.info("step %d  loss %.4f  lr %.2e  %.0f tok/s", p.step, values["loss"], values["lr"],
                              values["tokens_per_s"])
-                window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+                p.window_loss, p.window_tokens, p.window_seconds = 0.0, 0, 0.0
+                segment_start = time.perf_counter()
             if p.step % tc.eval_every == 0 or p.step == tc.max_steps:
+                p.window_seconds += time.perf_counter() - segment_start
                 self.validate()
-                window_start = time.perf_counter()
+                segment_start = time.perf_counter()
         bar.close()
         if self.progress.step % tc.eval_every and self.progress.step != tc.max_steps:
             self.validate()  # the epoch limit ended training between validations
@@ -305,7 +356,8 @@ class Trainer:
             p.stopped_early = True
         if self.is_main:
             write_text(self.run_dir / "hyps" / f"valid-step{p.step}.txt", "\n".join(hypotheses) + "\n")
-            self.record("valid", values)
+            # Compute so far beside the step, for curves at equal tokens or seconds (s2s-tables).
+            self.record("valid", {**values, "tokens": p.tokens, "train_seconds": p.train_seconds})
             log.info("valid step %d  loss %.4f  ppl %.2f  %s %.2f%s", p.step, values["loss"], values["ppl"],
                      self.primary, value, "  (best)" if improved else "")
         self.save_checkpoints(improved)
@@ -328,37 +380,54 @@ class Trainer:
         """
         snapshot = {k: state[k] for k in ("model", "trainer", "config", "params", "world_size")}
         checkpoint.save(snapshot, checkpoint.snapshot_path(self.ckpt_dir, self.progress.step))
-        checkpoint.prune_snapshots(self.ckpt_dir, self.valid_scores(), self.tc.keep_checkpoints)
-
-    def valid_scores(self) -> dict[int, float]:
-        """The primary validation metric by step, from metrics.jsonl (cut back to the checkpoint on resume)."""
-        rows = (json.loads(line) for line in self.metrics_file.read_text().splitlines()) \
-            if self.metrics_file.exists() else ()
-        return {r["step"]: r[self.primary] for r in rows if r["event"] == "valid"}
-
-    def test_splits(self) -> list[str]:
-        return [name for name in self.cfg.task.splits if name not in ("train", "valid")]
+        checkpoint.prune_snapshots(self.ckpt_dir, averaging.valid_scores(self.run_dir), self.tc.keep_checkpoints)
 
     def test(self) -> dict[str, Any]:
         """Load the best checkpoint and decode the test splits with it (when ``test_after_training``)."""
         best = checkpoint.load(self.ckpt_dir / "best.pt", map_location=self.device)
         self.model.load_state_dict(best["model"])
+        return self.decode_tests("") if self.tc.test_after_training else {}
+
+    def decode_tests(self, suffix: str) -> dict[str, Any]:
+        """Decode and score every test split with the current weights; hypotheses to hyps/<split>-beamK<suffix>.txt."""
         tests: dict[str, Any] = {}
-        if self.tc.test_after_training:
-            for split in self.test_splits():
-                decoded = decode_split(self.model, self.data, split, self.cfg.decoding, self.device, self.autocast)
-                tests[split] = {**score(self.data, split, decoded.hypotheses), "decode_seconds": decoded.seconds}
-                write_text(self.run_dir / "hyps" / f"{split}-beam{self.cfg.decoding.beam_size}.txt",
-                           "\n".join(decoded.hypotheses) + "\n")
-                self.record(split, tests[split])
-                if split == "test":
-                    self.log_samples(split, decoded.hypotheses)
+        for split in evaluation_splits(self.cfg):
+            decoded = decode_split(self.model, self.data, split, self.cfg.decoding, self.device, self.autocast)
+            tests[split] = {**score(self.data, split, decoded.hypotheses), "decode_seconds": decoded.seconds}
+            write_text(self.run_dir / "hyps" / f"{split}-beam{self.cfg.decoding.beam_size}{suffix}.txt",
+                       "\n".join(decoded.hypotheses) + "\n")
+            self.record(split + suffix.replace("-", "_"), tests[split])
+            if split == "test" and not suffix:
+                self.log_samples(split, decoded.hypotheses)
         return tests
+
+    def test_average(self) -> dict[str, Any]:
+        """Average the kept snapshots (``trainer.average_checkpoints``), validate and test the average.
+
+        A run that stopped before it had that many snapshots averages the ones it has.
+        """
+        tc = self.tc
+        kept = len(averaging.valid_scores(self.run_dir).keys() & checkpoint.snapshots(self.ckpt_dir).keys())
+        n = min(tc.average_checkpoints, kept)
+        if not n:
+            return {}
+        by = str(tc.average_by.value)
+        path, state = averaging.average_run(self.run_dir, n, by)
+        self.model.load_state_dict(state["model"])
+        values, hypotheses = self.evaluate_valid()
+        write_text(self.run_dir / "hyps" / "valid-average.txt", "\n".join(hypotheses) + "\n")
+        self.record("valid_average", values)
+        log.info("average of the %s %d snapshots (steps %s): valid %s %.2f", by, n, state["averaged"]["steps"],
+                 self.primary, values[self.primary])
+        return {"by": by, "n": n, "steps": state["averaged"]["steps"], "checkpoint": str(path.name),
+                f"valid_{self.primary}": values[self.primary],
+                "test": self.decode_tests("-average") if tc.test_after_training else {}}
 
     def finish(self) -> dict[str, Any]:
         """Test (rank 0 alone: the other ranks are done), write results.json, close W&B."""
         p = self.progress
         tests = self.test() if self.is_main else {}
+        averaged = self.test_average() if self.is_main and self.tc.average_checkpoints else {}
         results = {
             "task": self.cfg.task.name,
             "kind": self.kind,
@@ -374,11 +443,12 @@ class Trainer:
             "train_seconds": p.train_seconds,
             "train_tokens_per_s": p.tokens / p.train_seconds if p.train_seconds else 0.0,
             "test": tests,
+            **({"averaged": averaged} if averaged else {}),
             "beam_size": self.cfg.decoding.beam_size,
             "truncated": {name: {"src": s.truncated_src, "tgt": s.truncated_tgt}
                           for name, s in self.data._splits.items()},
             "hardware": hardware(self.device),
-            "precision": str(self.tc.precision.value),
+            "precision": self.precision,
             "world_size": self.world_size,
             "commit": git_commit(),
             "run_dir": str(self.run_dir),

@@ -23,7 +23,7 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 from experiments import distributed, train
 from experiments.data import TaskData
 from experiments.trainer import Trainer
-from tests.conftest import CONF, REPO
+from tests.conftest import CONF, HUNG_S, REPO
 from tests.test_trainer import TINY
 
 # Dropout off: the ranks' random streams then play no part, and only the batches and the
@@ -133,7 +133,7 @@ def test_a_killed_two_rank_job_resumes_where_an_uninterrupted_one_ends(tmp_path:
     s2s_train = str(Path(sys.executable).with_name("s2s-train"))
     straight = launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                        "--no-python", s2s_train, *common, f"hydra.run.dir={straight_dir}"], tmp_path / "straight.log")
-    assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+    assert straight.wait(timeout=HUNG_S) == 0, (tmp_path / "straight.log").read_text()[-3000:]
 
     # Interrupted: a job of the submitit launcher's local preset (2 tasks), killed after its first
     # checkpoint and then started again into the same folder, as Slurm requeues a preempted job.
@@ -142,7 +142,7 @@ def test_a_killed_two_rank_job_resumes_where_an_uninterrupted_one_ends(tmp_path:
            *common]
     run_dir = sweep / "toy_reverse" / "transformer" / "seed1_0"
     victim = launch(job, tmp_path / "killed.log")
-    deadline = time.time() + 300
+    deadline = time.time() + HUNG_S
     while not (run_dir / "checkpoints" / "last.pt").exists():
         assert victim.poll() is None and time.time() < deadline, (tmp_path / "killed.log").read_text()[-3000:]
         time.sleep(0.01)
@@ -151,7 +151,7 @@ def test_a_killed_two_rank_job_resumes_where_an_uninterrupted_one_ends(tmp_path:
     resumed_from = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["trainer"]["step"]
     assert resumed_from < 30
     requeued = launch(job, tmp_path / "requeued.log")
-    assert requeued.wait(timeout=300) == 0, (tmp_path / "requeued.log").read_text()[-3000:]
+    assert requeued.wait(timeout=HUNG_S) == 0, (tmp_path / "requeued.log").read_text()[-3000:]
 
     a = json.loads((straight_dir / "results.json").read_text())
     b = json.loads((run_dir / "results.json").read_text())

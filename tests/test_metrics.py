@@ -1,8 +1,12 @@
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import sacrebleu
 from rouge_score.rouge_scorer import RougeScorer
-from sacrebleu.metrics import BLEU
-from sacrebleu.significance import PairedTest
 
 from experiments.metrics import (
     PRIMARY,
@@ -49,6 +53,7 @@ REF_LISTS = [[r] for r in REFS]
 # A: every reference with one word dropped; B: only every third word kept.
 SYS_A = [" ".join(w for i, w in enumerate(r.split()) if i != 2) for r in REFS]
 SYS_B = [" ".join(r.split()[::3]) for r in REFS]
+CLOSE_TO_A = SYS_B[:2] + SYS_A[2:]  # A with two sentences of B
 
 
 def test_bleu_matches_sacrebleu_and_signature():
@@ -135,37 +140,84 @@ def test_task_metrics_dispatch():
 @pytest.mark.parametrize("kind", ["translation", "summarization"])
 def test_bootstrap_identical_systems(kind):
     out = paired_bootstrap(kind, SYS_A, list(SYS_A), REF_LISTS)
-    assert out["delta"] == 0.0
-    assert out["p_value"] == 1.0
-    assert out["a_ci"] == out["b_ci"]
+    for test in out["metrics"].values():
+        assert test["delta"] == 0.0
+        # sacreBLEU's p never goes below 1 / (n + 1), and takes that value for identical systems.
+        assert test["p_value"] == pytest.approx(1 / 1001)
+        assert test["a_ci"] == test["b_ci"]
 
 
 @pytest.mark.parametrize("kind", ["translation", "summarization"])
 def test_bootstrap_better_system_is_significant_either_way(kind):
     out = paired_bootstrap(kind, SYS_A, SYS_B, REF_LISTS)
-    assert out["metric"] == PRIMARY[kind]
-    assert out["a"] == pytest.approx(task_metrics(kind, SYS_A, REF_LISTS)[PRIMARY[kind]])
-    assert out["delta"] > 10 and out["p_value"] < 0.05
-    low, high = out["a_ci"]
-    assert low <= out["a"] <= high and out["b_ci"][1] < low
-    swapped = paired_bootstrap(kind, SYS_B, SYS_A, REF_LISTS)
-    assert swapped["delta"] == pytest.approx(-out["delta"])
-    assert swapped["p_value"] < 0.05
+    assert list(out["metrics"]) == {"translation": ["bleu", "chrf"], "summarization": ["rouge_mean"]}[kind]
+    assert out["sentences"] == len(REFS) and out["n_samples"] == 1000 and out["seed"] == "12345"
+    test = out["metrics"][PRIMARY[kind]]
+    assert test["a"] == pytest.approx(task_metrics(kind, SYS_A, REF_LISTS)[PRIMARY[kind]])
+    assert test["delta"] > 10 and test["p_value"] < 0.05
+    assert test["b_mean"] + test["b_ci"] < test["a_mean"] - test["a_ci"]
+    assert "bs:1000|seed:12345" in test["signature"]
+    swapped = paired_bootstrap(kind, SYS_B, SYS_A, REF_LISTS)["metrics"][PRIMARY[kind]]
+    assert swapped["delta"] == pytest.approx(-test["delta"])
+    assert swapped["p_value"] == pytest.approx(test["p_value"])
 
 
 def test_bootstrap_close_systems_not_significant():
     # A and A-with-one-sentence-corrupted differ by too little to be reliable.
     near_a = SYS_A[:-1] + [SYS_B[-1]]
-    out = paired_bootstrap("summarization", SYS_A, near_a, REF_LISTS)
-    assert 0 < out["delta"] and out["p_value"] > 0.05
+    test = paired_bootstrap("summarization", SYS_A, near_a, REF_LISTS)["metrics"]["rouge_mean"]
+    assert 0 < test["delta"] and test["p_value"] > 0.05
 
 
-def test_bleu_bootstrap_intervals_match_sacrebleu(monkeypatch):
-    monkeypatch.delenv("SACREBLEU_SEED", raising=False)
-    out = paired_bootstrap("translation", SYS_A, SYS_B, REF_LISTS, seed=12345)
-    _, res = PairedTest([("a", SYS_A), ("b", SYS_B)], {"BLEU": BLEU()}, [REFS], "bs")()
-    for ours, theirs in zip((out["a_ci"], out["b_ci"]), res["BLEU"]):
-        assert (ours[1] - ours[0]) / 2 == pytest.approx(theirs.ci)
+def sacrebleu_cli_paired_bs(tmp_path, hyps_a, hyps_b, refs, seed: str) -> tuple[list[list[float]], list[float]]:
+    """``sacrebleu REF -i A B -m bleu chrf --paired-bs`` on files: (score, mean, ci) per system and metric, and B's p."""
+    for name, lines in (("ref", refs), ("a", hyps_a), ("b", hyps_b)):
+        (tmp_path / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "SACREBLEU_SEED": seed}
+    out = subprocess.run([sys.executable, "-m", "sacrebleu", "ref.txt", "-i", "a.txt", "b.txt", "-m", "bleu", "chrf",
+                          "--paired-bs", "-f", "text", "-q", "--width", "6", "--no-color"],
+                         cwd=tmp_path, capture_output=True, text=True, env=env, check=True).stdout
+    triple = re.compile(r"(-?[\d.]+) \((-?[\d.]+) ± ([\d.]+)\)")
+    rows = [[float(v) for match in triple.findall(line) for v in match] for line in out.splitlines()
+            if triple.search(line)]
+    p_values = [float(p) for p in re.findall(r"p = ([\d.]+)", out)]
+    return rows, p_values
+
+
+@pytest.mark.parametrize("seed", ["12345", "7"])
+def test_bleu_and_chrf_bootstrap_equal_the_sacrebleu_command_line(tmp_path, monkeypatch, seed):
+    hyps_b = CLOSE_TO_A  # p-values well above sacreBLEU's floor of 1 / 1001
+    rows, p_values = sacrebleu_cli_paired_bs(tmp_path, SYS_A, hyps_b, REFS, seed)
+    monkeypatch.setenv("SACREBLEU_SEED", seed)
+    out = paired_bootstrap("translation", SYS_A, hyps_b, REF_LISTS)["metrics"]
+    assert out["bleu"]["signature"].startswith(f"nrefs:1|bs:1000|seed:{seed}|")
+    for system, row in zip("ab", rows):
+        ours = [out[m][k] for m in ("bleu", "chrf") for k in (system, f"{system}_mean", f"{system}_ci")]
+        assert ours == pytest.approx(row, abs=1e-6)
+    assert [out["bleu"]["p_value"], out["chrf"]["p_value"]] == pytest.approx(p_values, abs=5e-5)
+    assert min(p_values) > 0.01
+    assert paired_bootstrap("translation", SYS_A, hyps_b, REF_LISTS, seed=int(seed))["metrics"] == out
+
+
+def test_rouge_bootstrap_follows_sacrebleus_method():
+    """The ROUGE test, recomputed by hand: sacreBLEU's resamples, its interval and its p-value formula."""
+    hyps_b = CLOSE_TO_A
+    out = paired_bootstrap("summarization", SYS_A, hyps_b, REF_LISTS, seed=3)["metrics"]["rouge_mean"]
+    per_sentence = {}
+    for name, hyps in (("a", SYS_A), ("b", hyps_b)):
+        table = np.array([[rouge([h], [r])[t] for t in ("rouge1", "rouge2", "rougeLsum")]
+                          for h, r in zip(hyps, REF_LISTS)])
+        per_sentence[name] = table.mean(axis=1)
+    idx = np.random.default_rng(3).choice(len(REFS), size=(1000, len(REFS)), replace=True)
+    samples = {k: v.astype(np.float32)[idx].mean(axis=1) for k, v in per_sentence.items()}
+    diffs = np.abs(samples["b"] - samples["a"])
+    delta = abs(per_sentence["a"].mean() - per_sentence["b"].mean())
+    p = (np.sum(diffs - diffs.mean() > delta) + 1) / 1001
+    assert out["a"] == pytest.approx(rouge(SYS_A, REF_LISTS)["rouge_mean"])
+    assert out["p_value"] == pytest.approx(p)
+    low, high = np.sort(samples["b"])[[25, 974]]
+    assert out["b_ci"] == pytest.approx((high - low) / 2, abs=1e-3)
+    assert out["b_mean"] == pytest.approx(samples["b"].mean(), abs=1e-3)
 
 
 def test_length_buckets_partition():
@@ -180,3 +232,19 @@ def test_length_buckets_partition():
     assert buckets[-1] == {"bucket": "40+", "count": 0, "metric": "bleu", "score": None}
     with pytest.raises(ValueError, match="increasing"):
         length_buckets(lengths, "translation", SYS_A, REF_LISTS, edges=(20, 10))
+
+
+def test_tables_name_the_test_its_size_and_every_signature():
+    from experiments.tables import significance_text
+
+    tests = [{"seed": 1, "model_a": "gru", "model_b": "transformer",
+              "test": paired_bootstrap("translation", SYS_A, CLOSE_TO_A, REF_LISTS)}]
+    text = significance_text(tests)
+    assert "sacreBLEU's paired bootstrap resampling (its PairedTest, as `sacrebleu --paired-bs`), 1000 resamples of " \
+           "the 30 sentences, seed 12345, baseline gru" in text
+    assert "/ 1001, two-sided" in text
+    bleu, chrf = (tests[0]["test"]["metrics"][m] for m in ("bleu", "chrf"))
+    assert f"| 1 | bleu | {bleu['a']:.2f} ({bleu['a_mean']:.2f} ± {bleu['a_ci']:.2f}) |" in text
+    assert f"| {bleu['delta']:+.2f} | {bleu['p_value']:.4f} |" in text and f"{chrf['p_value']:.4f}" in text
+    assert "bleu `nrefs:1|bs:1000|seed:12345|case:mixed|eff:no|tok:13a" in text
+    assert "chrf `nrefs:1|bs:1000|seed:12345|case:mixed|eff:yes|nc:6" in text
