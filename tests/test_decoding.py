@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from models import beam_search, greedy_search
-# tests/ is on sys.path under pytest; one_thread is an autouse fixture.
-from test_models import BOS, EOS, PAD, make_batch, one_thread, tiny_model  # noqa: F401
+# one_thread is an autouse fixture of test_models: imported, it applies here too.
+from tests.test_models import BOS, EOS, PAD, make_batch, one_thread, tiny_model  # noqa: F401
 
 UNK, A, B = 0, 4, 5
 
