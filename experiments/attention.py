@@ -1,46 +1,52 @@
-"""``s2s-attention``: heatmaps of the cross-attention a trained model used for its own output.
+"""``s2s-attention``: the cross-attention a trained model used for its own output, as PNGs and an HTML page.
 
     s2s-attention RUN_DIR [RUN_DIR ...] --text "a source sentence" [--beam 5]
     s2s-attention RUN_DIR [RUN_DIR ...] --index 3 [--split test]
-    s2s-attention RUN_DIR [RUN_DIR ...] --examples 8 [--out DIR]
+    s2s-attention RUN_DIR [RUN_DIR ...] --examples 8 [--out DIR] [--views last-layer grid] [--words]
 
 The weights are ``Hypotheses.attention`` of the chosen hypothesis: the attention
 of the very decoder steps that emitted its tokens (greedy, or beam search with
 ``--beam K``), not a teacher-forced re-run. Rows are the output pieces plus the
 eos step, columns the source pieces plus the source eos.
 
-Files, in ``--out`` (default ``<run dir>/attention/``), named
-``<example>_<model>-<run dir name>_beam<K>[_<figure>].png`` where ``<example>`` is
-``<split>-<index>`` or ``text-<hash of the text>``: the GRU gives one map; the
-Transformer gives ``_mean`` (mean over decoder layers and heads) and ``_layers``
-(a grid, one row per decoder layer, one column per head). ``--examples K`` also
-writes ``attention.html`` (images embedded, so the page stands alone) to
-``--out`` or the first run's attention folder: per example, the source, the
-reference, and each run's hypothesis and map side by side. Each PNG is logged to
-its run's W&B run (``logger`` of the run's config, unless ``disabled`` or
-``--no-wandb``) under ``attention/<example>[/<figure>]``.
+PNGs, in ``--out`` (default ``<run dir>/attention/``), are named
+``<example>_<model>-seed<S>-step<N>_beam<K>[_<view>][_words].png`` where
+``<example>`` is ``<test set>-<index>`` (e.g. ``test_2016_flickr-3``) or
+``text-<hash of the text>``: the GRU gives one map; the Transformer one per
+``--views`` entry (default ``last-layer grid``: the last layer's mean over its
+heads, and every layer x head; see ``experiments.attention_views``). Each PNG is
+logged to its run's W&B run (``logger`` of the run's config, unless
+``disabled`` or ``--no-wandb``) under ``attention/<example>[/<view>]``.
+
+``--html`` (implied by ``--examples``) also writes ``attention.html`` to
+``--out`` or the first run's attention folder: one self-contained page (data
+and script inline, nothing loaded from the network) with every run side by side
+per example, a view selector per Transformer run (one head, a layer's mean, the
+last layer's mean, all layers' mean, or the grid), per-head entropy and share on
+``</s>``, hover read-outs and a word-level toggle.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
-import html
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from experiments.atomic import atomic_path, write_text
+from experiments import attention_page
+from experiments.atomic import write_text
+from experiments.attention_plots import figures, save
+from experiments.attention_views import View, check_view, parse_view
 from experiments.batching import collate
+from experiments.builders import autocast_for
 from experiments.errors import UserError
 from experiments.evaluate import LoadedRun, load_run, search
 from experiments.tracking import Tracker
-from experiments.trainer import autocast_for
 
 
 @dataclass
@@ -68,56 +74,19 @@ def attention_map(run: LoadedRun, src_text: str, beam: int = 1) -> AttentionMap:
     )
 
 
-def _heatmap(fig: Figure, ax, weights: np.ndarray, amap: AttentionMap, title: str) -> None:
-    image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
-    ax.set_xticks(range(len(amap.src_labels)), amap.src_labels, rotation=60, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(len(amap.tgt_labels)), amap.tgt_labels)
-    ax.set_xlabel("source")
-    ax.set_ylabel("output")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
-
-
-def figures(amap: AttentionMap, title: str) -> dict[str, Figure]:
-    """Figures by file-name suffix: ``{"": map}`` (GRU) or ``{"mean": ..., "layers": grid}`` (Transformer)."""
-    T, S = amap.weights.shape[-2:]
-    size = (2.5 + 0.35 * S, 2.0 + 0.3 * T)  # one panel, in inches: a readable tick per piece
-    if amap.weights.ndim == 2:
-        fig = Figure(figsize=size, layout="constrained")
-        _heatmap(fig, fig.subplots(), amap.weights, amap, title)
-        return {"": fig}
-    L, H = amap.weights.shape[:2]
-    mean = Figure(figsize=size, layout="constrained")
-    _heatmap(mean, mean.subplots(), amap.weights.mean(axis=(0, 1)), amap,
-             f"{title}\nmean of {L} layers x {H} heads")
-    grid = Figure(figsize=(size[0] * H, size[1] * L), layout="constrained")
-    grid.suptitle(title)
-    for (layer, head), ax in zip(np.ndindex(L, H), grid.subplots(L, H, squeeze=False).flat):
-        _heatmap(grid, ax, amap.weights[layer, head], amap, f"layer {layer + 1} head {head + 1}")
-    return {"mean": mean, "layers": grid}
-
-
-def save(figs: dict[str, Figure], out: Path, stem: str) -> dict[str, Path]:
-    """Write ``<stem>[_<suffix>].png`` per figure; returns the paths by suffix."""
-    paths = {}
-    for suffix, fig in figs.items():
-        paths[suffix] = out / (f"{stem}_{suffix}.png" if suffix else f"{stem}.png")
-        with atomic_path(paths[suffix]) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    return paths
-
-
 @dataclass
 class Example:
-    name: str  # file-name prefix and W&B key
+    name: str  # file-name prefix and W&B key: "test_2016_flickr-3" or "text-<hash>"
+    label: str  # on the page: "test_2016_flickr #3"
     src: str
-    ref: str | None
+    refs: list[str]  # every reference of the example; none for --text
 
 
 def pick_examples(runs: list[LoadedRun], args: argparse.Namespace) -> list[Example]:
     """The sources to decode; split examples come from the first run (all runs must share its task)."""
     if args.text is not None:
-        return [Example(f"text-{hashlib.sha1(args.text.encode()).hexdigest()[:8]}", args.text, None)]
+        name = f"text-{hashlib.sha1(args.text.encode()).hexdigest()[:8]}"
+        return [Example(name, name, args.text, [])]
     tasks = sorted({run.cfg.task.name for run in runs})
     if len(tasks) > 1:
         raise UserError(f"the runs are on different tasks {tasks}: compare split examples of one task, or use --text")
@@ -129,61 +98,89 @@ def pick_examples(runs: list[LoadedRun], args: argparse.Namespace) -> list[Examp
     else:
         raise UserError(f"--index {args.index} is out of range: split {args.split!r} has {len(split)} examples "
                         f"(0..{len(split) - 1})")
-    rows = split.dataset.select(indices)
-    return [Example(f"{args.split}-{i}", src, ref) for i, src, ref in zip(indices, rows["src"], rows["tgt"])]
+    sources, refs = split.sources(), split.references()
+    upstream = runs[0].cfg.task.splits[args.split]
+    return [Example(f"{upstream}-{i}", f"{upstream} #{i}", sources[i], refs[i]) for i in indices]
 
 
-def page(runs: list[LoadedRun], items: list[Example], hyps: list[list[str]], images: list[list[Path]]) -> str:
-    """One HTML page: per example, source and reference, then one column per run (hypothesis and map)."""
-    esc = html.escape
-    heads = "".join(f"<th>{esc(r.cfg.model.name)}<br><small>{esc(str(r.run_dir))}, step {r.step}</small></th>"
-                    for r in runs)
-    body = []
-    for i, ex in enumerate(items):
-        cells = "".join(
-            f"<td><p>{esc(hyps[r][i])}</p><img src=\"data:image/png;base64,"
-            f"{base64.b64encode(images[r][i].read_bytes()).decode()}\" alt=\"{esc(images[r][i].name)}\"></td>"
-            for r in range(len(runs)))
-        body.append(f"<h2>{esc(ex.name)}</h2><p><b>source</b> {esc(ex.src)}</p>"
-                    f"<p><b>reference</b> {esc(ex.ref or '')}</p><table><tr>{heads}</tr><tr>{cells}</tr></table>")
-    style = "td{vertical-align:top;padding:0 1em} img{max-width:48vw} th{text-align:left}"
-    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>attention</title><style>{style}</style>"
-            f"</head><body>{''.join(body)}</body></html>\n")
+def model_title(run: LoadedRun) -> str:
+    """``GRU (bahdanau attention), seed 1`` or ``Transformer (3 x 8 heads), seed 1``."""
+    model = run.cfg.model
+    if model.name == "gru":
+        return f"GRU ({getattr(model.attention, 'value', model.attention)} attention), seed {run.cfg.seed}"
+    return f"Transformer ({model.dec_layers} x {model.heads} heads), seed {run.cfg.seed}"
 
 
-def render_runs(args: argparse.Namespace) -> list[Path]:
-    """Render, save and log every example for every run; returns the files written."""
-    runs = [load_run(d) for d in args.runs]
-    items = pick_examples(runs, args)
+def run_tags(runs: list[LoadedRun]) -> list[str]:
+    """File-name tags ``<model>-seed<S>-step<N>``; the run folder's name is added where two would clash."""
+    tags = [f"{r.cfg.model.name}-seed{r.cfg.seed}-step{r.step}" for r in runs]
+    return [f"{t}-{r.run_dir.name}" if tags.count(t) > 1 else t for t, r in zip(tags, runs)]
+
+
+def decoding_text(run: LoadedRun, beam: int) -> str:
+    d = run.cfg.decoding
+    search_text = "greedy" if beam == 1 else f"beam {beam}, length penalty {d.length_penalty}"
+    return f"{search_text}, at most {d.max_len_a} x source length + {d.max_len_b} pieces, min length {d.min_len}"
+
+
+def shape(run: LoadedRun) -> tuple[int, int]:
+    """Decoder layers and heads of a Transformer; (0, 0) for the GRU, whose attention has neither."""
+    model = run.cfg.model
+    return (model.dec_layers, model.heads) if model.name == "transformer" else (0, 0)
+
+
+def page_runs(runs: list[LoadedRun], targets: list[str], tags: list[str], beam: int) -> list[attention_page.PageRun]:
+    return [attention_page.PageRun(model_title(run), tag, target, run.step, run.cfg.trainer.max_steps, *shape(run),
+                                   beam, decoding_text(run, beam))
+            for run, target, tag in zip(runs, targets, tags)]
+
+
+def write_pngs(run: LoadedRun, tag: str, items: list[Example], maps: list[AttentionMap], args: argparse.Namespace,
+               views: list[View]) -> list[Path]:
+    """Save every example's figures for one run and log them to its W&B run; returns the files written."""
+    out = Path(args.out) if args.out else run.run_dir / "attention"
+    cfg = run.cfg
+    tracker = None
+    if not args.no_wandb and cfg.logger.mode != "disabled":
+        tracker = Tracker(cfg.logger, run.run_dir, OmegaConf.to_container(cfg, resolve=True),
+                          name=f"{cfg.task.name}-{cfg.model.name}-s{cfg.seed}")
+    title = f"{model_title(run)}, step {run.step}, {'greedy' if args.beam == 1 else f'beam {args.beam}'}"
+    if args.note:
+        title += f"\n{args.note}"
     written: list[Path] = []
-    hyps: list[list[str]] = []
-    shown: list[list[Path]] = []  # per run, per example: the map the HTML page shows
-    for run in runs:
-        out = Path(args.out) if args.out else run.run_dir / "attention"
-        cfg, tag = run.cfg, f"{run.cfg.model.name}-{run.run_dir.name}"
-        tracker = None
-        if not args.no_wandb and cfg.logger.mode != "disabled":
-            tracker = Tracker(cfg.logger, run.run_dir, OmegaConf.to_container(cfg, resolve=True),
-                              name=f"{cfg.task.name}-{cfg.model.name}-s{cfg.seed}")
-        hyps.append([])
-        shown.append([])
-        for ex in items:
-            amap = attention_map(run, ex.src, args.beam)
-            title = f"{cfg.model.name} | {run.run_dir.name} | step {run.step} | beam {args.beam}"
-            paths = save(figures(amap, title), out, f"{ex.name}_{tag}_beam{args.beam}")
-            if tracker:
-                # One key per figure: W&B wants one image size per key. No step: W&B refuses steps
-                # below the run's last, and training logged steps after its best checkpoint.
-                for suffix, path in paths.items():
-                    tracker.images("/".join(filter(None, ("attention", ex.name, suffix))), [path])
-            hyps[-1].append(amap.hypothesis)
-            shown[-1].append(next(iter(paths.values())))  # the GRU map or the Transformer mean
-            written += paths.values()
+    for ex, amap in zip(items, maps):
+        paths = save(figures(amap, f"{ex.label}: {title}", views, args.words), out, f"{ex.name}_{tag}_beam{args.beam}")
         if tracker:
-            tracker.finish()
-    if args.examples:
+            # One key per figure: W&B wants one image size per key. No step: W&B refuses steps
+            # below the run's last, and training logged steps after its best checkpoint.
+            for suffix, path in paths.items():
+                tracker.images("/".join(filter(None, ("attention", ex.name, suffix))), [path])
+        written += paths.values()
+    if tracker:
+        tracker.finish()
+    return written
+
+
+def render_runs(args: argparse.Namespace, command: str) -> list[Path]:
+    """Decode every example with every run, save and log the PNGs and write the page; returns the files written."""
+    views = [parse_view(v) for v in args.views]
+    runs = [load_run(d) for d in args.runs]
+    for run in runs:
+        if shape(run)[0]:
+            for view in views:
+                check_view(view, *shape(run))
+    items = pick_examples(runs, args)
+    tags = run_tags(runs)
+    maps = [[attention_map(run, ex.src, args.beam) for ex in items] for run in runs]
+    written = [path for run, tag, run_maps in zip(runs, tags, maps)
+               for path in write_pngs(run, tag, items, run_maps, args, views)]
+    if args.html or args.examples:
+        split = None if args.text is not None else {
+            "key": args.split, "name": runs[0].cfg.task.splits[args.split], "size": len(runs[0].data.split(args.split))}
+        data = attention_page.page_data(runs[0].cfg.task, split, page_runs(runs, args.runs, tags, args.beam), items,
+                                        maps, args.note, command)
         target = (Path(args.out) if args.out else runs[0].run_dir / "attention") / "attention.html"
-        write_text(target, page(runs, items, hyps, shown))
+        write_text(target, attention_page.render(data))
         written.append(target)
     return written
 
@@ -194,16 +191,23 @@ def main(argv: list[str] | None = None) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="a source sentence to decode")
     source.add_argument("--index", type=int, help="an example of --split")
-    source.add_argument("--examples", type=int, metavar="K", help="the first K examples of --split, plus an HTML page")
+    source.add_argument("--examples", type=int, metavar="K", help="the first K examples of --split, plus the page")
     parser.add_argument("--split", default="test")
     parser.add_argument("--beam", type=int, default=1, help="1: greedy (default); K > 1: beam search")
     parser.add_argument("--out", help="output folder (default: <run dir>/attention/)")
+    parser.add_argument("--views", nargs="+", default=["last-layer", "grid"], metavar="VIEW",
+                        help="Transformer PNGs: last-layer, all-layers, layerN, layerN-headM, grid "
+                             "(default: last-layer grid)")
+    parser.add_argument("--words", action="store_true", help="PNGs at word level (pieces merged)")
+    parser.add_argument("--html", action="store_true", help="also write attention.html (implied by --examples)")
+    parser.add_argument("--note", default="", help="a line shown on the page and in the PNG titles, "
+                                                   "e.g. 'not converged: step 1000 of 4000'")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the images to the runs' W&B runs")
     args = parser.parse_args(argv)
     if args.beam < 1 or (args.examples is not None and args.examples < 1):
         parser.error("--beam and --examples must be at least 1")
     try:
-        written = render_runs(args)
+        written = render_runs(args, shlex.join(["s2s-attention", *(sys.argv[1:] if argv is None else argv)]))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

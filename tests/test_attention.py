@@ -1,7 +1,12 @@
-"""s2s-attention on one tiny trained GRU and one tiny trained Transformer (trained once for the module)."""
+"""s2s-attention on one tiny trained GRU and one tiny trained Transformer (``attention_runs``, trained once).
+
+The page's behaviour in a browser is tested in test_attention_page.py.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,40 +15,82 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from experiments.attention import AttentionMap, attention_map, figures, main
+from experiments.attention import AttentionMap, attention_map, main
+from experiments.attention_page import script_json, sentence_scores
+from experiments.attention_plots import figures
+from experiments.attention_views import View, head_stats, merge_words, parse_view, select, word_groups
+from experiments.errors import UserError
 from experiments.evaluate import LoadedRun, load_run
-from experiments.train import run
-from tests.conftest import REPO, compose_cfg
-from tests.test_trainer import TINY
+from tests.conftest import REPO
 
-
-
-def tiny(*overrides: str, drop: tuple[str, ...] = ()) -> list[str]:
-    """TINY with ``overrides`` replacing the keys they set, and without the keys starting with ``drop``."""
-    keys = tuple(o.split("=")[0] + "=" for o in overrides) + drop
-    return [o for o in TINY if not o.startswith(keys)] + list(overrides)
-
-
-# 300 steps, so that both models emit a few tokens (after 60 the GRU emits only eos).
-LONGER = ("trainer.max_steps=300", "trainer.eval_every=100", "trainer.test_after_training=false")
-TRANSFORMER = tiny("model.dec_layers=2", *LONGER)
-GRU = tiny("model=gru_tiny", "model.dropout=0", "trainer.lr=1e-2", *LONGER, drop=("model.",))
 TEXT = "ba de fi go gu"
 PNG = b"\x89PNG\r\n\x1a\n"
+DEFAULT_VIEWS = [View("last-layer"), View("grid")]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> dict[str, Path]:
-    dirs = {}
-    for name, overrides in (("gru", GRU), ("transformer", TRANSFORMER)):
-        dirs[name] = tmp_path_factory.mktemp(name)
-        run(compose_cfg(overrides + [f"cache_dir={shared_cache}"]), dirs[name])
-    return dirs
+def runs(attention_runs: dict[str, Path]) -> dict[str, Path]:
+    return attention_runs
 
 
 @pytest.fixture(scope="module")
 def loaded(runs: dict[str, Path]) -> dict[str, LoadedRun]:
     return {name: load_run(d) for name, d in runs.items()}
+
+
+# ---- views, words and diagnostics (no model needed)
+
+
+def test_views_parse_from_their_names_and_select_the_right_mean() -> None:
+    weights = np.random.default_rng(0).dirichlet(np.ones(5), size=(3, 4, 6))  # (L, H, T, S)
+    for name, expected in (("last-layer", weights[2].mean(axis=0)), ("all-layers", weights.mean(axis=(0, 1))),
+                           ("layer2", weights[1].mean(axis=0)), ("layer3-head4", weights[2, 3]), ("grid", weights)):
+        view = parse_view(name)
+        assert view.name == name
+        np.testing.assert_allclose(select(weights, view), expected)
+    for bad in ("last", "layer0", "layer2-head0", "head3"):
+        with pytest.raises(UserError, match="unknown view"):
+            parse_view(bad)
+
+
+def test_word_groups_start_at_the_word_mark_and_at_eos() -> None:
+    groups, words = word_groups(["\u2581Ein", "\u2581Spiel", "haus", ".", "</s>"])
+    assert groups == [0, 1, 1, 1, 2]
+    assert words == ["Ein", "Spielhaus.", "</s>"]
+
+
+def test_merge_words_sums_source_pieces_and_averages_output_pieces() -> None:
+    matrix = np.array([[0.1, 0.2, 0.3, 0.4], [0.5, 0.1, 0.1, 0.3], [0.0, 0.0, 0.0, 1.0]])
+    merged = merge_words(matrix, tgt_groups=[0, 0, 1], src_groups=[0, 1, 1, 2])
+    np.testing.assert_allclose(merged, [[0.3, 0.35, 0.35], [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(merged.sum(axis=1), 1.0)
+
+
+def test_head_stats_are_entropy_in_bits_and_the_share_on_eos() -> None:
+    uniform = np.full((2, 4), 0.25)
+    one_hot_eos = np.tile([0.0, 0.0, 0.0, 1.0], (2, 1))
+    entropy, eos = head_stats(np.stack([uniform, one_hot_eos]))
+    np.testing.assert_allclose(entropy, [2.0, 0.0])
+    np.testing.assert_allclose(eos, [0.25, 1.0])
+
+
+def test_sentence_scores_are_sentence_bleu_chrf_or_rouge() -> None:
+    assert sentence_scores("translation", "a man rides a bike", ["a man rides a bike"]) == pytest.approx(
+        {"BLEU": 100.0, "chrF": 100.0})
+    assert sentence_scores("translation", "a dog", ["a man rides a bike"])["BLEU"] < 20
+    assert sentence_scores("translation", "x", []) == {}
+    rouge = sentence_scores("summarization", "the cat sat", ["the cat sat on the mat"])
+    assert set(rouge) == {"R-1", "R-2", "R-Lsum"} and 0 < rouge["R-2"] < rouge["R-1"] < 100
+
+
+def test_script_json_cannot_end_the_script_element() -> None:
+    data = {"src": "</script><script>alert(1)</script> <!-- x"}
+    text = script_json(data)
+    assert "<" not in text
+    assert json.loads(text) == data
+
+
+# ---- decoding and the files
 
 
 def check_map(amap: AttentionMap, run: LoadedRun, text: str) -> None:
@@ -79,19 +126,42 @@ def test_map_is_the_attention_that_produced_the_output(loaded: dict[str, LoadedR
         np.testing.assert_allclose(forced[0].numpy(), amap.weights, atol=1e-5)
 
 
-def test_figures_show_the_map_with_piece_labels(loaded: dict[str, LoadedRun]) -> None:
-    for name, run in loaded.items():
-        amap = attention_map(run, TEXT)
-        figs = figures(amap, "title")
-        assert set(figs) == ({""} if name == "gru" else {"mean", "layers"})
-        panels = [ax for fig in figs.values() for ax in fig.axes if ax.images and ax.get_xticklabels()]
-        assert len(panels) == (1 if name == "gru" else 1 + 2 * 2)
-        for ax in panels:
-            assert ax.images[0].get_array().shape == amap.weights.shape[-2:]
-            assert [t.get_text() for t in ax.get_xticklabels()] == amap.src_labels
-            assert [t.get_text() for t in ax.get_yticklabels()] == amap.tgt_labels
-        if name == "transformer":
-            np.testing.assert_allclose(figs["mean"].axes[0].images[0].get_array(), amap.weights.mean(axis=(0, 1)))
+def panels(fig) -> list:
+    return [ax for ax in fig.axes if ax.images]
+
+
+def test_figures_show_each_view_with_piece_labels(loaded: dict[str, LoadedRun]) -> None:
+    gru = attention_map(loaded["gru"], TEXT)
+    (fig,) = figures(gru, "title", DEFAULT_VIEWS).values()
+    (ax,) = panels(fig)
+    np.testing.assert_allclose(ax.images[0].get_array(), gru.weights)
+    assert [t.get_text() for t in ax.get_xticklabels()] == gru.src_labels
+    assert [t.get_text() for t in ax.get_yticklabels()] == gru.tgt_labels
+
+    amap = attention_map(loaded["transformer"], TEXT)
+    figs = figures(amap, "title", DEFAULT_VIEWS + [View("head", 0, 1)])
+    assert list(figs) == ["last-layer", "grid", "layer1-head2"]
+    np.testing.assert_allclose(panels(figs["last-layer"])[0].images[0].get_array(), amap.weights[-1].mean(axis=0))
+    np.testing.assert_allclose(panels(figs["layer1-head2"])[0].images[0].get_array(), amap.weights[0, 1])
+    grid = panels(figs["grid"])
+    assert len(grid) == 2 * 2 and len(figs["grid"].axes) == 2 * 2 + 1  # one colour bar for the grid
+    for (layer, head), ax in zip(np.ndindex(2, 2), grid):
+        np.testing.assert_allclose(ax.images[0].get_array(), amap.weights[layer, head])
+        assert bool(ax.get_xticklabels()) == (layer == 1)  # shared axes: only the outer panels are labelled
+        assert bool(ax.get_yticklabels()) == (head == 0)
+    assert [t.get_text() for t in grid[-1].get_xticklabels()] == amap.src_labels
+
+
+def test_word_level_figures_merge_the_pieces(loaded: dict[str, LoadedRun]) -> None:
+    amap = attention_map(loaded["transformer"], TEXT)
+    figs = figures(amap, "title", [View("last-layer")], words=True)
+    (ax,) = panels(figs["last-layer_words"])
+    tgt_groups, tgt_words = word_groups(amap.tgt_labels)
+    src_groups, src_words = word_groups(amap.src_labels)
+    assert [t.get_text() for t in ax.get_xticklabels()] == src_words
+    assert [t.get_text() for t in ax.get_yticklabels()] == tgt_words
+    np.testing.assert_allclose(ax.images[0].get_array(),
+                               merge_words(amap.weights[-1].mean(axis=0), tgt_groups, src_groups))
 
 
 def test_cli_writes_pngs_and_logs_them_to_wandb(runs: dict[str, Path]) -> None:
@@ -100,26 +170,41 @@ def test_cli_writes_pngs_and_logs_them_to_wandb(runs: dict[str, Path]) -> None:
                                 capture_output=True, text=True, cwd=REPO)
         assert result.returncode == 0, result.stderr
         pngs = sorted((run_dir / "attention").glob("text-*.png"))
-        expected = [""] if name == "gru" else ["_layers", "_mean"]
-        assert [p.name.split("_beam1")[1] for p in pngs] == [f"{s}.png" for s in expected]
+        expected = [""] if name == "gru" else ["_grid", "_last-layer"]
+        assert [p.name.split(f"{name}-seed1-step300_beam1")[1] for p in pngs] == [f"{s}.png" for s in expected]
         assert all(p.read_bytes().startswith(PNG) and matplotlib.image.imread(p).ndim == 3 for p in pngs)
         logged = b"".join(f.read_bytes() for f in (run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
         stem = pngs[0].name.split("_")[0]
         for suffix in expected:
             assert f"attention/{stem}{suffix.replace('_', '/')}".encode() in logged
+        assert not (run_dir / "attention" / "attention.html").exists()  # --text writes a page only with --html
 
 
-def test_html_page_compares_runs_per_example(runs: dict[str, Path], loaded: dict[str, LoadedRun],
-                                             tmp_path: Path) -> None:
+def page_data(path: Path) -> dict:
+    raw = re.search(r'<script type="application/json" id="attention-data">(.*?)</script>', path.read_text(), re.S)
+    return json.loads(raw[1])
+
+
+def test_html_page_embeds_every_run_and_example_as_data(runs: dict[str, Path], loaded: dict[str, LoadedRun],
+                                                        tmp_path: Path) -> None:
     main([str(runs["gru"]), str(runs["transformer"]), "--examples", "2", "--out", str(tmp_path), "--no-wandb"])
     page = (tmp_path / "attention.html").read_text()
-    sources = loaded["gru"].data.split("test").dataset.select(range(2))["src"]
-    for src in sources:
-        assert src in page
-        for run in loaded.values():
-            assert attention_map(run, src).hypothesis in page
-    assert page.count("data:image/png;base64,iVBORw0KGgo") == 4  # 2 examples x 2 runs, embedded
-    assert len(list(tmp_path.glob("test-1_transformer-*_beam1_mean.png"))) == 1
+    assert not re.search(r"<(link|img)\b|\bsrc=|https?://|@import|url\(", page)  # nothing to fetch
+    data = page_data(tmp_path / "attention.html")
+    split = loaded["gru"].data.split("test")
+    assert data["split"] == {"key": "test", "name": "test", "size": len(split)}
+    assert [r["tag"] for r in data["runs"]] == ["gru-seed1-step300", "transformer-seed1-step300"]
+    assert [(r["layers"], r["heads"]) for r in data["runs"]] == [(0, 0), (2, 2)]
+    for i, example in enumerate(data["examples"]):
+        assert example["src"] == split.sources()[i] and example["refs"] == split.references()[i]
+        for out, run in zip(example["outputs"], loaded.values()):
+            amap = attention_map(run, example["src"])
+            assert out["hyp"] == amap.hypothesis and out["src"] == amap.src_labels and out["tgt"] == amap.tgt_labels
+            np.testing.assert_allclose(out["w"], amap.weights, atol=5e-4)
+            np.testing.assert_allclose(out["entropy"], head_stats(amap.weights)[0], atol=5e-4)
+            assert out["scores"]["BLEU"] == round(sentence_scores("translation", amap.hypothesis,
+                                                                  example["refs"])["BLEU"], 1)
+    assert len(list(tmp_path.glob("test-1_transformer-seed1-step300_beam1_last-layer.png"))) == 1
 
 
 def test_errors_are_one_line_with_exit_2(runs: dict[str, Path], tmp_path: Path, capsys) -> None:
@@ -127,7 +212,10 @@ def test_errors_are_one_line_with_exit_2(runs: dict[str, Path], tmp_path: Path, 
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2
     assert result.stderr.startswith("error: no checkpoint at") and "Traceback" not in result.stderr
-    with pytest.raises(SystemExit) as exit_:
-        main([str(runs["gru"]), "--index", "100", "--no-wandb"])
-    assert exit_.value.code == 2
-    assert "--index 100 is out of range: split 'test' has 100 examples" in capsys.readouterr().err
+    for args, message in ((["--index", "100"], "--index 100 is out of range: split 'test' has 100 examples"),
+                          (["--text", "x", "--views", "layer3"], "view layer3: the Transformer has 2 decoder layers"),
+                          (["--text", "x", "--views", "mean"], "unknown view 'mean'")):
+        with pytest.raises(SystemExit) as exit_:
+            main([str(runs["transformer"]), *args, "--no-wandb"])
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err
