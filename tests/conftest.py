@@ -13,6 +13,9 @@ from experiments.config import validate
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
+# Seconds after which a child process counts as hung (a deadlocked rank): a safety net, not a speed limit.
+# Far beyond what any machine, however loaded, needs for the tests' few-second trainings.
+HUNG_S = 3 * 3600
 
 
 def data_root() -> Path:
@@ -41,3 +44,11 @@ def make_cfg():
         return validate(compose_cfg(list(overrides)))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def attention_runs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> dict[str, Path]:
+    """A tiny trained GRU and Transformer, shared by the attention tests (trained once a session)."""
+    from tests.attention_runs import train
+
+    return train(tmp_path_factory, shared_cache)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, compose_cfg
+from tests.conftest import HUNG_S, REPO, compose_cfg
 
 
 @pytest.mark.parametrize("preset", ["tune_transformer", "tune_gru"])
@@ -34,7 +34,7 @@ def test_optuna_search_runs_trials_and_reports_the_best(tmp_path: Path, shared_c
          "trainer.eval_every=10", "trainer.num_threads=1", "hydra.sweeper.n_trials=3", "model.d_model=choice(16,32)",
          "model.heads=2", "model.enc_layers=1", "model.dec_layers=1", "model.ff_size=64", "logger.mode=disabled",
          f"hydra.sweep.dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=HUNG_S,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
