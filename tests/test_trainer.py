@@ -78,7 +78,7 @@ def test_misspelled_key_names_the_valid_keys() -> None:
 
 
 def test_bad_value_lists_the_choices() -> None:
-    for override, choices in (("trainer.precision=fp16", r"Invalid value 'fp16', expected one of \[fp32, bf16\]"),
+    for override, choices in (("trainer.precision=fp16", r"Invalid value 'fp16', expected one of \[auto, fp32, bf16\]"),
                               ("model.attention=dot", r"expected one of \[bahdanau, luong_dot, luong_general\]")):
         with pytest.raises(ConfigCompositionException, match=f"Error merging override {override}") as error:
             compose_cfg(["model=gru", override])
