@@ -84,8 +84,9 @@ def run_compare_mt(folder: Path, ref: list[str], outs: list[list[str]], src: lis
            "--sys_names", *names, "--output_directory", str(out), "--report_title", title, *COMPARE_MT_ARGS]
     done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
     if done.returncode != 0:
-        raise UserError(f"compare-mt failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}. "
-                        "Is compare-mt 0.2.10 installed (with six)?")
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        hint = " Install compare-mt 0.2.10 and six." if "ModuleNotFoundError" in last else ""
+        raise UserError(f"compare-mt failed (exit {done.returncode}): {last}.{hint}")
     return done.stdout
 
 
@@ -102,6 +103,7 @@ def compare(targets: list[str], split: str, out: Path, beam: int | None, hyps: l
     if names[0] == names[1]:
         names = [f"{n}-{i + 1}" for i, n in enumerate(names)]
     title = f"{runs[0].cfg.task.name} {split} ({runs[0].cfg.task.splits[split]}): {names[0]} vs {names[1]}"
+    out = out.resolve()  # compare-mt runs in the work folder
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
         work, report = Path(tmp) / "input", Path(tmp) / "report"

@@ -26,6 +26,9 @@ MULTI30K_SIZES = {
     "test_2018_flickr": 1071,
 }
 
+# The toy task at a tenth of its default size: what these tests check does not depend on it.
+SMALL_TOY = ("task=toy_reverse", "task.toy.train_size=2000", "task.toy.eval_size=100")
+
 
 @pytest.fixture(scope="session")
 def multi30k(shared_cache: Path) -> TaskData:
@@ -72,8 +75,8 @@ def test_second_load_reuses_tokenizer_and_arrow_cache(multi30k: TaskData, monkey
 
 
 def test_changed_tokenizer_settings_train_a_new_model(tmp_path: Path, make_cfg) -> None:
-    a = TaskData(make_cfg("task=toy_reverse").task, tmp_path)
-    b = TaskData(make_cfg("task=toy_reverse", "task.tokenizer.vocab_size=48").task, tmp_path)
+    a = TaskData(make_cfg(*SMALL_TOY).task, tmp_path)
+    b = TaskData(make_cfg(*SMALL_TOY, "task.tokenizer.vocab_size=48").task, tmp_path)
     assert a.tokenizer.src_path != b.tokenizer.src_path
 
 
@@ -107,7 +110,7 @@ def test_batches_pad_and_mask_to_the_real_lengths(multi30k: TaskData) -> None:
 
 
 def test_truncation_is_counted_and_applied(tmp_path: Path, make_cfg) -> None:
-    data = TaskData(make_cfg("task=toy_reverse", "task.max_src_len=8", "task.max_tgt_len=6").task, tmp_path)
+    data = TaskData(make_cfg(*SMALL_TOY, "task.max_src_len=8", "task.max_tgt_len=6").task, tmp_path)
     split = data.split("valid")
     full = np.array([len(ids) for ids in split.dataset["src_ids"]])
     assert split.truncated_src == int((full > 8).sum()) > 0
@@ -185,7 +188,7 @@ def test_checksum_mismatch(tmp_path: Path) -> None:
 
 
 def test_unknown_split(tmp_path: Path, make_cfg) -> None:
-    data = TaskData(make_cfg("task=toy_reverse").task, tmp_path)
+    data = TaskData(make_cfg(*SMALL_TOY).task, tmp_path)
     with pytest.raises(DataError, match=r"no split 'tset'; its splits are \['train', 'valid', 'test'\]"):
         data.split("tset")
 
@@ -205,7 +208,7 @@ def test_missing_summarization_file(tmp_path: Path, make_cfg) -> None:
 
 
 def test_interrupted_cache_write_leaves_nothing_to_trust(tmp_path: Path, make_cfg, monkeypatch) -> None:
-    task = make_cfg("task=toy_reverse").task
+    task = make_cfg(*SMALL_TOY).task
     real_save = datasets.Dataset.save_to_disk
 
     def crash(self, path, *args, **kwargs):

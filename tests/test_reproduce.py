@@ -102,11 +102,10 @@ def test_table_presets_give_both_models_one_budget(preset: str, make_cfg) -> Non
     """A table compares models, not budgets: updates, batches, validation and decoding are the same for both."""
     from omegaconf import OmegaConf
 
-    from tests.conftest import CONF
+    from experiments.grid import sweep_params
 
-    sweep = OmegaConf.load(CONF / "experiment" / f"{preset}.yaml").hydra.sweeper.params
     budgets, names = [], []
-    for model in str(sweep.model).split(","):  # gru and transformer, or sized variants (gru_small)
+    for model in sweep_params(preset)["model"]:  # gru and transformer, or sized variants (gru_small)
         cfg = make_cfg(f"experiment={preset}", f"model={model}")
         assert cfg.experiment == preset
         names.append(cfg.model.name)

@@ -398,8 +398,9 @@ def test_compare_mt_bleu_agrees_with_ours_overall_and_by_length() -> None:
     assert theirs(short, refs) < ours(short, refs)
 
 
-def test_s2s_compare_writes_the_html_report(runs: dict[str, Path], tmp_path: Path) -> None:
-    out = tmp_path / "compare_mt"
+def test_s2s_compare_writes_the_html_report(runs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = Path("compare_mt")  # relative: compare-mt runs in another folder
     hyps = []
     for name in ("gru", "transformer"):
         evaluate_checkpoint(str(runs[name]), ["split=test", "decoding.beam_size=2"])
