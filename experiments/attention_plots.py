@@ -6,6 +6,7 @@ Rows are the output pieces (ending in ``</s>``), columns the source pieces; with
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,12 @@ CMAP = "viridis"
 FONT = 9  # points; at 100 dpi about 12.5 px, legible at full size
 CELL = (0.32, 0.28)  # inches per source column and per output row of a single map
 SMALL_CELL = 0.16  # inches per cell of a grid panel
+
+
+def wrapped(text: str, width_in: float) -> str:
+    """``text`` with each line wrapped to a figure ``width_in`` inches wide (titles are not wrapped otherwise)."""
+    chars = max(int(width_in * 72 / (0.6 * FONT)), 20)  # an average character is about 0.6 em wide
+    return "\n".join(textwrap.fill(line, chars) for line in text.split("\n"))
 
 
 def stats_text(weights: np.ndarray) -> str:
@@ -59,7 +66,7 @@ def single(matrix: np.ndarray, rows: list[str], cols: list[str], title: str) -> 
     image = _draw(ax, matrix, rows, cols)
     ax.set_xlabel("source", fontsize=FONT)
     ax.set_ylabel("output", fontsize=FONT)
-    ax.set_title(f"{title}\n{stats_text(matrix)}", fontsize=FONT)
+    ax.set_title(wrapped(f"{title}\n{stats_text(matrix)}", fig.get_figwidth() - 1.5), fontsize=FONT)
     _colorbar(fig, image, ax)
     return fig
 
@@ -70,7 +77,7 @@ def grid(weights: np.ndarray, rows: list[str], cols: list[str], title: str) -> F
     L, H, T, S = weights.shape
     fig = Figure(figsize=(1.6 + H * (0.3 + SMALL_CELL * S), 1.6 + L * (0.5 + SMALL_CELL * T)), layout="constrained")
     axes = fig.subplots(L, H, squeeze=False, sharex=True, sharey=True)
-    fig.suptitle(title, fontsize=FONT + 1)
+    fig.suptitle(wrapped(title, fig.get_figwidth() - 1.5), fontsize=FONT + 1)
     image = None
     for layer, head in np.ndindex(L, H):
         ax = axes[layer, head]

@@ -22,6 +22,7 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 
 from experiments import distributed, train
 from experiments.data import TaskData
+from experiments.errors import ConfigError
 from experiments.trainer import Trainer
 from tests.conftest import CONF, HUNG_S, REPO
 from tests.test_trainer import TINY
@@ -212,13 +213,18 @@ def test_jobs_started_by_submitit_resume_from_their_folder(tmp_path: Path, make_
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     train.run(make_cfg("trainer.resume=false"), tmp_path)
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")  # a local job of one task
-    train.run(make_cfg("trainer.resume=false"), tmp_path)
-    assert seen == [False, True]
+    train.run(make_cfg("trainer.resume=false"), tmp_path)  # its first start: nothing to resume yet
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"")
+    train.run(make_cfg("trainer.resume=false"), tmp_path)  # requeued after a checkpoint: goes on from it
+    assert seen == [False, False, True]
 
 
-def test_resume_without_a_checkpoint_starts_afresh(tmp_path: Path, shared_cache: Path, make_cfg) -> None:
-    trainer = Trainer(make_cfg(*DDP, f"cache_dir={shared_cache}", "trainer.resume=true"), tmp_path)
-    assert trainer.progress.step == 0 and not (tmp_path / "checkpoints").exists()
+def test_resume_without_a_checkpoint_is_refused_naming_the_flag(tmp_path: Path, shared_cache: Path,
+                                                                make_cfg) -> None:
+    with pytest.raises(ConfigError, match="no .*last.pt to resume from.*trainer.resume=false"):
+        Trainer(make_cfg(*DDP, f"cache_dir={shared_cache}", "trainer.resume=true"), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_the_slurm_and_local_presets_compose() -> None:
