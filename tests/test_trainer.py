@@ -20,8 +20,7 @@ from experiments import checkpoint
 from experiments.config import check_override_keys, validate
 from experiments.errors import CheckpointError, ConfigError
 from experiments.evaluate import evaluate_checkpoint
-from experiments.train import main as train_main
-from experiments.train import run
+from experiments.train import main as train_main, run
 from tests.conftest import CONF, HUNG_S, REPO, compose_cfg
 
 TINY = [
