@@ -104,11 +104,11 @@ def pick_examples(runs: list[LoadedRun], args: argparse.Namespace) -> list[Examp
 
 
 def model_title(run: LoadedRun) -> str:
-    """``GRU (bahdanau attention), seed 1`` or ``Transformer (3 x 8 heads), seed 1``."""
+    """``GRU (bahdanau attention), seed 1`` or ``Transformer (3 layers x 8 heads), seed 1``."""
     model = run.cfg.model
     if model.name == "gru":
         return f"GRU ({getattr(model.attention, 'value', model.attention)} attention), seed {run.cfg.seed}"
-    return f"Transformer ({model.dec_layers} x {model.heads} heads), seed {run.cfg.seed}"
+    return f"Transformer ({model.dec_layers} layers x {model.heads} heads), seed {run.cfg.seed}"
 
 
 def run_tags(runs: list[LoadedRun]) -> list[str]:

@@ -248,8 +248,8 @@ SMALLEST_TEXT = """[...document.querySelectorAll('body *')].filter(e =>
 WIDE = "[document.documentElement.scrollWidth, window.innerWidth]"
 
 
-def test_layout_fits_1024_px_stacks_when_narrow_and_prints_one_example_per_page(opened: Chromium, shots: Path,
-                                                                                  tmp_path: Path) -> None:
+def test_layout_fits_1024_px_stacks_when_narrow_and_prints_one_example_per_page(opened: Chromium,
+                                                                                  shots: Path) -> None:
     width, window = opened.js(WIDE)
     assert width <= window == 1024
     assert opened.js(SMALLEST_TEXT) >= 11

@@ -101,17 +101,18 @@ function drawMap(view, info, labelled) {
   return map;
 }
 
-/** Hide all but every k-th label where cells are smaller than a label. */
-const thinning = new ResizeObserver((entries) => {
-  for (const { target: map } of entries) {
-    const cell = map.querySelector(".cell");
-    const size = cell ? cell.getBoundingClientRect().width : 0;
-    if (!size) continue;
-    const every = Math.max(1, Math.ceil(LABEL_PX / size));
-    map.querySelectorAll(".xl").forEach((l) => l.classList.toggle("thin", l.dataset.c % every !== 0));
-    map.querySelectorAll(".yl").forEach((l) => l.classList.toggle("thin", l.dataset.r % every !== 0));
-  }
-});
+/** Hide all but every k-th label of a map whose cells are smaller than a label. */
+function thin(map) {
+  const cell = map.querySelector(".cell");
+  const size = cell ? cell.getBoundingClientRect().width : 0;
+  if (!size) return; // not laid out (another example, hidden)
+  const every = Math.max(1, Math.ceil(LABEL_PX / size));
+  map.querySelectorAll(".xl").forEach((l) => l.classList.toggle("thin", l.dataset.c % every !== 0));
+  map.querySelectorAll(".yl").forEach((l) => l.classList.toggle("thin", l.dataset.r % every !== 0));
+}
+const thinning = new ResizeObserver((entries) => entries.forEach((entry) => thin(entry.target)));
+// Printing lays the maps out anew (every example, other widths): thin for that layout before it is drawn.
+window.matchMedia("print").addEventListener("change", () => document.querySelectorAll(".map:not(.mini)").forEach(thin));
 
 function colourBar() {
   const n = DATA.colormap.length;
