@@ -98,7 +98,7 @@ def test_the_compute_plan_is_written_from_the_run_folders(tmp_path: Path) -> Non
     # interrupted (no last.pt here, so "missing"): 750 updates left at 3 s each
     assert "| multi30k_de_en | transformer | 1 | missing | 250 / 1000 | bleu 20.00 (step 250) | 3.00 | 0.6 |" in text
     # seed 2 has not started: the preset's limit, at the pace of its seed-1 sibling
-    assert "| multi30k_de_en | gru | 2 | missing | 0 / 4000 | – | – | ~2.2 |" in text
+    assert "| multi30k_de_en | gru | 2 | missing | 0 / 3000 | – | – | ~1.7 |" in text
     plain = tmp_path / "plain.md"
     plain.write_text("nothing here\n")
     with pytest.raises(ConfigError, match="no <!-- compute-plan -->"):
