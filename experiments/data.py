@@ -24,7 +24,7 @@ from experiments.atomic import NO_SPACE, NOT_WRITABLE, remove_stale, storage_err
 from experiments.batching import Batch, collate, make_batches, shard
 from experiments.errors import DataError
 from experiments.sources import default_cache_dir, default_data_root, iter_text, raw_split
-from experiments.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, load_or_train, load_saved
+from experiments.tokenizer import BOS_ID, EOS_ID, PAD_ID, load_or_train, load_saved
 
 log = logging.getLogger(__name__)
 

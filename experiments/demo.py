@@ -41,7 +41,7 @@ from experiments.grid import main as grid_main
 from experiments.runtime import usable_cores
 from experiments.tables import main as tables_main
 from experiments.train import CONF_DIR
-from experiments.trainer import evaluation_splits
+from experiments.preflight import run_splits
 
 PRESET = "demo"  # conf/experiment/demo.yaml: Multi30k de->en
 FALLBACK = "smoke"  # conf/experiment/smoke.yaml: the toy task, for a machine that cannot get Multi30k
@@ -55,7 +55,7 @@ def prepare_data(preset: str, overrides: list[str]) -> tuple[TaskData, dict[str,
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = validate(compose("config", overrides=[f"experiment={preset}", *overrides]))
     data = TaskData(cfg.task, cfg.cache_dir)
-    return data, {name: len(data.split(name)) for name in ["train", "valid", *evaluation_splits(cfg)]}
+    return data, {name: len(data.split(name)) for name in run_splits(cfg)}
 
 
 def announce(title: str, command: list[str]) -> None:
@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
 
     table = out / f"{preset}.md"
     print(f"\n{table.read_text()}")
-    print(f"Done in {(time.time() - started) / 60:.1f} min.\n"
+    print(f"Done in {(time.time() - started) / 60:.1f} min. A short budget: it shows the pipeline, not what "
+          "the models reach (the README's tables and `s2s-grid multi30k_de_en` are that).\n"
           f"  comparison table: {table} (the .csv and the plots beside it)\n"
           f"  attention maps:   {out / 'attention' / 'attention.html'}\n"
           f"  run folders:      {'  '.join(seed_one)}")

@@ -39,64 +39,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from experiments import averaging, checkpoint, distributed, metrics
+from experiments import averaging, checkpoint, distributed, final, metrics
 from experiments.builders import autocast_for, build_model, resolve_precision
 from experiments.atomic import remove_stale, storage_error, write_text
 from experiments.data import TaskData
 from experiments.errors import CheckpointError, ConfigError
 from experiments.evaluate import decode_split, score, split_loss
+from experiments.optim import make_optimizer, make_schedules
+from experiments.preflight import check_limits, run_splits
 from experiments.loss import sequence_loss
-from experiments.runtime import git_commit, hardware, pick_device, seed_everything, set_threads
+from experiments.runtime import pick_device, seed_everything, set_threads
 from experiments.tokenizer import save as save_tokenizer
 from experiments.tracking import Tracker
 from models import count_parameters
 
 log = logging.getLogger(__name__)
-
-
-def make_optimizer(model: torch.nn.Module, cfg: Any, device: torch.device) -> torch.optim.Optimizer:
-    fused = bool(cfg.fused_adamw and device.type == "cuda")
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                             fused=fused)
-
-
-def lr_factor(step: int, cfg: Any) -> float:
-    """Multiplier of the peak lr after ``step`` updates: linear warmup, then constant or 1/sqrt decay."""
-    step = max(step, 1)
-    warmup = max(cfg.warmup_steps, 1)
-    if step < warmup:
-        return step / warmup
-    if cfg.schedule == "inverse_sqrt":
-        return math.sqrt(warmup / step)
-    return 1.0
-
-
-def check_limits(cfg: DictConfig, data: TaskData) -> None:
-    """Settings that cannot work with these splits, found at start rather than at the first validation or test."""
-    tc, decoding = cfg.trainer, cfg.decoding
-    valid = len(data.split("valid"))
-    if tc.eval_max_sentences < 0:
-        raise ConfigError(f"trainer.eval_max_sentences={tc.eval_max_sentences} must be 0 (the whole split) or more")
-    if tc.eval_max_sentences > valid:  # a cap above the split's size: the whole split, as 0 would be
-        log.info("trainer.eval_max_sentences=%d is more than the %d sentences of the validation split (%s): "
-                 "validating on all of them", tc.eval_max_sentences, valid, cfg.task.splits.valid)
-    for name in ("train", "valid", *evaluation_splits(cfg)):
-        split = data.split(name)
-        longest = int(max(split.src_lens.max(), split.tgt_lens.max()))
-        if longest > tc.batch_tokens:
-            raise ConfigError(f"the longest {name} example has {longest} tokens, more than trainer.batch_tokens="
-                              f"{tc.batch_tokens}: raise it, or lower task.max_src_len / task.max_tgt_len")
-        beam = tc.val_beam_size if name == "valid" else decoding.beam_size
-        if name != "train" and longest > decoding.batch_tokens // beam:
-            raise ConfigError(f"decoding.batch_tokens={decoding.batch_tokens} leaves {decoding.batch_tokens // beam} "
-                              f"tokens a batch at beam {beam}, less than the {longest} of the longest {name} "
-                              f"example: set decoding.batch_tokens to at least {longest * beam}")
-
-
-
-def evaluation_splits(cfg: DictConfig) -> list[str]:
-    """The splits decoded after training: ``trainer.test_splits``, else every split of the task but train and valid."""
-    return list(cfg.trainer.test_splits) or [name for name in cfg.task.splits if name not in ("train", "valid")]
 
 
 @dataclass
@@ -135,7 +92,7 @@ class Trainer:
         seed_everything(cfg.seed)
         with distributed.main_first():  # rank 0 builds the Arrow, tokenizer and token-id caches; the others read them
             self.data = data or TaskData(cfg.task, cfg.cache_dir, tokenizer_dir=self.run_dir / "tokenizer")
-            for name in ("train", "valid", *evaluation_splits(cfg)):  # read and validated (or found cached)
+            for name in run_splits(cfg):  # read and validated (or found cached)
                 self.data.split(name)  # before the first update
             check_limits(cfg, self.data)
             if self.is_main:
@@ -151,10 +108,7 @@ class Trainer:
         self.precision = resolve_precision(self.device, self.tc.precision)
         self.autocast = autocast_for(self.device, self.precision)
         self.optimizer = make_optimizer(self.model, self.tc, self.device)
-        self.warmup = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.tc))
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="max", factor=self.tc.plateau_factor, patience=self.tc.plateau_patience,
-            min_lr=self.tc.min_lr)
+        self.warmup, self.plateau = make_schedules(self.optimizer, self.tc)
         self.progress = Progress()
         self.metrics_file = self.run_dir / "metrics.jsonl"
         if self.is_main:
@@ -329,7 +283,7 @@ class Trainer:
         bar.close()
         if self.progress.step % tc.eval_every and self.progress.step != tc.max_steps:
             self.validate()  # the epoch limit ended training between validations
-        return self.finish()
+        return final.finish(self)
 
     def evaluate_valid(self) -> tuple[dict[str, Any], list[str]]:
         """Loss, perplexity and the task metrics on the validation split, and the hypotheses scored."""
@@ -381,89 +335,3 @@ class Trainer:
         snapshot = {k: state[k] for k in ("model", "trainer", "config", "params", "world_size")}
         checkpoint.save(snapshot, checkpoint.snapshot_path(self.ckpt_dir, self.progress.step))
         checkpoint.prune_snapshots(self.ckpt_dir, averaging.valid_scores(self.run_dir), self.tc.keep_checkpoints)
-
-    def test(self) -> dict[str, Any]:
-        """Load the best checkpoint and decode the test splits with it (when ``test_after_training``)."""
-        best = checkpoint.load(self.ckpt_dir / "best.pt", map_location=self.device)
-        self.model.load_state_dict(best["model"])
-        return self.decode_tests("") if self.tc.test_after_training else {}
-
-    def decode_tests(self, suffix: str) -> dict[str, Any]:
-        """Decode and score every test split with the current weights; hypotheses to hyps/<split>-beamK<suffix>.txt."""
-        tests: dict[str, Any] = {}
-        for split in evaluation_splits(self.cfg):
-            decoded = decode_split(self.model, self.data, split, self.cfg.decoding, self.device, self.autocast)
-            tests[split] = {**score(self.data, split, decoded.hypotheses), "decode_seconds": decoded.seconds}
-            write_text(self.run_dir / "hyps" / f"{split}-beam{self.cfg.decoding.beam_size}{suffix}.txt",
-                       "\n".join(decoded.hypotheses) + "\n")
-            self.record(split + suffix.replace("-", "_"), tests[split])
-            if split == "test" and not suffix:
-                self.log_samples(split, decoded.hypotheses)
-        return tests
-
-    def test_average(self) -> dict[str, Any]:
-        """Average the kept snapshots (``trainer.average_checkpoints``), validate and test the average.
-
-        A run that stopped before it had that many snapshots averages the ones it has.
-        """
-        tc = self.tc
-        kept = len(averaging.valid_scores(self.run_dir).keys() & checkpoint.snapshots(self.ckpt_dir).keys())
-        n = min(tc.average_checkpoints, kept)
-        if not n:
-            return {}
-        by = str(tc.average_by.value)
-        path, state = averaging.average_run(self.run_dir, n, by)
-        self.model.load_state_dict(state["model"])
-        values, hypotheses = self.evaluate_valid()
-        write_text(self.run_dir / "hyps" / "valid-average.txt", "\n".join(hypotheses) + "\n")
-        self.record("valid_average", values)
-        log.info("average of the %s %d snapshots (steps %s): valid %s %.2f", by, n, state["averaged"]["steps"],
-                 self.primary, values[self.primary])
-        return {"by": by, "n": n, "steps": state["averaged"]["steps"], "checkpoint": str(path.name),
-                f"valid_{self.primary}": values[self.primary],
-                "test": self.decode_tests("-average") if tc.test_after_training else {}}
-
-    def finish(self) -> dict[str, Any]:
-        """Test (rank 0 alone: the other ranks are done), write results.json, close W&B."""
-        p = self.progress
-        tests = self.test() if self.is_main else {}
-        averaged = self.test_average() if self.is_main and self.tc.average_checkpoints else {}
-        results = {
-            "task": self.cfg.task.name,
-            "kind": self.kind,
-            "model": self.cfg.model.name,
-            "experiment": self.cfg.experiment,
-            "seed": self.cfg.seed,
-            "params": self.n_params,
-            "steps": p.step,
-            "epochs": p.epoch,
-            "best_step": p.best_step,
-            "stopped_early": p.stopped_early,
-            f"valid_{self.primary}": p.best,
-            "train_seconds": p.train_seconds,
-            "train_tokens_per_s": p.tokens / p.train_seconds if p.train_seconds else 0.0,
-            "test": tests,
-            **({"averaged": averaged} if averaged else {}),
-            "beam_size": self.cfg.decoding.beam_size,
-            "truncated": {name: {"src": s.truncated_src, "tgt": s.truncated_tgt}
-                          for name, s in self.data._splits.items()},
-            "hardware": hardware(self.device),
-            "precision": self.precision,
-            "world_size": self.world_size,
-            "commit": git_commit(),
-            "run_dir": str(self.run_dir),
-        }
-        if self.is_main:
-            write_text(self.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
-        self.tracker.summary({f"test/{split}/{k}": v for split, vals in tests.items() for k, v in vals.items()}
-                             | {"best_step": p.best_step, f"valid/best_{self.primary}": p.best})
-        self.tracker.finish()
-        return results
-
-    def log_samples(self, split: str, hypotheses: list[str]) -> None:
-        n = min(self.cfg.logger.samples, len(hypotheses))
-        if not n:
-            return
-        data = self.data.split(split).dataset.select(range(n))
-        rows = [[src, tgt, hyp] for src, tgt, hyp in zip(data["src"], data["tgt"], hypotheses[:n])]
-        self.tracker.table(f"{split}/samples", ["source", "reference", "hypothesis"], rows, step=self.progress.step)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 import unicodedata
 from pathlib import Path
 

@@ -19,7 +19,8 @@ import pytest
 from experiments import sources
 from experiments.errors import ConfigError, DataError, StorageError
 from experiments.train import run
-from experiments.trainer import Trainer, check_limits
+from experiments.preflight import check_limits
+from experiments.trainer import Trainer
 from tests.conftest import compose_cfg
 from tests.faults import jsonl, load_all, multi30k, multi30k_task, no_temporaries, read_only, sentences
 
@@ -172,7 +173,7 @@ def test_an_eval_cap_above_the_validation_size_validates_the_whole_split(tmp_pat
 
     cfg = compose_cfg([*TINY, f"cache_dir={shared_cache}", "trainer.max_steps=2", "trainer.eval_every=2",
                        "trainer.eval_max_sentences=150"])
-    with caplog.at_level(logging.INFO, logger="experiments.trainer"):
+    with caplog.at_level(logging.INFO, logger="experiments.preflight"):
         run(cfg, tmp_path)
     assert "trainer.eval_max_sentences=150 is more than the 20 sentences of the validation split (valid): " \
            "validating on all of them" in caplog.text

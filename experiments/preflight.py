@@ -1,0 +1,49 @@
+"""What a run reads and whether its settings fit it, checked before the first update.
+
+A batch budget below the longest example, or a decoding budget that a beam
+cannot fit, would otherwise fail at the first validation or the final test,
+hours in.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+from experiments.data import TaskData
+from experiments.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def evaluation_splits(cfg: DictConfig) -> list[str]:
+    """The splits decoded after training: ``trainer.test_splits``, else every split of the task but train and valid."""
+    return list(cfg.trainer.test_splits) or [name for name in cfg.task.splits if name not in ("train", "valid")]
+
+
+def run_splits(cfg: DictConfig) -> list[str]:
+    """Every split a training run reads: train, valid and the evaluation splits."""
+    return ["train", "valid", *evaluation_splits(cfg)]
+
+
+def check_limits(cfg: DictConfig, data: TaskData) -> None:
+    """Settings that cannot work with these splits, found at start rather than at the first validation or test."""
+    tc, decoding = cfg.trainer, cfg.decoding
+    valid = len(data.split("valid"))
+    if tc.eval_max_sentences < 0:
+        raise ConfigError(f"trainer.eval_max_sentences={tc.eval_max_sentences} must be 0 (the whole split) or more")
+    if tc.eval_max_sentences > valid:  # a cap above the split's size: the whole split, as 0 would be
+        log.info("trainer.eval_max_sentences=%d is more than the %d sentences of the validation split (%s): "
+                 "validating on all of them", tc.eval_max_sentences, valid, cfg.task.splits.valid)
+    for name in run_splits(cfg):
+        split = data.split(name)
+        longest = int(max(split.src_lens.max(), split.tgt_lens.max()))
+        if longest > tc.batch_tokens:
+            raise ConfigError(f"the longest {name} example has {longest} tokens, more than trainer.batch_tokens="
+                              f"{tc.batch_tokens}: raise it, or lower task.max_src_len / task.max_tgt_len")
+        beam = tc.val_beam_size if name == "valid" else decoding.beam_size
+        if name != "train" and longest > decoding.batch_tokens // beam:
+            raise ConfigError(f"decoding.batch_tokens={decoding.batch_tokens} leaves {decoding.batch_tokens // beam} "
+                              f"tokens a batch at beam {beam}, less than the {longest} of the longest {name} "
+                              f"example: set decoding.batch_tokens to at least {longest * beam}")
