@@ -1,8 +1,4 @@
-"""Word alignments from cross-attention, and ``s2s-align``.
-
-    s2s-align RUN --src test.de --tgt test.en > test.align                # Pharaoh "i-j", one line a pair
-    s2s-align RUN --src test.de --tgt test.en --map L2H5                  # one Transformer layer and head
-    s2s-align GRU_RUN TRANSFORMER_RUN --eflomal --split test --out results/alignment
+"""Word alignments from cross-attention: the library under ``s2s-align`` (experiments/align_command.py).
 
 The attention is the decoder's while it scores the given target (teacher
 forcing, as ``s2s-score``): row t is the step that predicts target piece t.
@@ -14,28 +10,16 @@ is then linked to the source word it attends to most: ``i-j`` with i the source
 and j the target word, from 0. Maps: the GRU's one map (``attention``); for the
 Transformer ``mean`` (over every decoder layer and head, the default) or
 ``L<l>H<h>`` (layer l, head h, from 1).
-
-``--eflomal`` trains eflomal on the task's training split plus ``--split``
-(whitespace words, lowercased by eflomal), symmetrizes its two directions with
-grow-diag-final-and, and reports how well every map of every run agrees with
-it on ``--split`` (precision, recall, F1, AER): ``<out>.md``, ``.json`` and ``.png``.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import shlex
-import sys
-from pathlib import Path
 
 import numpy as np
 from torch import Tensor
 
-from experiments.atomic import write_text
-from experiments.errors import UserError
-from experiments.evaluate import LoadedRun, load_run
-from experiments.score import check_source_lengths, forced_decode, read_pairs
+from experiments.evaluate import LoadedRun
+from experiments.score import check_source_lengths, forced_decode
 
 Links = set[tuple[int, int]]  # (source word, target word)
 
@@ -98,55 +82,3 @@ def attention_links(run: LoadedRun, sources: list[str], targets: list[str], wher
         src_pieces, tgt_pieces = tok.src_pieces(s), tok.tgt_pieces(t)
         out.append({name: word_links(w, src_pieces, tgt_pieces) for name, w in named_maps(weights).items()})
     return out
-
-
-def align_files(target: str, src: Path, tgt: Path, which: str | None) -> list[str]:
-    """Pharaoh lines for the pairs of ``src`` / ``tgt`` from map ``which`` of one run (None: its default map)."""
-    run = load_run(target)
-    sources, targets = read_pairs(src, tgt)
-    links = attention_links(run, sources, targets, str(src))
-    which = which or ("attention" if "attention" in links[0] else "mean")
-    if which not in links[0]:
-        raise UserError(f"--map {which}: the {run.cfg.model.name} run {target} has the maps "
-                        f"{', '.join(sorted(links[0]))}")
-    return [pharaoh(pair[which]) for pair in links]
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="s2s-align", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folder or checkpoint (one, or several with --eflomal)")
-    parser.add_argument("--src", type=Path, help="source sentences, one a line")
-    parser.add_argument("--tgt", type=Path, help="their translations, line-aligned with --src")
-    parser.add_argument("--map", default=None, help="attention (GRU), mean (Transformer, default) or L<l>H<h>")
-    parser.add_argument("--out", type=Path, help="Pharaoh file (default: standard output); with --eflomal: the "
-                        "report's path without suffix (default results/alignment)")
-    parser.add_argument("--eflomal", action="store_true", help="report agreement with eflomal on --split")
-    parser.add_argument("--split", default="test", help="with --eflomal: the split to align")
-    parser.add_argument("--note", default="", help="with --eflomal: a line printed in bold under the header")
-    args = parser.parse_args(argv)
-    if not args.eflomal and (args.src is None or args.tgt is None or len(args.runs) != 1):
-        parser.error("give one RUN with --src and --tgt, or --eflomal")
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    command = shlex.join(["s2s-align", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        if args.eflomal:
-            # Imported here: only the report needs eflomal and matplotlib (and it imports this module).
-            from experiments.alignment_report import write_report
-
-            for path in write_report(args.runs, args.split, args.out or Path("results/alignment"), command, args.note):
-                print(path)
-            return
-        text = "".join(line + "\n" for line in align_files(args.runs[0], args.src, args.tgt, args.map))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    if args.out:
-        write_text(args.out, text)
-    else:
-        sys.stdout.write(text)
-
-
-if __name__ == "__main__":
-    main()

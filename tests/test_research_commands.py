@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import align, compare, ensemble, score, translate
+from experiments import align, align_command, compare, ensemble, score, translate
 from experiments.builders import autocast_for
 from experiments.ensemble import load_models
 from experiments.errors import UserError
@@ -31,7 +31,7 @@ OTHER_VOCAB = tiny("task.tokenizer.model_type=bpe", "trainer.max_steps=2", "trai
                    "trainer.test_after_training=false", "logger.mode=disabled")
 FP32 = ["trainer.precision=fp32"]
 COMMANDS = {"s2s-ensemble": ensemble.main, "s2s-translate": translate.main, "s2s-score": score.main,
-            "s2s-align": align.main, "s2s-compare": compare.main}
+            "s2s-align": align_command.main, "s2s-compare": compare.main}
 
 
 @pytest.fixture(scope="module")
@@ -337,19 +337,19 @@ def test_s2s_align_writes_pharaoh_for_every_map(runs: dict[str, Path], loaded: d
     for name, maps in (("gru", [None, "attention"]), ("transformer", [None, "mean", "L2H1"])):
         outputs = []
         for which in maps:
-            align.main([str(runs[name]), "--src", str(src), "--tgt", str(tgt), *(["--map", which] if which else [])])
+            align_command.main([str(runs[name]), "--src", str(src), "--tgt", str(tgt), *(["--map", which] if which else [])])
             outputs.append(capsys.readouterr().out.splitlines())
         assert outputs[0] == outputs[1] and all(len(o) == 5 for o in outputs)
         for line, target in zip(outputs[-1], tgt.read_text().splitlines()):
             assert sorted(j for _, j in align.parse_pharaoh(line)) == list(range(len(target.split())))
     with pytest.raises(SystemExit) as exit_:
-        align.main([str(runs["gru"]), "--src", str(src), "--tgt", str(tgt), "--map", "L1H1"])
+        align_command.main([str(runs["gru"]), "--src", str(src), "--tgt", str(tgt), "--map", "L1H1"])
     assert exit_.value.code == 2 and "has the maps attention" in capsys.readouterr().err
 
 
 def test_s2s_align_eflomal_report(runs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "alignment"
-    align.main([str(runs["gru"]), str(runs["transformer"]), "--eflomal", "--out", str(out), "--note", "tiny"])
+    align_command.main([str(runs["gru"]), str(runs["transformer"]), "--eflomal", "--out", str(out), "--note", "tiny"])
     report = json.loads(out.with_suffix(".json").read_text())
     maps = [(r["model"], r["map"]) for r in report["rows"]]
     assert maps == [("gru", "attention"), ("transformer", "mean")] + [
