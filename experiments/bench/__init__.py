@@ -9,6 +9,11 @@ that its peak memory, thread setting and compile caches are its own):
   collation included (JoeyNMT's "Tokens per Sec" counts its data loading too);
   step time; peak memory (RSS on CPU, ``torch.cuda.max_memory_allocated`` on a
   GPU); the padding of a whole epoch's batches;
+* against the machine's limit: each training configuration's model FLOP/s
+  (the matmul FLOPs of its batches, counted from their shapes, padded and over
+  real tokens) and MFU, against torch's matmul rate measured in the same worker
+  right after the timed updates (same threads, same dtype), at a large square
+  and at the model's own dominant shapes;
 * decoding: greedy and beam search over the test split with the model as it is
   after the measured updates of the plain configuration (barely trained, so
   its outputs tend to run to the length limit: the report gives their mean
@@ -27,8 +32,8 @@ that its peak memory, thread setting and compile caches are its own):
 
 The modules, in the order a run uses them: ``cli`` (flags, the run),
 ``plan`` (the configurations as Specs), ``runner`` (worker processes),
-``measure`` (one Spec: ``batches``, ``decode``, ``ttb``), ``joeynmt`` and
-``joeynmt_config`` (the peer), ``analysis`` (fast paths, ratios, targets, with
-the reference numbers in ``targets``), ``report`` (Markdown, JSON, README) and
-``plots``.
+``measure`` (one Spec: ``batches``, ``flops``, ``peak``, ``decode``, ``ttb``),
+``joeynmt`` and ``joeynmt_config`` (the peer), ``analysis`` (fast paths,
+ratios, targets, with the reference numbers in ``targets``), ``report``
+(Markdown, JSON, README) and ``plots``.
 """

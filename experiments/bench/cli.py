@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 
 from experiments.bench.analysis import analyse, scaling_rows
 from experiments.bench.joeynmt import run_all as run_joeynmt
-from experiments.bench.plan import base_overrides, build_specs, compose
+from experiments.bench.plan import base_overrides, build_specs, compose, native_bf16
 from experiments.bench.report import load_report, write_report
 from experiments.bench.runner import Runner, worker_main
 from experiments.data import TaskData
@@ -71,6 +72,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="measured updates of bf16 configurations where bf16 is emulated (default 5; --tiny 2)")
     p.add_argument("--max-measure-seconds", type=float, default=45,
                    help="a configuration's measured phase stops once past this (after at least 5 updates); 0 = off")
+    p.add_argument("--peak-size", type=int, default=None,
+                   help="side of the square matmul whose rate, measured in each training configuration's worker "
+                        "after its timed updates, is the peak of MFU (default 2048; --tiny 128)")
+    p.add_argument("--peak-repeats", type=int, default=None,
+                   help="timed repeats per matmul shape of the peak measurement, median taken (default 5; --tiny 2)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-decode", action="store_true", help="skip the decoding measurements")
     p.add_argument("--decode-split", default="test", help="split to decode (test = test_2016_flickr)")
@@ -120,7 +126,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 "small_pool": (2000, 200), "decode_sentences": (0, 20), "ablation_sentences": (50, 6),
                 "scaling_batch_tokens": ("1024,2048,4096,8192", "256,512"), "scaling_warmup": (2, 1),
                 "scaling_steps": (6, 2), "slow_warmup": (2, 1), "slow_steps": (5, 2), "ttb_eval_every": (250, 2),
-                "ttb_max_steps": (10000, 4)}
+                "ttb_max_steps": (10000, 4), "peak_size": (2048, 128), "peak_repeats": (5, 2)}
     for key, (full, small) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, small if tiny else full)
@@ -156,6 +162,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     if args.from_json:
         return rerender(args)
     commit = git_commit()  # the code measured: taken before the (possibly hour-long) runs
+    load_before = load_average()
     device = pick_device(args.device)
     work_dir = Path(args.work_dir).resolve()
     out_dir = Path(args.out)
@@ -170,7 +177,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     profiles = [runner(s) for s in specs if s.kind == "profile"]
     ttb = [runner(s) for s in specs if s.kind == "ttb"]
     analysis = analyse(results, joeynmt, device, args.batch_tokens, ttb, comparable=not args.tiny)
-    report = {"meta": run_meta(args, argv, device, commit, notes), "training": results, **analysis,
+    report = {"meta": run_meta(args, argv, device, commit, notes, load_before), "training": results, **analysis,
               "scaling": scaling_rows(results, scaled), "scaling_plot": None, "joeynmt": joeynmt,
               "profiles": profiles, "time_to_bleu": ttb, "ttb_plot": None}
     write_report(report, args.report, out_dir, args.readme)
@@ -178,9 +185,17 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     return report
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages (None where the system has none): other work sharing the machine."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def run_meta(args: argparse.Namespace, argv: list[str] | None, device: torch.device, commit: str,
-             notes: list[str]) -> dict[str, Any]:
-    """What the report says about where, how and with what code it was measured."""
+             notes: list[str], load_before: list[float] | None) -> dict[str, Any]:
+    """What the report says about where, how and with what code it was measured (called after the measurements)."""
     info = hardware(device)
     command = "s2s-bench " + " ".join(sys.argv[1:] if argv is None else argv)
     notes = list(notes)
@@ -197,6 +212,9 @@ def run_meta(args: argparse.Namespace, argv: list[str] | None, device: torch.dev
         "torch": info["torch"],
         "python": sys.version.split()[0],
         "device": str(device),
+        "native_bf16": native_bf16(device),
+        "load_before": load_before,
+        "load_after": load_average(),
         "task": "toy_reverse (tiny)" if args.tiny else "multi30k_de_en",
         "command": command.strip(),
         "warmup": args.warmup,
@@ -204,6 +222,8 @@ def run_meta(args: argparse.Namespace, argv: list[str] | None, device: torch.dev
         "batch_tokens": args.batch_tokens,
         "scaling_warmup": args.scaling_warmup,
         "scaling_steps": args.scaling_steps,
+        "peak_size": args.peak_size,
+        "peak_repeats": args.peak_repeats,
         "isolated_workers": not args.in_process,
         "notes": notes,
     }

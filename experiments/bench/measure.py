@@ -1,5 +1,9 @@
 """One measurement: a Spec's trainer, then its timed updates, decoding, profile or time to BLEU.
 
+After a training configuration's timed updates, the same worker measures the
+matmul peak (``peak``) in the same thread setting and dtype, and the updates'
+model FLOPs (``flops``) against it.
+
 Memory is read without psutil: the peak resident set size from ``getrusage``
 (this process) or ``wait4`` (a worker, see ``runner.run_measured``).
 """
@@ -16,10 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.bench.batches import batch_stream, epoch_plan, plan_padding
 from experiments.bench.decode import decoding_model, measure_decoding
+from experiments.bench.flops import model_shapes, training_flops
+from experiments.bench.peak import measure_peak, peak_dtype, utilisation
 from experiments.bench.plan import Spec, compose, model_kind
 from experiments.bench.ttb import time_to_bleu
 from experiments.data import TaskData
@@ -93,6 +99,8 @@ def measure_config(spec: Spec, data: TaskData | None) -> dict[str, Any]:
     else:
         result.update(plan_padding(data, epoch_plan(data, cfg, spec.batching, 0)))
         result.update(train_steps(trainer, data, cfg, spec))
+        if spec.peak:
+            result.update(machine_limit(trainer, data, cfg, result, spec.peak))
         if tc.compile:
             result["dynamo"] = dynamo_stats()
         if spec.decode:
@@ -101,6 +109,23 @@ def measure_config(spec: Spec, data: TaskData | None) -> dict[str, Any]:
             result["decoded_with"] = source
             result["peak_rss_mb_with_decoding"] = peak_rss_mb()
     return result
+
+
+def model_config(cfg: DictConfig) -> dict[str, Any]:
+    """conf/model's keys as plain values (enums by their value), as ``flops`` reads them."""
+    return {k: getattr(v, "value", v) for k, v in OmegaConf.to_container(cfg.model).items()}
+
+
+def machine_limit(trainer: Any, data: TaskData, cfg: DictConfig, result: dict[str, Any],
+                  peak_args: dict[str, int]) -> dict[str, Any]:
+    """The matmul peak in this process's setting (run right after the timed updates) and their MFU against it.
+
+    The model's shapes are taken at the median measured batch; the peak's dtype
+    is the configuration's where it is native (``peak.peak_dtype``).
+    """
+    shapes = model_shapes(model_config(cfg), data.tgt_vocab_size, result["batch_sentences"], result["batch_tgt_width"])
+    peak = measure_peak(shapes, peak_dtype(trainer.device, trainer.precision), trainer.device, **peak_args)
+    return {"peak": peak, **utilisation(result["model_flops"], result["measured_s"], peak)}
 
 
 def dynamo_stats() -> dict[str, Any]:
@@ -126,6 +151,9 @@ def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> di
     if cuda:
         torch.cuda.reset_peak_memory_stats(trainer.device)
     fetch, step, tokens, losses = [], [], [], []
+    model_cfg, vocab = model_config(cfg), data.tgt_vocab_size
+    flops = {"padded": 0, "real": 0}  # model FLOPs of the measured updates
+    sentences, widths = [], []  # the measured batches' shapes
     measured = 0.0
     cpu_start = 0.0
     for i in range(spec.warmup + spec.steps):
@@ -145,6 +173,10 @@ def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> di
         losses.append(loss)
         if i >= spec.warmup:
             measured += t2 - t0
+            for kind, count in training_flops(model_cfg, vocab, batch).items():
+                flops[kind] += count
+            sentences.append(batch.src.size(0))
+            widths.append(batch.tgt_in.size(1))
             if spec.max_seconds and measured > spec.max_seconds and i + 1 - spec.warmup >= MIN_MEASURED:
                 break
     cpu = time.process_time() - cpu_start
@@ -164,6 +196,9 @@ def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> di
         "data_s_per_step": float(np.mean(fetch[w:])) if n else float("nan"),
         # CPU seconds (all threads) per update: steadier than wall time on a shared machine
         "cpu_s_per_step": cpu / n if n else float("nan"),
+        "model_flops": flops,
+        "batch_sentences": int(np.median(sentences)) if n else 0,
+        "batch_tgt_width": int(np.median(widths)) if n else 0,
         "first_loss": losses[0],
         "last_loss": losses[-1],
         "rss_before_mb": rss_before,

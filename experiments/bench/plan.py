@@ -39,6 +39,7 @@ class Spec:
     profile_dir: str | None = None
     ttb: dict[str, Any] | None = None
     scaling: list[int] | None = None  # batch budgets measured one after another in one worker
+    peak: dict[str, int] | None = None  # after the timed updates: matmul peak (size, repeats) and MFU
     max_seconds: float = 0.0  # the measured phase ends once past this (with at least MIN_MEASURED updates)
     run_dir: str = ""
 
@@ -172,7 +173,8 @@ def build_specs(args: argparse.Namespace, device: torch.device) -> tuple[list[Sp
             if "trainer.compile=true" in variant.overrides:
                 warmup = max(warmup, args.compile_warmup)  # the first shapes compile, then recompile as dynamic
             specs.append(Spec("train", preset, name, [*base, *variant.overrides], variant.batching, warmup, steps,
-                              decode, max_seconds=args.max_measure_seconds))
+                              decode, max_seconds=args.max_measure_seconds,
+                              peak={"size": args.peak_size, "repeats": args.peak_repeats}))
         if not args.no_scaling:
             points = [t for t in args.scaling_batch_tokens if not (t == args.batch_tokens and "base" in variants)]
             if points:

@@ -53,8 +53,16 @@ def header(report: dict[str, Any], image_prefix: str) -> list[str]:
           ["cores (usable by this process)", meta["cores"]]]
     if meta.get("gpu"):
         hw.append(["GPU", meta["gpu"]])
-    hw += [["torch", meta["torch"]], ["device", meta["device"]], ["task", meta["task"]],
-           ["command", f"`{meta['command']}`"]]
+    hw += [["torch", meta["torch"]], ["device", meta["device"]]]
+    if "native_bf16" in meta:
+        device = meta["device"].split(":")[0]
+        hw.append([f"bf16 on this {device}", "native" if meta["native_bf16"] else
+                   "emulated (no AVX512-BF16 / AMX: slow)" if device == "cpu" else "emulated"])
+    if meta.get("load_before") or meta.get("load_after"):
+        hw.append(["load average (1, 5, 15 min) before / after the run",
+                   " / ".join(" ".join(fmt(x, ".2f") for x in load) if load else "–"
+                              for load in (meta.get("load_before"), meta.get("load_after")))])
+    hw += [["task", meta["task"]], ["command", f"`{meta['command']}`"]]
     out += [md_table(["", ""], hw), ""]
     if not meta.get("gpu"):
         out += ["No GPU was used in this run: every number below is from the CPU.", ""]
@@ -92,6 +100,32 @@ def training(report: dict[str, Any], image_prefix: str) -> list[str]:
     return ["## Training throughput", "",
             md_table(["model", "config", "precision", "compile", "threads", "batches", "updates", "tok/s", "s/step",
                       "CPU s/step", "warm-up s", "peak MiB", "padding src / tgt", "tgt tokens / batch"], rows), ""]
+
+
+def machine_limit(report: dict[str, Any], image_prefix: str) -> list[str]:
+    runs = [r for r in training_rows(report) if "peak" in r]
+    if not runs:
+        return []
+    rows = []
+    for r in runs:
+        peak = r["peak"]
+        dtype = peak["dtype"] + (" (bf16 emulated)" if r["precision"] != peak["dtype"] else "")
+        shapes = "; ".join(f"{name} {'x'.join(map(str, s['shape']))}: {fmt(s['gflops'], '.1f')}"
+                           for name, s in peak["shapes"].items())
+        rows.append([r["model"], r["config"], peak["threads"], dtype, fmt(r["model_gflops_padded"], ".1f"),
+                     fmt(r["model_gflops_real"], ".1f"), fmt(peak["square"]["gflops"], ".1f"), shapes,
+                     f"{fmt(r['mfu_padded'], '.1%')} / {fmt(r['mfu_real'], '.1%')}"])
+    size = runs[0]["peak"]["square"]["shape"][0]
+    return ["## Against the machine's limit", "",
+            "Model FLOP/s: the matmul FLOPs of the measured updates (forward x 3, counted from each batch's shapes: "
+            "`experiments/bench/flops.py`) per second of the same wall time as tok/s, over every padded position "
+            "the hardware computes and over real tokens only. Peak: torch's matmul rate measured in the same "
+            f"worker right after its timed updates, same threads and dtype, at a {size}-cubed square and at the "
+            "model's own dominant shapes (m x k x n, at the median batch). MFU = model FLOP/s / square peak: the "
+            "share of the machine's matmul rate the training gets; the rest goes to elementwise work, softmax, "
+            "layer norm, the optimizer, small matmuls and framework overhead.", "",
+            md_table(["model", "config", "threads", "dtype", "model GFLOP/s (padded)", "model GFLOP/s (real tokens)",
+                      "peak GFLOP/s (square)", "peak GFLOP/s (model shapes)", "MFU (padded / real)"], rows), ""]
 
 
 def fast_paths(report: dict[str, Any], image_prefix: str) -> list[str]:
@@ -217,10 +251,10 @@ def profiles(report: dict[str, Any], image_prefix: str) -> list[str]:
 
 Section = Callable[[dict[str, Any], str], list[str]]
 SECTIONS: dict[str, Section] = {
-    "header": header, "training": training, "fast_paths": fast_paths, "decoding": decoding,
-    "comparison": comparison, "targets": targets, "scaling": scaling, "time_to_bleu": time_to_bleu,
-    "profiles": profiles}
-README_SECTIONS = ("comparison", "targets", "fast_paths", "scaling", "time_to_bleu")
+    "header": header, "training": training, "machine_limit": machine_limit, "fast_paths": fast_paths,
+    "decoding": decoding, "comparison": comparison, "targets": targets, "scaling": scaling,
+    "time_to_bleu": time_to_bleu, "profiles": profiles}
+README_SECTIONS = ("comparison", "targets", "machine_limit", "fast_paths", "scaling", "time_to_bleu")
 
 
 def render_markdown(report: dict[str, Any], sections: tuple[str, ...] = tuple(SECTIONS),
