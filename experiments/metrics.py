@@ -13,12 +13,15 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import version
+from typing import TYPE_CHECKING
 
 import numpy as np
-from rouge_score.rouge_scorer import RougeScorer
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.metrics.base import Metric, Score, Signature
 from sacrebleu.significance import PairedTest
+
+if TYPE_CHECKING:
+    from rouge_score.rouge_scorer import RougeScorer
 
 Refs = Sequence[Sequence[str]]
 
@@ -81,6 +84,17 @@ def _split_sentences(text: str) -> str:
     return _SENTENCE_END.sub("\n", text.strip())
 
 
+def rouge_scorer() -> RougeScorer:
+    """rouge-score's scorer for ``ROUGE_TYPES``.
+
+    Imported on first use: rouge-score pulls in nltk and scipy, 3 seconds of
+    every process's start, which translation never needs.
+    """
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+
+
 def _rouge_table(hyps: Sequence[str], refs: Refs) -> np.ndarray:
     """Per-sentence F1 x 100, shape (n, len(ROUGE_TYPES)).
 
@@ -88,7 +102,7 @@ def _rouge_table(hyps: Sequence[str], refs: Refs) -> np.ndarray:
     a single reference it equals ``score``.
     """
     _check(hyps, refs)
-    scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    scorer = rouge_scorer()
     rows = []
     for hyp, sent_refs in zip(hyps, refs):
         scores = scorer.score_multi(
@@ -146,7 +160,7 @@ class RougeMean(Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        self._scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+        self._scorer = rouge_scorer()
 
     def _preprocess_segment(self, sent: str) -> str:
         return _split_sentences(sent)
