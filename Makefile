@@ -10,18 +10,24 @@ export WANDB_MODE ?= offline
 
 .PHONY: install run test reproduce grid tables bench clean
 
-$(VENV)/.installed: pyproject.toml
+# .core: what `make run` needs (torch and the project); .installed: also the tests, sweeps and the
+# analysis extras (eflomal compiles from source: about a minute that `make run` does not wait for).
+$(VENV)/.core: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build first: a bare torch requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.core
 	$(PY) -m pip install -q -e ".[dev,sweep,analysis]"
 	touch $@
 
 install: $(VENV)/.installed
 
 # make run OVERRIDES="trainer.max_steps=100": Hydra overrides reach both trainings.
-run: install
+run: $(VENV)/.core
 	$(PY) -m experiments.demo $(OVERRIDES)
 
 test: install
