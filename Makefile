@@ -31,7 +31,7 @@ run: $(VENV)/.core
 	$(PY) -m experiments.demo $(OVERRIDES)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 # make reproduce EXPERIMENT=multi30k_de_en_cpu: run the preset's grid (Hydra multirun), then the tables.
 # A failed job does not stop the others; the tables are written from what finished.
