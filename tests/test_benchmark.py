@@ -424,6 +424,45 @@ def test_sample_efficiency_target_is_judged_only_when_the_run_can_answer(first, 
     assert target["met"] is met and target["value"] == first
 
 
+@pytest.mark.parametrize("first_tokens, trained, met", [
+    (3.0e6, 4.0e6, True),      # JoeyNMT's best BLEU with fewer real target tokens than JoeyNMT took
+    (5.0e6, 6.0e6, False),     # reached, with more
+    (None, 5.0e6, False),      # trained past JoeyNMT's tokens without reaching it
+    (None, 2.0e6, None),       # stopped before that many tokens: cannot tell
+])
+def test_sample_efficiency_in_real_tokens(first_tokens, trained, met) -> None:
+    steps = range(250, 2001, 250)
+    history = [{"step": s, "tokens": trained * s / 2000,
+                "bleu": 39.0 if first_tokens is not None and trained * s / 2000 >= first_tokens else 30.0}
+               for s in steps]
+    run = {"model": "transformer", "config": "base", "batch_tokens": 4096, "max_steps": 2000, "eval_every": 250,
+           "history": history, "best_bleu": max(h["bleu"] for h in history), "tokens": trained}
+    _, in_tokens = analysis.sample_targets([run])
+    assert in_tokens["met"] is met
+    reached = next((h["tokens"] for h in history if h["bleu"] >= 39.0), None)
+    assert in_tokens["value"] == (None if reached is None else reached / 1e6)
+    # a report saved before tokens were recorded gets the updates row only
+    assert len(analysis.sample_targets([{**run, "history": [{k: v for k, v in h.items() if k != "tokens"}
+                                                             for h in history]}])) == 1
+
+
+def test_time_to_bleu_plot_against_real_tokens_scales_joeynmt_by_its_tokens_per_update() -> None:
+    from experiments.bench.targets import JOEYNMT_CURVE, JOEYNMT_TOKENS_PER_UPDATE
+
+    meta = {"task": "multi30k_de_en", "cpu": "Some CPU", "cores": 2, "gpu": None, "torch": "2.0", "batch_tokens": 4096}
+    report = {"meta": meta, "time_to_bleu": [{"model": "transformer", "config": "base", "batch_tokens": 4096,
+                                              "history": [{"step": 250, "tokens": 850_000, "bleu": 20.0},
+                                                          {"step": 500, "tokens": 1_700_000, "bleu": 30.0}]}]}
+    [ax] = plots.ttb_figure(report, by="tokens").axes
+    assert "tokens" in ax.get_xlabel() and "real target tokens" in ax.get_title()
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["transformer (base)"].get_xdata()) == [0.85, 1.7]
+    joey = lines[next(name for name in lines if name.startswith("JoeyNMT"))]
+    assert list(joey.get_xdata()) == pytest.approx([s * JOEYNMT_TOKENS_PER_UPDATE / 1e6 for s in JOEYNMT_CURVE])
+    without_tokens = {**report, "time_to_bleu": [{**report["time_to_bleu"][0], "history": [{"step": 250, "bleu": 1.0}]}]}
+    assert plots.ttb_figure(without_tokens, by="tokens") is None
+
+
 def test_from_json_names_a_file_that_is_not_a_report(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "metrics.json"
     bad.write_text('{"bleu": 1}')

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from experiments.bench.report import fmt
-from experiments.bench.targets import (DECODE_TARGETS, JOEYNMT_ANCHORS, JOEYNMT_CURVE, JOEYNMT_VERSION, SAMPLE_TARGET,
-                                       TRAIN_TARGETS)
+from experiments.bench.targets import (DECODE_TARGETS, JOEYNMT_ANCHORS, JOEYNMT_CURVE, JOEYNMT_TOKENS_PER_UPDATE,
+                                       JOEYNMT_VERSION, SAMPLE_TARGET, SAMPLE_TOKENS_TARGET, TRAIN_TARGETS)
 
 
 def ratio(a: Any, b: Any) -> float | None:
@@ -162,7 +162,24 @@ def sample_targets(ttb: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "met": (first is not None and first <= updates) if judged else None,
                      "against": f"JoeyNMT {JOEYNMT_VERSION}: {bleu:g} after {max(JOEYNMT_CURVE)} updates; "
                                 f"ours validated every {run['eval_every']} updates, best {fmt(run['best_bleu'], '.2f')}"})
+        rows += tokens_target(run)
     return rows
+
+
+def tokens_target(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Real target tokens to JoeyNMT's best validation BLEU, against the tokens JoeyNMT took (none for a run
+    saved before tokens were recorded). Judged once reached, or once the run has trained past that many tokens."""
+    model, bleu, budget = SAMPLE_TOKENS_TARGET
+    if any("tokens" not in h for h in run["history"]):
+        return []
+    first = next((h["tokens"] for h in run["history"] if h["bleu"] >= bleu), None)
+    judged = first is not None or run.get("tokens", 0) >= budget
+    return [{"target": f"{model} validation BLEU >= {bleu:g} with <= {budget / 1e6:.2f}M real target tokens",
+             "value": None if first is None else first / 1e6, "unit": "M tokens", "format": ".2f",
+             "met": (first is not None and first <= budget) if judged else None,
+             "against": f"JoeyNMT {JOEYNMT_VERSION}: {bleu:g} after {max(JOEYNMT_CURVE)} updates of about "
+                        f"{JOEYNMT_TOKENS_PER_UPDATE:.0f} real target tokens; ours validated every "
+                        f"{run['eval_every']} updates"}]
 
 
 def scaling_rows(training: list[dict[str, Any]], scaled: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments.atomic import atomic_path
-from experiments.bench.targets import JOEYNMT_ANCHOR_BATCH_TOKENS, JOEYNMT_VERSION, SAMPLE_TARGET
+from experiments.bench.targets import (JOEYNMT_ANCHOR_BATCH_TOKENS, JOEYNMT_TOKENS_PER_UPDATE, JOEYNMT_VERSION,
+                                       SAMPLE_TARGET, SAMPLE_TOKENS_TARGET)
 from experiments.bench.ttb import JOEYNMT_REFERENCE, ttb_curves
 
 if TYPE_CHECKING:
@@ -83,25 +84,35 @@ def scaling_figure(report: dict[str, Any]) -> Figure | None:
     return finish(fig, ax, title, "lower left")
 
 
-def ttb_figure(report: dict[str, Any]) -> Figure | None:
-    """Validation BLEU by update of each time-to-BLEU run, JoeyNMT's curve and the target (None: no such runs)."""
+def ttb_figure(report: dict[str, Any], by: str = "step") -> Figure | None:
+    """Validation BLEU of each time-to-BLEU run, JoeyNMT's curve and the target, against updates
+    (``by="step"``) or real target tokens (``by="tokens"``); None: no such runs."""
     runs, meta = report["time_to_bleu"], report["meta"]
-    curves = ttb_curves(runs)
+    curves = ttb_curves(runs, by)
     if not curves:
         return None
+    scale = 1.0 if by == "step" else 1e6  # tokens in millions
     fig, ax = figure()
     for name, curve in curves.items():
         joey = name == JOEYNMT_REFERENCE
         colour = "grey" if joey else COLOURS.get(name.split(" ")[0])
-        ax.plot(list(curve), list(curve.values()), "--" if joey else "-", marker="o", color=colour, label=name)
+        ax.plot([x / scale for x in curve], list(curve.values()), "--" if joey else "-", marker="o", color=colour,
+                label=name)
     _, bleu, updates, tokens = SAMPLE_TARGET
     ax.axhline(bleu, color="black", lw=0.8, ls=":", label=f"target: validation BLEU {bleu:g} (JoeyNMT's best)")
-    ax.axvline(updates, color="black", lw=0.8, ls="-.", label=f"target: within {updates} updates")
+    if by == "step":
+        ax.axvline(updates, color="black", lw=0.8, ls="-.", label=f"target: within {updates} updates")
+    else:
+        budget = SAMPLE_TOKENS_TARGET[2] / scale
+        ax.axvline(budget, color="black", lw=0.8, ls="-.", label=f"target: within JoeyNMT's {budget:.2f}M tokens")
     budgets = sorted({r["batch_tokens"] for r in runs if "batch_tokens" in r})
     batches = " / ".join(map(str, budgets)) + "-token batches" if budgets else "batches"
     ax.set_xlim(left=0)
-    ax.set_xlabel(f"training updates ({batches})")
+    unit = "training updates" if by == "step" else "real (non-pad) target tokens trained on, millions"
+    ax.set_xlabel(f"{unit} ({batches})")
     ax.set_ylabel("validation BLEU (greedy decoding, 0-100)")
-    title = (f"Validation BLEU against training updates: {meta['task']}, {batches}\n"
-             f"JoeyNMT's curve: its own run at {tokens}-token batches\n{machine(meta)}")
+    against = "training updates" if by == "step" else "real target tokens"
+    joey = (f"JoeyNMT's curve: its own run at {tokens}-token batches" if by == "step" else
+            f"JoeyNMT's curve: its updates x about {JOEYNMT_TOKENS_PER_UPDATE:.0f} real target tokens each")
+    title = f"Validation BLEU against {against}: {meta['task']}, {batches}\n{joey}\n{machine(meta)}"
     return finish(fig, ax, title, "lower right")

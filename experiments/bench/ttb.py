@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from experiments.bench.targets import JOEYNMT_CURVE, JOEYNMT_VERSION
+from experiments.bench.targets import JOEYNMT_CURVE, JOEYNMT_TOKENS_PER_UPDATE, JOEYNMT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +37,26 @@ def time_to_bleu(trainer: Any, ttb: dict[str, Any]) -> dict[str, Any]:
         if p.step % eval_every == 0 or p.step == max_steps:
             trainer.validate()
             value = json.loads(trainer.metrics_file.read_text().splitlines()[-1]).get(trainer.primary)
-            history.append({"step": p.step, "bleu": value, "train_s": train_seconds,
+            history.append({"step": p.step, "bleu": value, "tokens": p.tokens, "train_s": train_seconds,
                             "wall_s": time.perf_counter() - start})
             log.warning("time to BLEU: step %d  BLEU %.2f  (%.0f s)", p.step, value, time.perf_counter() - start)
             if value >= threshold:
                 reached = True
                 break
     return {"threshold": threshold, "reached": reached, "steps_to_bleu": p.step if reached else None,
+            "tokens_to_bleu": p.tokens if reached else None, "tokens": p.tokens,
             "train_s": train_seconds, "wall_s": time.perf_counter() - start, "best_bleu": p.best,
             "eval_every": eval_every, "max_steps": max_steps, "history": history,
             "tokens_per_s": p.tokens / train_seconds if train_seconds else float("nan")}
 
 
-def ttb_curves(runs: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
-    """Validation BLEU by update: each time-to-BLEU run's, then JoeyNMT's reference curve (none without runs)."""
-    curves = {f"{r['model']} ({r['config']})": {h["step"]: h["bleu"] for h in r["history"]}
-              for r in runs if "error" not in r and r.get("history")}
+def ttb_curves(runs: list[dict[str, Any]], by: str = "step") -> dict[str, dict[float, float]]:
+    """Validation BLEU by update (``by="step"``) or by real target tokens (``by="tokens"``): each
+    time-to-BLEU run's, then JoeyNMT's reference curve (none without runs; a run saved before
+    tokens were recorded has no tokens curve)."""
+    curves = {f"{r['model']} ({r['config']})": {h[by]: h["bleu"] for h in r["history"]}
+              for r in runs if "error" not in r and r.get("history") and all(by in h for h in r["history"])}
     if curves:
-        curves[JOEYNMT_REFERENCE] = dict(JOEYNMT_CURVE)
+        scale = 1.0 if by == "step" else JOEYNMT_TOKENS_PER_UPDATE
+        curves[JOEYNMT_REFERENCE] = {step * scale: bleu for step, bleu in JOEYNMT_CURVE.items()}
     return curves
