@@ -39,8 +39,10 @@ def cache(shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def tiny_cfg(model: str, *extra: str):
+    # fp32 unless a test asks otherwise: auto means bf16 on CPUs with native bf16, and the plain run is the baseline.
+    precision = [] if any(e.startswith("trainer.precision=") for e in extra) else ["trainer.precision=fp32"]
     return compose([*TINY, f"model={model}_tiny", "logger=none", "trainer.progress=false", "trainer.device=cpu",
-                    "trainer.num_threads=1", *extra])
+                    "trainer.num_threads=1", *precision, *extra])
 
 
 @pytest.fixture
