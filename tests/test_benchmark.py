@@ -99,11 +99,14 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
     assert ("packed sequences (encoder)", "gru") in paths
     assert [c["model"] for c in saved["comparison"]] == ["transformer", "gru"]
     assert all(c["joeynmt_source"].startswith("anchor") for c in saved["comparison"])
-    assert len(saved["targets"]) == 6
+    assert len(saved["targets"]) == 7
     assert all(t["met"] is None for t in saved["targets"])  # toy models answer none of JoeyNMT's targets
-    sample = saved["targets"][-1]
-    assert sample["target"].startswith("transformer validation BLEU >= 38.9 in <= 2000 updates of 4096 tokens")
-    assert sample["value"] is None and sample["met"] is None  # a 4-update toy run cannot answer it
+    in_updates, in_tokens = saved["targets"][-2:]
+    assert in_updates["target"].startswith("transformer validation BLEU >= 38.9 in <= 2000 updates of 4096 tokens")
+    assert in_tokens["target"].startswith("transformer validation BLEU >= 38.9 with <= 4.24M real target tokens")
+    for sample in (in_updates, in_tokens):
+        assert sample["value"] is None and sample["met"] is None  # a 4-update toy run cannot answer it
+    assert (out / "benchmarks_curve_tokens.png").stat().st_size > 1000
 
     assert {(r["model"], r["batch_tokens"]) for r in saved["scaling"]} == {
         (m, t) for m in ("transformer", "gru") for t in (256, 512)}
