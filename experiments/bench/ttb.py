@@ -57,6 +57,6 @@ def ttb_curves(runs: list[dict[str, Any]], by: str = "step") -> dict[str, dict[f
     curves = {f"{r['model']} ({r['config']})": {h[by]: h["bleu"] for h in r["history"]}
               for r in runs if "error" not in r and r.get("history") and all(by in h for h in r["history"])}
     if curves:
-        scale = 1.0 if by == "step" else JOEYNMT_TOKENS_PER_UPDATE
-        curves[JOEYNMT_REFERENCE] = {step * scale: bleu for step, bleu in JOEYNMT_CURVE.items()}
+        curves[JOEYNMT_REFERENCE] = (dict(JOEYNMT_CURVE) if by == "step" else
+                                     {step * JOEYNMT_TOKENS_PER_UPDATE: bleu for step, bleu in JOEYNMT_CURVE.items()})
     return curves
