@@ -69,6 +69,19 @@ def launch() -> Launch:
     return Launch()
 
 
+def local_world_size() -> int:
+    """How many of the job's processes share this node (they divide its cores): 1 without a launcher."""
+    env = os.environ
+    if "WORLD_SIZE" in env:
+        return int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]))
+    if "SUBMITIT_EXECUTOR" in env:
+        import submitit
+
+        job = submitit.JobEnvironment()
+        return max(1, job.num_tasks // max(1, job.num_nodes))
+    return 1
+
+
 def torchrun_rank() -> int:
     """This process's rank when torchrun started it, else 0 (read before Hydra starts)."""
     return int(os.environ.get("RANK", 0)) if "WORLD_SIZE" in os.environ else 0

@@ -48,7 +48,7 @@ from experiments.evaluate import decode_split, score, split_loss
 from experiments.optim import make_optimizer, make_schedules
 from experiments.preflight import check_limits, run_splits
 from experiments.loss import sequence_loss
-from experiments.runtime import pick_device, seed_everything, set_threads
+from experiments.runtime import FreeCores, pick_device, seed_everything, usable_cores
 from experiments.tokenizer import save as save_tokenizer
 from experiments.tracking import Tracker
 from models import count_parameters
@@ -88,7 +88,10 @@ class Trainer:
         self.device = distributed.local_device(pick_device(self.tc.device))
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
-        self.threads = set_threads(self.tc.num_threads) if self.device.type == "cpu" else torch.get_num_threads()
+        # trainer.num_threads=0 (auto): the cores other processes leave free, checked again at every log line
+        self.cores = FreeCores(distributed.local_world_size()) if self.device.type == "cpu" and not self.tc.num_threads \
+            else None
+        self.threads = self.set_threads(self.cores.threads(settle=0.25) if self.cores else self.tc.num_threads)
         seed_everything(cfg.seed)
         with distributed.main_first():  # rank 0 builds the Arrow, tokenizer and token-id caches; the others read them
             self.data = data or TaskData(cfg.task, cfg.cache_dir, tokenizer_dir=self.run_dir / "tokenizer")
@@ -124,8 +127,10 @@ class Trainer:
         self.tracker = Tracker(logger, self.run_dir, OmegaConf.to_container(cfg, resolve=True),
                                name=f"{cfg.task.name}-{cfg.model.name}-s{cfg.seed}")
         self.tracker.summary({"params": self.n_params})
-        log.info("%s: %s parameters on %s (%d threads, %s%s)", cfg.model.name, f"{self.n_params:,}", self.device,
-                 self.threads, self.precision, " chosen by precision=auto" if self.tc.precision.value == "auto" else "")
+        auto = f", auto: {self.cores.others:.1f} of {len(self.cores.cpus)} cores busy elsewhere" if self.cores else ""
+        log.info("%s: %s parameters on %s (%d threads%s; %s%s)", cfg.model.name, f"{self.n_params:,}", self.device,
+                 self.threads, auto, self.precision,
+                 " chosen by precision=auto" if self.tc.precision.value == "auto" else "")
 
     # ------------------------------------------------------------------ state
 
@@ -268,7 +273,9 @@ class Trainer:
                 elapsed = p.window_seconds + time.perf_counter() - segment_start
                 values = {"loss": distributed.mean(p.window_loss) / p.window_tokens,
                           "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_s": p.window_tokens / elapsed,
-                          "epoch": p.epoch}
+                          "epoch": p.epoch, "threads": self.threads}
+                if self.cores:
+                    self.adapt_threads()
                 self.record("train", values)
                 bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{values['tokens_per_s']:.0f}")
                 if not show:
@@ -284,6 +291,21 @@ class Trainer:
         if self.progress.step % tc.eval_every and self.progress.step != tc.max_steps:
             self.validate()  # the epoch limit ended training between validations
         return final.finish(self)
+
+    def set_threads(self, threads: int) -> int:
+        """torch's intra-op threads on a CPU (0: all usable cores); on a GPU, whatever torch has."""
+        if self.device.type != "cpu":
+            return torch.get_num_threads()
+        torch.set_num_threads(threads or usable_cores())
+        return torch.get_num_threads()
+
+    def adapt_threads(self) -> None:
+        """num_threads=0: follow the cores other processes left free in the window just logged."""
+        threads = self.cores.threads()
+        if threads != self.threads:
+            log.info("threads %d -> %d: other processes kept %.1f of %d cores busy", self.threads, threads,
+                     self.cores.others, len(self.cores.cpus))
+            self.threads = self.set_threads(threads)
 
     def evaluate_valid(self) -> tuple[dict[str, Any], list[str]]:
         """Loss, perplexity and the task metrics on the validation split, and the hypotheses scored."""

@@ -476,3 +476,63 @@ def test_from_json_names_a_file_that_is_not_a_report(tmp_path: Path, capsys) -> 
     assert exit_info.value.code == 2
     assert f"--from-json {bad}: not a readable s2s-bench report" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_load_measures_threads_beside_a_busy_process_and_two_job_sweeps(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    report = cli.main(["--tiny", "--load", "--models", "transformer", "--configs", "base", "--no-decode",
+                       "--no-scaling", "--out", str(out), "--work-dir", str(tmp_path / "work"),
+                       "trainer.num_threads=1"])
+    loaded = {r["config"]: r for r in report["training"] if r.get("load") or r.get("env")}
+    assert set(loaded) == {"idle, passive wait", "loaded, all cores", "loaded, all cores, passive wait",
+                           "loaded, 1 thread", "loaded, auto"}
+    assert all("error" not in r for r in loaded.values()), [r.get("error") for r in loaded.values()]
+    assert loaded["loaded, 1 thread"]["threads"] == 1 and loaded["loaded, 1 thread"]["load"] == 1
+    assert loaded["loaded, all cores"]["threads"] == plan.usable_cores()
+    assert loaded["idle, passive wait"] == {**loaded["idle, passive wait"], "load": 0,
+                                            "env": {"OMP_WAIT_POLICY": "PASSIVE"}}
+    assert 1 <= loaded["loaded, auto"]["threads"] <= max(1, plan.usable_cores() - 1)  # the busy core left alone
+    # The load rows are reported on their own, never as a fast path or as "ours best" against JoeyNMT.
+    assert [r["config"] for r in report["training"] if not (r.get("load") or r.get("env"))] == ["base"]
+    assert report["comparison"][0]["best_config"] == "base"
+    sweeps = {w["sweep"]: w for w in report["sweeps"]}
+    assert set(sweeps) == {"one after the other, auto", "side by side, all cores each", "side by side, auto"}
+    for w in sweeps.values():
+        assert "error" not in w, w.get("error")
+        assert sorted(j["model"] for j in w["jobs"]) == ["gru", "transformer"] and w["wall_s"] > 0
+    assert all(j["threads"] == [plan.usable_cores()] for j in sweeps["side by side, all cores each"]["jobs"])
+    markdown = (out / "benchmarks.md").read_text()
+    assert "## Threads under load" in markdown and "| loaded, auto | 1 |" in markdown
+    assert "| side by side, auto | 2 |" in markdown
+
+
+def test_task_samsum_trains_on_dialogues_and_judges_its_own_targets(tmp_path: Path) -> None:
+    args = cli.parse_args(["--task", "samsum", "--configs", "base", "--no-scaling", "--no-decode"])
+    specs, _ = plan.build_specs(args, torch.device("cpu"))
+    assert {s.preset for s in specs} == {"gru", "transformer"}
+    cfg = compose(specs[0].overrides)
+    assert (cfg.task.name, cfg.task.max_src_len, cfg.trainer.batch_tokens) == ("samsum", 400, 4096)
+    config, notes = joeynmt_config.joey_config(cfg, fake_paths(tmp_path), model_dir=tmp_path / "m", steps=60,
+                                              log_every=10, use_cuda=False)
+    assert (config["data"]["src"]["max_length"], config["data"]["trg"]["max_length"]) == (400, 100)
+    assert any("JoeyNMT drops longer training pairs" in n for n in notes)
+    rows = [{"kind": "train", "model": m, "config": "base", "tokens_per_s": tps, "batch_tokens": 4096,
+             "params": 1} for m, tps in (("transformer", 900.0), ("gru", 300.0))]
+    # No anchor for SAMSum: without JoeyNMT measured, nothing is judged; measured, the 2x targets are.
+    unmeasured = analysis.analyse(rows, {}, torch.device("cpu"), 4096, task="samsum")
+    assert [c["fp32_ratio"] for c in unmeasured["comparison"]] == [None, None]
+    assert [t["met"] for t in unmeasured["targets"]] == [None, None]
+    joey = {"transformer": {"tokens_per_s": 400.0}, "gru": {"tokens_per_s": 200.0}}
+    judged = {t["target"]: t["met"] for t in analysis.analyse(rows, joey, torch.device("cpu"), 4096,
+                                                              task="samsum")["targets"]}
+    assert judged == {"transformer training (fp32) >= 2x JoeyNMT on samsum": True,
+                      "gru training (fp32) >= 2x JoeyNMT on samsum": False}
+
+
+def test_task_must_be_a_task_preset_and_time_to_bleu_a_translation_task(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--task", "samsun"])
+    assert "conf/task/ has no samsun.yaml" in capsys.readouterr().err
+    args = cli.parse_args(["--task", "samsum", "--configs", "none", "--time-to-bleu", "30"])
+    with pytest.raises(plan.UserError, match="needs a translation task; --task samsum is summarization"):
+        plan.build_specs(args, torch.device("cpu"))

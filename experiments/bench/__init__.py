@@ -28,12 +28,15 @@ that its peak memory, thread setting and compile caches are its own):
 * time to BLEU (``--time-to-bleu``): updates and seconds until validation BLEU
   reaches a threshold, beside JoeyNMT's BLEU-by-update curve;
 * JoeyNMT (``--joeynmt``): its own "Tokens per Sec" log lines, for a config
-  matched to ours.
+  matched to ours;
+* threads under load (``--load``, ``load``): the Transformer beside a busy
+  one-thread process at several thread settings, and a two-job sweep side by
+  side against one after the other.
 
 The modules, in the order a run uses them: ``cli`` (flags, the run),
 ``plan`` (the configurations as Specs), ``runner`` (worker processes),
 ``measure`` (one Spec: ``batches``, ``flops``, ``peak``, ``decode``, ``ttb``),
-``joeynmt`` and ``joeynmt_config`` (the peer), ``analysis`` (fast paths,
+``joeynmt`` and ``joeynmt_config`` (the peer), ``load`` (busy processes, sweeps), ``analysis`` (fast paths,
 ratios, targets, with the reference numbers in ``targets``), ``report``
 (Markdown, JSON, README) and ``plots``.
 """

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from experiments.bench.report import fmt
+from experiments.bench.report import fmt, is_load_row
 from experiments.bench.targets import (DECODE_TARGETS, JOEYNMT_ANCHORS, JOEYNMT_CURVE, JOEYNMT_TOKENS_PER_UPDATE,
                                        JOEYNMT_VERSION, SAMPLE_TARGET, SAMPLE_TOKENS_TARGET, TRAIN_TARGETS)
 
@@ -22,18 +22,22 @@ Rows = dict[tuple[str, str], dict[str, Any]]  # (model, config) -> a training re
 
 
 def analyse(training: list[dict[str, Any]], joeynmt: dict[str, Any], device: torch.device,
-            batch_tokens: int, ttb: list[dict[str, Any]] | None = None, *, comparable: bool = True) -> dict[str, Any]:
+            batch_tokens: int, ttb: list[dict[str, Any]] | None = None, *, task: str = "multi30k_de_en",
+            comparable: bool = True) -> dict[str, Any]:
     """Fast-path pairs, the comparison with JoeyNMT and the targets, from the measured rows.
 
-    ``comparable``: whether the rows are the table-size models on Multi30k, the
-    setting of JoeyNMT's numbers; otherwise (--tiny) no training target is judged.
+    ``task``: the bench's task, whose targets (``targets.TRAIN_TARGETS``,
+    ``DECODE_TARGETS``) and JoeyNMT anchor apply. ``comparable``: whether the
+    rows are the table-size models; otherwise (--tiny) no target is judged.
     """
-    ok = [r for r in training if "error" not in r and not r["config"].startswith("scale")]
+    ok = [r for r in training if "error" not in r and not r["config"].startswith("scale") and not is_load_row(r)]
     by = {(r["model"], r["config"]): r for r in ok}
     models = sorted({r["model"] for r in training}, key=lambda m: (m != "transformer", m))
     fast = [row for model in models for row in fast_paths(model, by, ok, device)]
-    comparison = [against_joeynmt(model, by, joeynmt.get(model, {}), batch_tokens) for model in models]
-    targets = [*speed_targets(models, by, comparison, device, comparable), *sample_targets(ttb or [])]
+    anchors = JOEYNMT_ANCHORS.get(task, {})
+    comparison = [against_joeynmt(model, by, joeynmt.get(model, {}), batch_tokens, anchors.get(model))
+                  for model in models]
+    targets = [*speed_targets(models, by, comparison, device, task, comparable), *sample_targets(ttb or [])]
     return {"fast_paths": fast, "comparison": comparison, "targets": targets}
 
 
@@ -87,10 +91,11 @@ def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.dev
     return rows
 
 
-def against_joeynmt(model: str, by: Rows, theirs: dict[str, Any], batch_tokens: int) -> dict[str, Any]:
+def against_joeynmt(model: str, by: Rows, theirs: dict[str, Any], batch_tokens: int,
+                    anchor: float | None) -> dict[str, Any]:
     """Our fp32, random-batch and best tok/s at the batch budget as multiples of JoeyNMT's (measured or anchor)."""
     measured = theirs.get("tokens_per_s") if "error" not in theirs else None
-    reference = measured or JOEYNMT_ANCHORS.get(model)
+    reference = measured or anchor
     base = by.get((model, "base"), {})
     random_ = by.get((model, "random"), {})
     candidates = [r for (m, _), r in by.items() if m == model and r.get("batch_tokens") == batch_tokens]
@@ -99,7 +104,8 @@ def against_joeynmt(model: str, by: Rows, theirs: dict[str, Any], batch_tokens: 
         "model": model,
         "joeynmt_tokens_per_s": reference,
         "joeynmt_source": "measured in this run" if measured else
-                          "anchor (shared/peers/joeynmt, not measured in this run)",
+                          "anchor (shared/peers/joeynmt, not measured in this run)" if anchor else
+                          "not measured (--joeynmt)",
         "joeynmt_step_s": theirs.get("step_s"),
         "joeynmt_params": theirs.get("params"),
         "params": base.get("params") or best.get("params"),
@@ -114,20 +120,20 @@ def against_joeynmt(model: str, by: Rows, theirs: dict[str, Any], batch_tokens: 
 
 
 def speed_targets(models: list[str], by: Rows, comparison: list[dict[str, Any]], device: torch.device,
-                  comparable: bool) -> list[dict[str, Any]]:
+                  task: str, comparable: bool) -> list[dict[str, Any]]:
     """The training-speed targets (ratios to JoeyNMT) and the CPU decoding-time targets."""
     targets = []
     comp = {c["model"]: c for c in comparison}
-    for model, which, minimum in TRAIN_TARGETS:
+    for model, which, minimum in TRAIN_TARGETS.get(task, []):
         if model not in models:
             continue
         value = comp.get(model, {}).get(f"{which}_ratio")
         targets.append({"target": f"{model} training ({'fp32' if which == 'fp32' else 'fast paths'}) "
-                                  f">= {minimum:g}x JoeyNMT", "value": value, "unit": "x",
+                                  f">= {minimum:g}x JoeyNMT on {task}", "value": value, "unit": "x",
                         "met": None if value is None or not comparable else value >= minimum,
                         "against": comp.get(model, {}).get("joeynmt_source") if comparable else
-                                   "not judged: not the table-size models on Multi30k"})
-    for model, search, seconds in DECODE_TARGETS:
+                                   "not judged: not the table-size models"})
+    for model, search, seconds in DECODE_TARGETS.get(task, []):
         if model not in models:
             continue
         rows = (by.get((model, "base")) or {}).get("decoding", [])

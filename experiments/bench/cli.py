@@ -26,7 +26,8 @@ import torch
 
 from experiments.bench.analysis import analyse, scaling_rows
 from experiments.bench.joeynmt import run_all as run_joeynmt
-from experiments.bench.plan import base_overrides, build_specs, compose, native_bf16
+from experiments.bench.load import run_sweeps
+from experiments.bench.plan import CONF_DIR, base_overrides, build_specs, compose, native_bf16
 from experiments.bench.report import load_report, write_report
 from experiments.bench.runner import Runner, worker_main
 from experiments.data import TaskData
@@ -52,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every configuration (model.dropout=0.2 ...)")
     p.add_argument("--tiny", action="store_true",
                    help="toy_reverse task, tiny models, a few steps, a few decoded sentences (tests)")
+    p.add_argument("--task", default="multi30k_de_en",
+                   help="conf/task preset to train on, at the models' table size: multi30k_de_en, or samsum for "
+                        "summarization-length inputs (400-subword dialogues); --tiny uses the toy task")
     p.add_argument("--models", default="transformer,gru", help="comma-separated: transformer,gru")
     p.add_argument("--configs", default="all",
                    help="comma-separated subset of: base,bf16,compile,bf16+compile,threads1,pool,random,unfused; "
@@ -104,6 +108,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ttb-config", default="base", help="configuration used for --time-to-bleu")
     p.add_argument("--ttb-eval-every", type=int, default=None, help="default 250 (--tiny 2)")
     p.add_argument("--ttb-max-steps", type=int, default=None, help="default 10000 (--tiny 4)")
+    p.add_argument("--load", action="store_true",
+                   help="also measure threads under load: the Transformer beside a busy one-thread process (all "
+                        "cores, all cores with OMP_WAIT_POLICY=PASSIVE, 1 thread, auto) and a two-job sweep side "
+                        "by side (Hydra's local launcher) against the same jobs one after the other")
+    p.add_argument("--sweep-steps", type=int, default=None, help="updates per job of the --load sweeps "
+                                                                 "(default 20; --tiny 2)")
     p.add_argument("--out", default="results", help="report folder")
     p.add_argument("--report", default="benchmarks",
                    help="report name: OUT/NAME.md, OUT/NAME.json, OUT/NAME_scaling.png, "
@@ -126,7 +136,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 "small_pool": (2000, 200), "decode_sentences": (0, 20), "ablation_sentences": (50, 6),
                 "scaling_batch_tokens": ("1024,2048,4096,8192", "256,512"), "scaling_warmup": (2, 1),
                 "scaling_steps": (6, 2), "slow_warmup": (2, 1), "slow_steps": (5, 2), "ttb_eval_every": (250, 2),
-                "ttb_max_steps": (10000, 4), "peak_size": (2048, 128), "peak_repeats": (5, 2)}
+                "ttb_max_steps": (10000, 4), "peak_size": (2048, 128), "peak_repeats": (5, 2),
+                "sweep_steps": (20, 2)}
     for key, (full, small) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, small if tiny else full)
@@ -141,6 +152,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--decode-run {item!r}: expected gru=PATH or transformer=PATH")
         args.decode_runs[model] = str(Path(path).resolve())
     args.scaling_batch_tokens = [int(x) for x in str(args.scaling_batch_tokens).split(",") if x.strip()]
+    tasks = sorted(f.stem for f in (Path(CONF_DIR) / "task").glob("*.yaml"))
+    if args.task not in tasks:
+        p.error(f"--task {args.task!r}: conf/task/ has no {args.task}.yaml; choose from {', '.join(tasks)}")
+    if args.tiny:
+        args.task = "toy_reverse"
     return args
 
 
@@ -167,7 +183,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     work_dir = Path(args.work_dir).resolve()
     out_dir = Path(args.out)
     runner = Runner(work_dir, args.in_process, args.keep_runs, args.timeout)
-    runner.say(f"preparing data ({'toy_reverse' if args.tiny else 'multi30k_de_en'}) ...")
+    runner.say(f"preparing data ({args.task}) ...")
     data = prepare_data(args, device)
     runner.data = data
     specs, notes = build_specs(args, device)
@@ -176,13 +192,22 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     joeynmt = run_joeynmt(args, data, device, runner) if args.joeynmt else {}
     profiles = [runner(s) for s in specs if s.kind == "profile"]
     ttb = [runner(s) for s in specs if s.kind == "ttb"]
-    analysis = analyse(results, joeynmt, device, args.batch_tokens, ttb, comparable=not args.tiny)
+    sweeps = sweep_rows(args, device, runner) if args.load and device.type == "cpu" else []
+    analysis = analyse(results, joeynmt, device, args.batch_tokens, ttb, task=args.task, comparable=not args.tiny)
     report = {"meta": run_meta(args, argv, device, commit, notes, load_before), "training": results, **analysis,
               "scaling": scaling_rows(results, scaled), "scaling_plot": None, "joeynmt": joeynmt,
-              "profiles": profiles, "time_to_bleu": ttb, "ttb_plot": None}
+              "profiles": profiles, "time_to_bleu": ttb, "ttb_plot": None, "sweeps": sweeps}
     write_report(report, args.report, out_dir, args.readme)
     runner.say(f"wrote {out_dir / args.report}.md and .json")
     return report
+
+
+def sweep_rows(args: argparse.Namespace, device: torch.device, runner: Runner) -> list[dict[str, Any]]:
+    """--load: the two-job sweeps (experiments/bench/load.py), on the bench's task and plain fp32 settings."""
+    models = "gru_tiny,transformer_tiny" if args.tiny else "gru,transformer"
+    overrides = [o for o in base_overrides(args, device, "transformer")
+                 if not o.startswith(("model=", "trainer.num_threads="))]  # the sweep sets both
+    return run_sweeps(models, overrides, runner.work_dir, args.sweep_steps, args.timeout, runner.say)
 
 
 def load_average() -> list[float] | None:
@@ -215,7 +240,7 @@ def run_meta(args: argparse.Namespace, argv: list[str] | None, device: torch.dev
         "native_bf16": native_bf16(device),
         "load_before": load_before,
         "load_after": load_average(),
-        "task": "toy_reverse (tiny)" if args.tiny else "multi30k_de_en",
+        "task": "toy_reverse (tiny)" if args.tiny else args.task,
         "command": command.strip(),
         "warmup": args.warmup,
         "steps": args.steps,

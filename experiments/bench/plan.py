@@ -14,13 +14,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.bench.load import LOAD_CONFIGS
 from experiments.builders import resolve_precision
 from experiments.errors import UserError
 from experiments.runtime import usable_cores
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
-MULTI30K = ["task=multi30k_de_en"]
 TINY_TASK = ["task=toy_reverse", "task.toy.train_size=2000", "task.toy.eval_size=40"]
 
 
@@ -42,6 +42,8 @@ class Spec:
     peak: dict[str, int] | None = None  # after the timed updates: matmul peak (size, repeats) and MFU
     max_seconds: float = 0.0  # the measured phase ends once past this (with at least MIN_MEASURED updates)
     run_dir: str = ""
+    load: int = 0  # busy one-thread processes running beside the worker (--load)
+    env: dict[str, str] | None = None  # the worker's extra environment (OMP_WAIT_POLICY=PASSIVE)
 
 
 @dataclass
@@ -142,7 +144,7 @@ def base_overrides(args: argparse.Namespace, device: torch.device, preset: str) 
     fp32 is pinned: the trainer's default precision (auto) is bf16 where the
     hardware has it, and only the bf16 configurations are meant to measure that.
     """
-    task = TINY_TASK if args.tiny else MULTI30K
+    task = TINY_TASK if args.tiny else [f"task={args.task}"]
     return [*task, f"model={preset}", "logger=none", "trainer.progress=false", f"trainer.device={device}",
             "trainer.precision=fp32", f"trainer.batch_tokens={args.batch_tokens}", f"seed={args.seed}",
             *args.overrides]
@@ -185,6 +187,10 @@ def build_specs(args: argparse.Namespace, device: torch.device) -> tuple[list[Sp
                               profile_dir=str(Path(args.profile).resolve())))
         if args.time_to_bleu is not None:
             specs.append(ttb_spec(args, device, preset, base, compile_ok))
+        if args.load and model == "transformer" and device.type == "cpu":
+            specs += load_specs(preset, base, args.warmup, args.steps, args.max_measure_seconds)
+    if args.load and device.type != "cpu":
+        notes.append("--load measures CPU thread counts: not measured on a GPU")
     if not native_bf16(device) and any(s.kind == "train" and "trainer.precision=bf16" in s.overrides for s in specs):
         notes.append(f"This {device.type} has no native bf16 (no AVX512-BF16 / AMX): bf16 autocast is emulated and "
                      f"slow here, so bf16 configurations are measured with {args.slow_warmup} warm-up + "
@@ -192,8 +198,23 @@ def build_specs(args: argparse.Namespace, device: torch.device) -> tuple[list[Sp
     return specs, notes
 
 
+def load_specs(preset: str, base: list[str], warmup: int, steps: int, max_seconds: float) -> list[Spec]:
+    """--load: the Transformer's plain configuration (``base``, model ``preset``) under each of LOAD_CONFIGS."""
+    specs = []
+    for name, (threads, env, busy) in LOAD_CONFIGS.items():
+        count = usable_cores() if threads is None else threads
+        kept = [o for o in base if not o.startswith("trainer.num_threads=")]  # the thread count is what varies
+        specs.append(Spec("train", preset, name, [*kept, f"trainer.num_threads={count}"], "sorted", warmup,
+                          steps, max_seconds=max_seconds, load=busy, env=env))
+    return specs
+
+
 def ttb_spec(args: argparse.Namespace, device: torch.device, preset: str, base: list[str], compile_ok: bool) -> Spec:
     """--time-to-bleu: configuration ``--ttb-config`` trained with full-split greedy validation every few updates."""
+    kind = str(compose(base).task.kind.value)
+    if kind != "translation":
+        raise UserError(f"--time-to-bleu needs a translation task; --task {args.task} is {kind} (its validation "
+                        "metric is ROUGE, not BLEU)")
     every, _ = config_variants(model_kind(preset), device, small_pool=args.small_pool, compile_ok=compile_ok,
                                wanted=["all", "bf16+compile"])
     if args.ttb_config not in every:

@@ -79,8 +79,67 @@ def header(report: dict[str, Any], image_prefix: str) -> list[str]:
     return out
 
 
+def is_load_row(r: dict[str, Any]) -> bool:
+    """A --load configuration: measured beside busy processes or in another environment, reported on its own."""
+    return bool(r.get("load") or r.get("env"))
+
+
 def training_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in report["training"] if not r["config"].startswith("scale")]
+    return [r for r in report["training"] if not r["config"].startswith("scale") and not is_load_row(r)]
+
+
+def under_load(report: dict[str, Any], image_prefix: str) -> list[str]:
+    """--load: the Transformer beside busy processes, and the two-job sweeps."""
+    loaded = [r for r in report["training"] if is_load_row(r)]
+    sweeps = report.get("sweeps") or []
+    if not loaded and not sweeps:
+        return []
+    out = ["## Threads under load", ""]
+    if loaded:
+        idle = next((r for r in report["training"] if r["model"] == loaded[0]["model"] and r["config"] == "base"
+                     and "error" not in r), None)
+        rows = []
+        if idle:
+            rows.append(["idle, auto (the base row)", 0, idle["threads"], "default", fmt(idle["tokens_per_s"]),
+                         fmt(idle["step_s"], ".3f"), fmt(idle.get("cpu_s_per_step"), ".3f"), "1.00x"])
+        for r in loaded:
+            if "error" in r:
+                rows.append([r["config"], r["load"], "–", "–", "–", "–", "–", f"failed: {r['error']}"])
+                continue
+            rel = r["tokens_per_s"] / idle["tokens_per_s"] if idle and idle.get("tokens_per_s") else None
+            rows.append([r["config"], r["load"], r["threads"], r["env"].get("OMP_WAIT_POLICY", "default").lower(),
+                         fmt(r["tokens_per_s"]), fmt(r["step_s"], ".3f"), fmt(r.get("cpu_s_per_step"), ".3f"),
+                         ratio_cell(rel)])
+        out += [f"The {loaded[0]['model']}'s plain configuration (fp32, sorted batches) beside busy one-thread "
+                "processes (`python -m experiments.bench.load`: one torch thread multiplying matrices, as another "
+                "one-thread job would). Threads: all cores (what `trainer.num_threads` fixed at the core count "
+                "takes), 1, or auto (`trainer.num_threads=0`: the cores other processes leave free, measured "
+                "from /proc). OpenMP wait: libgomp's default (threads spin a while before sleeping) or "
+                "`OMP_WAIT_POLICY=PASSIVE`.", "",
+                md_table(["configuration", "busy processes beside", "threads", "OpenMP wait", "tok/s", "s/step",
+                          "CPU s/step", "vs idle"], rows), ""]
+    if sweeps:
+        first = next((w for w in sweeps if w["sweep"].startswith("one after") and "error" not in w), None)
+        rows = []
+        for w in sweeps:
+            if "error" in w:
+                rows.append([w["sweep"], w["steps"], f"failed: {w['error'][:200]}", "–", "–", "–"])
+                continue
+            jobs = {j["model"]: j for j in w["jobs"]}
+            rows.append([w["sweep"], w["steps"], fmt(w["wall_s"], ".0f"),
+                         " / ".join(fmt(jobs[m]["tokens_per_s"]) for m in sorted(jobs)),
+                         " / ".join(",".join(map(str, jobs[m]["threads"])) for m in sorted(jobs)),
+                         ratio_cell(first["wall_s"] / w["wall_s"] if first else None)])
+        models = " / ".join(sorted(j["model"] for j in next((w for w in sweeps if "error" not in w),
+                                                              {"jobs": []})["jobs"]))
+        out += ["A two-job sweep (`s2s-train -m model=gru,transformer`, the bench's task and fp32 settings), "
+                "timed end to end: one after the other (Hydra's basic launcher) against side by side "
+                "(`hydra/launcher=local`, submitit's local executor, one task a job), threads fixed at the core "
+                "count or auto. tok/s is each job's mean over its log windows after the first (startup and "
+                "warm-up left out); threads are those its log windows ran with.", "",
+                md_table(["sweep", "updates a job", "wall s (both jobs)", f"tok/s ({models})",
+                          f"threads ({models})", "speed-up vs one after the other"], rows), ""]
+    return out
 
 
 def training(report: dict[str, Any], image_prefix: str) -> list[str]:
@@ -173,9 +232,12 @@ def comparison(report: dict[str, Any], image_prefix: str) -> list[str]:
     out = ["## Against JoeyNMT", "",
            md_table(["model", "params (ours)", "params (JoeyNMT)", "JoeyNMT tok/s", "JoeyNMT s/step", "ours fp32",
                      "ratio", "ours fp32, random batches", "ratio", "ours best (config)", "ratio"], rows), ""]
-    if not any(c["joeynmt_source"].startswith("measured") for c in report["comparison"]):
+    sources = {c["joeynmt_source"].split(" ")[0] for c in report["comparison"]}
+    if sources == {"anchor"}:
         out += ["JoeyNMT was not run (`--joeynmt`): the ratios are against the anchor numbers measured on "
                 "this project's 2-core CPU machine (shared/peers/joeynmt/README.md).", ""]
+    elif sources == {"not"}:
+        out += ["JoeyNMT was not run (`--joeynmt`) and there are no anchor numbers for this task: no ratios.", ""]
     joey = report.get("joeynmt") or {}
     for model, j in joey.items():
         if "error" in j:
@@ -260,8 +322,8 @@ Section = Callable[[dict[str, Any], str], list[str]]
 SECTIONS: dict[str, Section] = {
     "header": header, "training": training, "machine_limit": machine_limit, "fast_paths": fast_paths,
     "decoding": decoding, "comparison": comparison, "targets": targets, "scaling": scaling,
-    "time_to_bleu": time_to_bleu, "profiles": profiles}
-README_SECTIONS = ("comparison", "targets", "machine_limit", "fast_paths", "scaling", "time_to_bleu")
+    "time_to_bleu": time_to_bleu, "under_load": under_load, "profiles": profiles}
+README_SECTIONS = ("comparison", "targets", "machine_limit", "fast_paths", "under_load", "scaling", "time_to_bleu")
 
 
 def render_markdown(report: dict[str, Any], sections: tuple[str, ...] = tuple(SECTIONS),

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from experiments.bench.load import busy_processes
 from experiments.bench.measure import maxrss_mb, measure, row_head
 from experiments.bench.plan import Spec
 from experiments.bench.report import jsonable
@@ -78,7 +79,11 @@ class Runner:
         spec.run_dir = str(self.work_dir / "runs" / slug)
         shutil.rmtree(spec.run_dir, ignore_errors=True)
         self.say(f"{spec.kind} {spec.preset} {spec.name} ...")
-        result = measure(spec, self.data) if self.in_process else self.in_worker(spec, slug)
+        with busy_processes(spec.load):
+            result = measure(spec, self.data) if self.in_process else self.in_worker(spec, slug)
+        result.update(load=spec.load, env=spec.env or {})
+        if self.in_process and spec.env:
+            result["env_note"] = "--in-process: the environment was not applied (it needs a fresh process)"
         if not self.keep_runs:
             shutil.rmtree(spec.run_dir, ignore_errors=True)
         self.report(spec, result)
@@ -92,7 +97,8 @@ class Runner:
         out_file.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "experiments.bench", "--worker", str(spec_file), str(out_file)]
         timeout = self.timeout if spec.kind != "ttb" else TTB_TIMEOUT
-        rc, _, rss = run_measured(cmd, log_path=log_file, timeout=timeout)
+        rc, _, rss = run_measured(cmd, log_path=log_file, timeout=timeout,
+                                  env={**os.environ, **spec.env} if spec.env else None)
         if not out_file.exists():
             tail = log_file.read_text()[-2000:]
             return {**row_head(spec), "error": f"worker exited with {rc} (timeout {timeout:.0f}s?): "
