@@ -45,12 +45,14 @@ reproduce: install
 # make grid: the converged reference tables on this machine, resumable. Run it again after any
 # interruption: finished jobs are skipped, interrupted ones resume from last.pt, two one-thread jobs
 # side by side. Run folders: $(S2S_RUNS_DIR) (default ~/s2s-runs), outside the work tree.
+# make grid UNTIL=06:50: only what can end by then (s2s-grid --until).
 # make tables: export the finished runs' outputs to results/runs/ and rebuild the tables from them.
 GRID ?= multi30k_de_en samsum:1 aeslc:1 multi30k_en_de:1 samsum:2,3 aeslc:2,3
 S2S_RUNS_DIR ?= $(HOME)/s2s-runs
 grid: install
 	mkdir -p $(S2S_RUNS_DIR)
-	nohup $(VENV)/bin/s2s-grid $(GRID) --runs-dir $(S2S_RUNS_DIR) $(OVERRIDES) >> $(S2S_RUNS_DIR)/grid.log 2>&1 &
+	nohup $(VENV)/bin/s2s-grid $(GRID) --runs-dir $(S2S_RUNS_DIR) $(if $(UNTIL),--until $(UNTIL)) $(OVERRIDES) \
+	    >> $(S2S_RUNS_DIR)/grid.log 2>&1 &
 	@echo "grid started in the background; progress: $(VENV)/bin/s2s-grid $(GRID) --status; log: $(S2S_RUNS_DIR)/grid.log"
 
 tables: install

@@ -4,6 +4,7 @@
     s2s-grid multi30k_de_en samsum:1 aeslc:1      # several grids, one queue, in this order (samsum seed 1 only)
     s2s-grid multi30k_de_en --status              # what is done, running, interrupted, missing
     s2s-grid samsum --jobs 1 --threads 2 trainer.eval_every=400
+    s2s-grid multi30k_de_en:2,3 --until 06:50    # only what can end by 06:50: shed the slower job if need be
 
 The jobs of a preset are the product of its ``hydra.sweeper.params`` (seeds
 outermost, so seed 1 of every model finishes first); ``NAME:1,2`` keeps only
@@ -25,12 +26,15 @@ two-thread job).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +49,7 @@ from omegaconf import OmegaConf
 
 from experiments.atomic import write_text
 from experiments.errors import ConfigError, UserError
+from experiments.deadline import Deadline, clock, parse_until
 from experiments.runtime import usable_cores
 from experiments.train import CONF_DIR
 
@@ -78,7 +83,7 @@ class Job:
         path = self.folder / "metrics.jsonl"
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
         valid = [r for r in rows if r["event"] == "valid"]
-        out: dict[str, Any] = {"step": rows[-1]["step"] if rows else 0}
+        out: dict[str, Any] = {"step": max((r["step"] for r in rows), default=0)}
         key = next((k for k in ("bleu", "rouge_mean") if valid and k in valid[0]), None)
         if key:
             best = max(valid, key=lambda r: r[key])
@@ -173,27 +178,100 @@ def locked(folder: Path) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run_job(job: Job, threads: int) -> tuple[Job, str]:
-    """Run one job to its end in its folder (its output appended to grid.log); returns the outcome."""
+class Running:
+    """The jobs this grid runs right now, each with its process and where it stood when it started."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.jobs: dict[int, tuple[Job, subprocess.Popen, float, int]] = {}  # id -> job, process, start time, step
+        self.stopped: set[int] = set()
+
+    def add(self, job: Job, proc: subprocess.Popen, step: int) -> None:
+        with self.lock:
+            self.jobs[id(job)] = (job, proc, time.time(), step)
+
+    def remove(self, job: Job) -> bool:
+        """Forget ``job``; whether the deadline watch stopped it."""
+        with self.lock:
+            self.jobs.pop(id(job), None)
+            return id(job) in self.stopped
+
+    def stop(self, job: Job) -> None:
+        with self.lock:
+            if id(job) in self.jobs:
+                self.stopped.add(id(job))
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.jobs[id(job)][1].pid, signal.SIGTERM)
+
+
+def run_job(job: Job, threads: int, running: Running | None = None,
+            deadline: Deadline | None = None) -> tuple[Job, str]:
+    """Run one job to its end in its folder (its output appended to grid.log); returns the outcome.
+
+    ``threads`` 0 lets the trainer follow the free cores (``trainer.num_threads=0``). With a ``deadline``, a
+    job whose pace elsewhere in the runs folder says it would finish too late is not started.
+    """
     with locked(job.folder) as mine:
         if not mine:
             return job, "running elsewhere"
         if (job.folder / "results.json").exists():
             return job, "done"
+        if deadline and (late := too_late_to_start(job, deadline)):
+            print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] skip   {job.name}: {late}", flush=True)
+            return job, "skipped (--until)"
         cmd = job.command(threads)
         started = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         print(f"[{stamp}] start  {job.name}: {' '.join(cmd[3:])}", flush=True)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
         with open(job.folder / "grid.log", "a") as log:  # Hydra itself writes train.log
             log.write(f"\n=== {stamp} {' '.join(cmd)}\n")
             log.flush()
-            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            if running:
+                running.add(job, proc, job.facts()["step"])
+            try:
+                rc = proc.wait()
+            except BaseException:  # the grid itself is ended: end the job too
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                raise
+        stopped = running.remove(job) if running else False
         took = (time.time() - started) / 60
-        outcome = "done" if rc == 0 and (job.folder / "results.json").exists() else f"failed (exit {rc})"
+        outcome = "done" if rc == 0 and (job.folder / "results.json").exists() else \
+            "stopped (--until: it would have finished too late; resumes from last.pt next time)" if stopped else \
+            f"failed (exit {rc})"
         print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {outcome}  {job.name} after {took:.1f} min "
               f"(log: {job.folder / 'grid.log'})", flush=True)
         return job, outcome
+
+
+def siblings(job: Job) -> list[Job]:
+    """The other seeds' folders of the same preset and model (they may hold a measured pace)."""
+    root = job.folder.parent
+    return [Job(job.experiment, {**job.params, "seed": p.name.removeprefix("seed")}, p, job.overrides)
+            for p in sorted(root.glob("seed*")) if p != job.folder and (p / "metrics.jsonl").exists()]
+
+
+def too_late_to_start(job: Job, deadline: Deadline) -> str:
+    """Why ``job`` should not start before ``deadline`` (empty when it may), from its siblings' pace."""
+    paces = [f["s_per_update"] for j in siblings(job) if "s_per_update" in (f := j.facts())]
+    return deadline.start_verdict(max_steps(job) - job.facts()["step"], min(paces), time.time()) if paces else ""
+
+
+def watch(running: Running, deadline: Deadline, done: threading.Event, every: float = 30.0) -> None:
+    """Every ``every`` seconds until ``done``: stop the job that would end last, while it ends after the deadline."""
+    while not done.wait(every):
+        with running.lock:
+            current = [(job, t0, step0) for job, _, t0, step0 in running.jobs.values()
+                       if id(job) not in running.stopped]
+        now = time.time()
+        key = deadline.to_stop([(id(j), max_steps(j), t0, s0, j.facts()["step"]) for j, t0, s0 in current], now)
+        job = next((j for j, _, _ in current if id(j) == key), None)
+        if job:
+            print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] stop   {job.name}: side by side it would end after "
+                  f"--until {clock(deadline.at)}; the other job(s) get its core", flush=True)
+            running.stop(job)
 
 
 def plan_table(jobs: list[Job]) -> str:
@@ -259,7 +337,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs-dir", type=Path, default=default_runs_dir(),
                         help="where the job folders live (default $S2S_RUNS_DIR or ~/s2s-runs)")
     parser.add_argument("--jobs", type=int, default=0, help="jobs side by side (default: one per usable core)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per job (default 1; with --until 0: each job follows the free cores)")
+    parser.add_argument("--until", metavar="HH:MM|+90m",
+                        help="jobs should end by then: skip a job whose sibling's pace ends it too late, and stop "
+                             "the job that would end last while side-by-side jobs would overrun (it resumes next "
+                             "time)")
+    parser.add_argument("--final-minutes", type=float, default=10.0,
+                        help="with --until: minutes allowed after a job's last update (its final tests)")
     parser.add_argument("--only", action="append", default=[], metavar="KEY=V[,V]",
                         help="restrict the grid, e.g. --only seed=1 --only model=gru")
     parser.add_argument("--status", action="store_true", help="print each job's state and progress, run nothing")
@@ -286,11 +371,23 @@ def main(argv: list[str] | None = None) -> None:
             embed_plan(args.readme, jobs, " ".join(args.items))
         return
     todo = [j for j in jobs if j.state() in ("interrupted", "missing")]
-    width = args.jobs or max(1, usable_cores() // args.threads)
+    try:
+        deadline = Deadline(parse_until(args.until), 60 * args.final_minutes) if args.until else None
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    threads = args.threads if args.threads is not None else 0 if deadline else 1
+    width = args.jobs or max(1, usable_cores() // max(1, threads))
     print(f"{' '.join(presets)}: {len(jobs)} jobs, {len(jobs) - len(todo)} done or running elsewhere, "
-          f"{len(todo)} to run, {width} at a time with {args.threads} thread(s) each", flush=True)
+          f"{len(todo)} to run, {width} at a time with "
+          f"{threads or 'the free cores as'} thread(s) each" + (f", until {clock(deadline.at)}" if deadline else ""),
+          flush=True)
+    running, finished = Running(), threading.Event()
+    if deadline:
+        threading.Thread(target=watch, args=(running, deadline, finished), daemon=True).start()
     with ThreadPoolExecutor(max_workers=width) as pool:
-        outcomes = list(pool.map(lambda j: run_job(j, args.threads), todo))
+        outcomes = list(pool.map(lambda j: run_job(j, threads, running, deadline), todo))
+    finished.set()
     failed = [job.name for job, outcome in outcomes if outcome.startswith("failed")]
     if failed:
         print(f"{len(failed)} job(s) failed: {', '.join(failed)}; their grid.log says why; "

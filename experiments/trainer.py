@@ -55,6 +55,10 @@ from models import count_parameters
 
 log = logging.getLogger(__name__)
 
+# trainer.num_threads=0 re-counts the free cores every this many updates: soon enough that a job started
+# beside this one is not oversubscribed for long, seldom enough that reading /proc costs nothing
+THREAD_CHECK_EVERY = 10
+
 
 @dataclass
 class Progress:
@@ -88,7 +92,7 @@ class Trainer:
         self.device = distributed.local_device(pick_device(self.tc.device))
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
-        # trainer.num_threads=0 (auto): the cores other processes leave free, checked again at every log line
+        # trainer.num_threads=0 (auto): the cores other processes leave free, checked again every few updates
         self.cores = FreeCores(distributed.local_world_size()) if self.device.type == "cpu" and not self.tc.num_threads \
             else None
         self.threads = self.set_threads(self.cores.threads(settle=0.25) if self.cores else self.tc.num_threads)
@@ -269,13 +273,13 @@ class Trainer:
             p.window_loss += loss * tokens
             p.window_tokens += tokens
             bar.update(1)
+            if self.cores and p.step % THREAD_CHECK_EVERY == 0:
+                self.adapt_threads()
             if p.step % tc.log_every == 0 or p.step == tc.max_steps:
                 elapsed = p.window_seconds + time.perf_counter() - segment_start
                 values = {"loss": distributed.mean(p.window_loss) / p.window_tokens,
                           "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_s": p.window_tokens / elapsed,
                           "epoch": p.epoch, "threads": self.threads}
-                if self.cores:
-                    self.adapt_threads()
                 self.record("train", values)
                 bar.set_postfix(loss=f"{values['loss']:.3f}", tok_s=f"{values['tokens_per_s']:.0f}")
                 if not show:
@@ -300,7 +304,7 @@ class Trainer:
         return torch.get_num_threads()
 
     def adapt_threads(self) -> None:
-        """num_threads=0: follow the cores other processes left free in the window just logged."""
+        """num_threads=0: follow the cores other processes left free since the last check."""
         threads = self.cores.threads()
         if threads != self.threads:
             log.info("threads %d -> %d: other processes kept %.1f of %d cores busy", self.threads, threads,
