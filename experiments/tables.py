@@ -6,8 +6,9 @@
 Every ``results.json`` below the given folders is one run. ``--export DIR``
 first copies each run's summary, events, config and gzipped test outputs into
 ``DIR/<experiment>/<model>/seed<k>/`` (experiments/runs.py) and builds the
-tables from that copy, so a committed table is always what its committed
-outputs give. Per table: each model's test metrics (mean ± std over seeds) for
+tables from ``DIR/<experiment>/`` as a whole (the runs just copied and those
+exported before, e.g. the seeds of an earlier session), so a committed table
+is always what its committed outputs give. Per table: each model's test metrics (mean ± std over seeds) for
 the best checkpoint and, where the runs averaged, the averaged one; extractive
 reference rows for summarization; the paired bootstrap between the two models
 per seed; the metric by source-length bucket with bucket sizes and 95%
@@ -246,8 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         found = find_runs(args.roots)
-        if args.export:
-            found = [{**run, "run_dir": str(export(run, args.export))} for run in found]
+        if args.export:  # tabulate everything the export holds for these experiments: earlier seeds too
+            experiments = sorted({export(run, args.export).parents[1] for run in found})
+            found = find_runs(experiments)
         groups: dict[str, list[dict]] = defaultdict(list)
         for run in found:
             groups[args.name or run.get("experiment") or run["task"]].append(run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,6 +52,14 @@ def test_smoke_grid_writes_four_runs_and_a_table_that_matches_them(tmp_path: Pat
     tables_main([str(tmp_path / "runs" / "smoke"), "--out", str(tmp_path / "again")])
     for name in ("smoke.md", "smoke.csv"):
         assert (tmp_path / "again" / name).read_text() == (tmp_path / "results" / name).read_text()
+    # A later session's runs folder holds seed 2 alone: exporting it keeps seed 1's rows in the table.
+    later = tmp_path / "later"
+    for path in (tmp_path / "grid").rglob("results.json"):
+        if json.loads(path.read_text())["seed"] == 2:
+            shutil.copytree(path.parent, later / path.parent.parent.name / path.parent.name)
+    tables_main([str(later), "--export", str(tmp_path / "runs"), "--out", str(tmp_path / "later-results")])
+    for name in ("smoke.md", "smoke.csv"):
+        assert (tmp_path / "later-results" / name).read_text() == (tmp_path / "results" / name).read_text()
     assert (tmp_path / "results" / "smoke_curves.png").exists()
     table = (tmp_path / "results" / "smoke.md").read_text()
     assert "nrefs:1|case:mixed|eff:no|tok:13a" in table and "Paired bootstrap" in table
