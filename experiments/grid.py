@@ -47,11 +47,14 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from experiments.atomic import write_text
+from experiments.compute_plan import embed_plan
 from experiments.errors import ConfigError, UserError
 from experiments.deadline import Deadline, clock, parse_until
 from experiments.runtime import usable_cores
 from experiments.train import CONF_DIR
+
+
+COMMITTED = Path(CONF_DIR).parent / "results" / "runs"  # where s2s-tables --export puts finished runs
 
 
 def default_runs_dir() -> Path:
@@ -64,13 +67,14 @@ class Job:
     params: dict[str, str]  # the sweep's choices for this job, e.g. {"model": "gru", "seed": "1"}
     folder: Path
     overrides: list[str] = field(default_factory=list)
+    committed: Path | None = None  # its exported copy (results/runs/...): a job committed there is done
 
     @property
     def name(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.params.items())
 
     def state(self) -> str:
-        if (self.folder / "results.json").exists():
+        if (self.folder / "results.json").exists() or self.is_committed():
             return "done"
         if is_locked(self.folder):
             return "running"
@@ -78,9 +82,17 @@ class Job:
             return "interrupted"
         return "missing"
 
+    def is_committed(self) -> bool:
+        return self.committed is not None and (self.committed / "results.json").exists()
+
+    def source(self) -> Path:
+        """Where its facts are read: the run folder, or the committed copy when only that exists."""
+        return self.committed if self.is_committed() and not (self.folder / "metrics.jsonl").exists() \
+            else self.folder
+
     def facts(self) -> dict[str, Any]:
         """Step, best validation value and step, seconds per update, from metrics.jsonl (empty before it exists)."""
-        path = self.folder / "metrics.jsonl"
+        path = self.source() / "metrics.jsonl"
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
         valid = [r for r in rows if r["event"] == "valid"]
         out: dict[str, Any] = {"step": max((r["step"] for r in rows), default=0)}
@@ -92,6 +104,16 @@ class Job:
         if timed:  # training seconds per update so far (validation not included)
             out["s_per_update"] = timed[-1]["train_seconds"] / timed[-1]["step"]
         return out
+
+    def limit(self) -> int:
+        """The job's update limit: from its run folder's (or committed copy's) config, else from the preset."""
+        config = self.source() / "config.yaml"
+        if config.exists():
+            return int(OmegaConf.load(config).trainer.max_steps)
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=[f"experiment={self.experiment}", *self.overrides,
+                                               *(f"{k}={v}" for k, v in self.params.items())])
+        return int(cfg.trainer.max_steps)
 
     def progress(self) -> str:
         f = self.facts()
@@ -132,7 +154,10 @@ def job_folder(runs_dir: Path, experiment: str, params: dict[str, str]) -> Path:
     return runs_dir / experiment / parts[0] / parts[1]
 
 
-def plan(experiment: str, runs_dir: Path, overrides: list[str], only: dict[str, str]) -> list[Job]:
+def plan(experiment: str, runs_dir: Path, overrides: list[str], only: dict[str, str],
+         committed: Path | None = None) -> list[Job]:
+    """The preset's jobs (``only`` restricts the swept values); ``committed``: the exported runs (results/runs),
+    where a job already there counts as done, whatever the runs folder holds."""
     params = sweep_params(experiment)
     for key, value in only.items():
         if key not in params:
@@ -143,7 +168,8 @@ def plan(experiment: str, runs_dir: Path, overrides: list[str], only: dict[str, 
     for values in itertools.product(*(params[k] for k in keys)):
         choice = {k: v for k, v in zip(keys, values)}
         choice = {k: choice[k] for k in params}  # the preset's order in names and folders
-        jobs.append(Job(experiment, choice, job_folder(runs_dir, experiment, choice), overrides))
+        jobs.append(Job(experiment, choice, job_folder(runs_dir, experiment, choice), overrides,
+                        job_folder(committed, experiment, choice) if committed else None))
     return jobs
 
 
@@ -216,6 +242,8 @@ def run_job(job: Job, threads: int, running: Running | None = None,
             return job, "running elsewhere"
         if (job.folder / "results.json").exists():
             return job, "done"
+        if job.is_committed():
+            return job, f"done (committed in {job.committed})"
         if deadline and (late := too_late_to_start(job, deadline)):
             print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] skip   {job.name}: {late}", flush=True)
             return job, "skipped (--until)"
@@ -256,7 +284,7 @@ def siblings(job: Job) -> list[Job]:
 def too_late_to_start(job: Job, deadline: Deadline) -> str:
     """Why ``job`` should not start before ``deadline`` (empty when it may), from its siblings' pace."""
     paces = [f["s_per_update"] for j in siblings(job) if "s_per_update" in (f := j.facts())]
-    return deadline.start_verdict(max_steps(job) - job.facts()["step"], min(paces), time.time()) if paces else ""
+    return deadline.start_verdict(job.limit() - job.facts()["step"], min(paces), time.time()) if paces else ""
 
 
 def watch(running: Running, deadline: Deadline, done: threading.Event, every: float = 30.0) -> None:
@@ -266,55 +294,12 @@ def watch(running: Running, deadline: Deadline, done: threading.Event, every: fl
             current = [(job, t0, step0) for job, _, t0, step0 in running.jobs.values()
                        if id(job) not in running.stopped]
         now = time.time()
-        key = deadline.to_stop([(id(j), max_steps(j), t0, s0, j.facts()["step"]) for j, t0, s0 in current], now)
+        key = deadline.to_stop([(id(j), j.limit(), t0, s0, j.facts()["step"]) for j, t0, s0 in current], now)
         job = next((j for j, _, _ in current if id(j) == key), None)
         if job:
             print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] stop   {job.name}: side by side it would end after "
                   f"--until {clock(deadline.at)}; the other job(s) get its core", flush=True)
             running.stop(job)
-
-
-def plan_table(jobs: list[Job]) -> str:
-    """The jobs as a Markdown table: state, progress, measured seconds per update, hours left at that pace."""
-    lines = ["| preset | model | seed | state | updates | best validation | s/update | hours left |",
-             "|---|---|---|---|---|---|---|---|"]
-    facts = {id(job): job.facts() for job in jobs}
-    paces = {(j.experiment, j.params.get("model")): facts[id(j)]["s_per_update"] for j in jobs
-             if "s_per_update" in facts[id(j)]}
-    for job in jobs:
-        f, limit = facts[id(job)], max_steps(job)
-        pace = f.get("s_per_update") or paces.get((job.experiment, job.params.get("model")))
-        guess = "" if "s_per_update" in f else "~"  # at the pace of the same model in the same preset
-        left = "0" if job.state() == "done" else (f"{guess}{(limit - f['step']) * pace / 3600:.1f}" if pace else "–")
-        best = f"{f['metric']} {f['best']:.2f} (step {f['best_step']})" if "metric" in f else "–"
-        pace = f"{f['s_per_update']:.2f}" if "s_per_update" in f else "–"
-        lines.append(f"| {job.experiment} | {job.params.get('model', '–')} | {job.params.get('seed', '–')} | "
-                     f"{job.state()} | {f['step']} / {limit} | {best} | {pace} | {left} |")
-    return "\n".join(lines) + "\n"
-
-
-def max_steps(job: Job) -> int:
-    """The job's update limit: from its run folder's config, else from the preset."""
-    config = job.folder / "config.yaml"
-    if config.exists():
-        return int(OmegaConf.load(config).trainer.max_steps)
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={job.experiment}", *job.overrides,
-                                           *(f"{k}={v}" for k, v in job.params.items())])
-    return int(cfg.trainer.max_steps)
-
-
-def embed_plan(readme: Path, jobs: list[Job], command: str) -> None:
-    text = readme.read_text()
-    start, end = "<!-- compute-plan -->", "<!-- /compute-plan -->"
-    if start not in text or end not in text:
-        raise ConfigError(f"{readme} has no {start} ... {end} markers: add them where the plan belongs")
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    body = (f"Written by `s2s-grid {command} --status --readme {readme.name}` on {stamp}; s/update is the mean "
-            "training time per update so far (validation excluded) on the machine that ran it, hours left assume "
-            "that pace up to the update limit (~: the pace of the same model in the same preset; early stopping may end a run sooner).\n\n" + plan_table(jobs))
-    head, rest = text.split(start, 1)
-    write_text(readme, head + start + "\n" + body + end + rest.split(end, 1)[1])
 
 
 def parse_only(items: list[str]) -> dict[str, str]:
@@ -345,6 +330,9 @@ def main(argv: list[str] | None = None) -> None:
                              "time)")
     parser.add_argument("--final-minutes", type=float, default=10.0,
                         help="with --until: minutes allowed after a job's last update (its final tests)")
+    parser.add_argument("--committed", type=Path, default=COMMITTED,
+                        help="the exported runs (s2s-tables --export): a job found there is done and not run again, "
+                             "even where the runs folder was lost ('none': ignore them)")
     parser.add_argument("--only", action="append", default=[], metavar="KEY=V[,V]",
                         help="restrict the grid, e.g. --only seed=1 --only model=gru")
     parser.add_argument("--status", action="store_true", help="print each job's state and progress, run nothing")
@@ -360,7 +348,8 @@ def main(argv: list[str] | None = None) -> None:
         for preset in presets:
             name, _, seeds = preset.partition(":")
             only = parse_only(args.only + ([f"seed={seeds}"] if seeds else []))
-            jobs += plan(name, args.runs_dir.expanduser().resolve(), overrides, only)
+            jobs += plan(name, args.runs_dir.expanduser().resolve(), overrides, only,
+                         None if str(args.committed) == "none" else args.committed.resolve())
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

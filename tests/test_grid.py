@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from experiments import grid
+from experiments.compute_plan import embed_plan
 from experiments.errors import ConfigError
 from tests.conftest import REPO
 
@@ -91,7 +92,7 @@ def test_the_compute_plan_is_written_from_the_run_folders(tmp_path: Path) -> Non
     (done.folder / "results.json").write_text("{}")
     readme = tmp_path / "README.md"
     readme.write_text("plan:\n<!-- compute-plan -->\nold\n<!-- /compute-plan -->\nend\n")
-    grid.embed_plan(readme, jobs, "multi30k_de_en:1,2")
+    embed_plan(readme, jobs, "multi30k_de_en:1,2")
     text = readme.read_text()
     assert "old" not in text and text.endswith("<!-- /compute-plan -->\nend\n")
     assert "| multi30k_de_en | gru | 1 | done | 500 / 1000 | bleu 33.00 (step 500) | 2.00 | 0 |" in text
@@ -102,4 +103,21 @@ def test_the_compute_plan_is_written_from_the_run_folders(tmp_path: Path) -> Non
     plain = tmp_path / "plain.md"
     plain.write_text("nothing here\n")
     with pytest.raises(ConfigError, match="no <!-- compute-plan -->"):
-        grid.embed_plan(plain, jobs, "x")
+        embed_plan(plain, jobs, "x")
+
+
+def test_a_job_committed_under_results_runs_is_done_even_when_the_runs_folder_was_lost(tmp_path: Path) -> None:
+    committed = tmp_path / "results" / "runs"
+    copy = committed / "multi30k_de_en" / "gru" / "seed1"
+    copy.mkdir(parents=True)
+    (copy / "results.json").write_text("{}")
+    (copy / "metrics.jsonl").write_text(json.dumps({"event": "valid", "step": 3000, "bleu": 40.0,
+                                                    "train_seconds": 7500.0}) + "\n")
+    (copy / "config.yaml").write_text("trainer:\n  max_steps: 3000\n")
+    gru1, transformer1 = grid.plan("multi30k_de_en", tmp_path / "s2s-runs", [], {"seed": "1"}, committed)
+    assert (gru1.state(), transformer1.state()) == ("done", "missing")
+    assert grid.run_job(gru1, 1) == (gru1, f"done (committed in {copy})")
+    assert not gru1.folder.exists() or not (gru1.folder / "metrics.jsonl").exists()  # nothing was run
+    assert gru1.facts()["s_per_update"] == 2.5 and gru1.limit() == 3000  # read from the committed copy
+    [unaware] = grid.plan("multi30k_de_en", tmp_path / "s2s-runs", [], {"seed": "1", "model": "gru"})
+    assert unaware.state() == "missing"  # without the committed folder it would run again

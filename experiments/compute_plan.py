@@ -1,0 +1,42 @@
+"""The compute plan: a grid's jobs as a Markdown table (state, progress, pace, hours left), for the README."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.atomic import write_text
+from experiments.errors import ConfigError
+
+
+def plan_table(jobs: list[Any]) -> str:
+    """The jobs as a Markdown table: state, progress, measured seconds per update, hours left at that pace."""
+    lines = ["| preset | model | seed | state | updates | best validation | s/update | hours left |",
+             "|---|---|---|---|---|---|---|---|"]
+    facts = {id(job): job.facts() for job in jobs}
+    paces = {(j.experiment, j.params.get("model")): facts[id(j)]["s_per_update"] for j in jobs
+             if "s_per_update" in facts[id(j)]}
+    for job in jobs:
+        f, limit = facts[id(job)], job.limit()
+        pace = f.get("s_per_update") or paces.get((job.experiment, job.params.get("model")))
+        guess = "" if "s_per_update" in f else "~"  # at the pace of the same model in the same preset
+        left = "0" if job.state() == "done" else (f"{guess}{(limit - f['step']) * pace / 3600:.1f}" if pace else "–")
+        best = f"{f['metric']} {f['best']:.2f} (step {f['best_step']})" if "metric" in f else "–"
+        pace = f"{f['s_per_update']:.2f}" if "s_per_update" in f else "–"
+        lines.append(f"| {job.experiment} | {job.params.get('model', '–')} | {job.params.get('seed', '–')} | "
+                     f"{job.state()} | {f['step']} / {limit} | {best} | {pace} | {left} |")
+    return "\n".join(lines) + "\n"
+
+
+def embed_plan(readme: Path, jobs: list[Any], command: str) -> None:
+    text = readme.read_text()
+    start, end = "<!-- compute-plan -->", "<!-- /compute-plan -->"
+    if start not in text or end not in text:
+        raise ConfigError(f"{readme} has no {start} ... {end} markers: add them where the plan belongs")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    body = (f"Written by `s2s-grid {command} --status --readme {readme.name}` on {stamp}; s/update is the mean "
+            "training time per update so far (validation excluded) on the machine that ran it, hours left assume "
+            "that pace up to the update limit (~: the pace of the same model in the same preset; early stopping may end a run sooner).\n\n" + plan_table(jobs))
+    head, rest = text.split(start, 1)
+    write_text(readme, head + start + "\n" + body + end + rest.split(end, 1)[1])
