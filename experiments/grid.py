@@ -207,7 +207,8 @@ def locked(folder: Path) -> Iterator[bool]:
 class Running:
     """The jobs this grid runs right now, each with its process and where it stood when it started."""
 
-    def __init__(self) -> None:
+    def __init__(self, side_by_side: int = 1) -> None:
+        self.side_by_side = side_by_side  # jobs started at once: each starts on its share of the cores
         self.lock = threading.Lock()
         self.jobs: dict[int, tuple[Job, subprocess.Popen, float, int]] = {}  # id -> job, process, start time, step
         self.stopped: set[int] = set()
@@ -251,7 +252,8 @@ def run_job(job: Job, threads: int, running: Running | None = None,
         started = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         print(f"[{stamp}] start  {job.name}: {' '.join(cmd[3:])}", flush=True)
-        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else
+                                {"S2S_JOBS_SIDE_BY_SIDE": str(running.side_by_side if running else 1)})}
         with open(job.folder / "grid.log", "a") as log:  # Hydra itself writes train.log
             log.write(f"\n=== {stamp} {' '.join(cmd)}\n")
             log.flush()
@@ -371,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(todo)} to run, {width} at a time with "
           f"{threads or 'the free cores as'} thread(s) each" + (f", until {clock(deadline.at)}" if deadline else ""),
           flush=True)
-    running, finished = Running(), threading.Event()
+    running, finished = Running(min(width, len(todo)) or 1), threading.Event()
     if deadline:
         threading.Thread(target=watch, args=(running, deadline, finished), daemon=True).start()
     with ThreadPoolExecutor(max_workers=width) as pool:

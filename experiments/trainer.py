@@ -95,7 +95,7 @@ class Trainer:
         # trainer.num_threads=0 (auto): the cores other processes leave free, checked again every few updates
         self.cores = FreeCores(distributed.local_world_size()) if self.device.type == "cpu" and not self.tc.num_threads \
             else None
-        self.threads = self.set_threads(self.cores.threads(settle=0.25) if self.cores else self.tc.num_threads)
+        self.threads = self.set_threads(self.first_threads() if self.cores else self.tc.num_threads)
         seed_everything(cfg.seed)
         with distributed.main_first():  # rank 0 builds the Arrow, tokenizer and token-id caches; the others read them
             self.data = data or TaskData(cfg.task, cfg.cache_dir, tokenizer_dir=self.run_dir / "tokenizer")
@@ -302,6 +302,13 @@ class Trainer:
             return torch.get_num_threads()
         torch.set_num_threads(threads or usable_cores())
         return torch.get_num_threads()
+
+    def first_threads(self) -> int:
+        """num_threads=0: the free cores now, at most this job's share where a launcher starts several at once
+        (``S2S_JOBS_SIDE_BY_SIDE``, set by s2s-grid): jobs that start together would all see idle cores."""
+        threads = self.cores.threads(settle=0.25)
+        jobs = int(os.environ.get("S2S_JOBS_SIDE_BY_SIDE") or 1)
+        return min(threads, max(1, len(self.cores.cpus) // jobs))
 
     def adapt_threads(self) -> None:
         """num_threads=0: follow the cores other processes left free since the last check."""

@@ -108,3 +108,12 @@ def test_fixed_threads_are_kept_and_logged(tmp_path: Path) -> None:
     trainer.fit()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["threads"] for r in rows if r["event"] == "train"] == [1, 1]
+
+
+@needs_two_cores
+def test_jobs_started_side_by_side_start_on_their_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import compose_cfg
+
+    monkeypatch.setenv("S2S_JOBS_SIDE_BY_SIDE", str(usable_cores()))  # as s2s-grid sets it for auto threads
+    trainer = Trainer(compose_cfg([*TINY, "trainer.num_threads=0"]), tmp_path / "run")
+    assert trainer.threads == 1  # the machine may be idle now: its siblings are starting this very moment
