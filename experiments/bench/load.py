@@ -16,31 +16,17 @@ A researcher's machine is rarely idle. Two measurements:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 
+from experiments.bench.runner import run_measured
 from experiments.runtime import usable_cores
-
-# name -> (trainer.num_threads or None for all cores, environment, busy processes beside)
-LOAD_CONFIGS: dict[str, tuple[int | None, dict[str, str], int]] = {
-    "idle, passive wait": (None, {"OMP_WAIT_POLICY": "PASSIVE"}, 0),
-    "loaded, all cores": (None, {}, 1),
-    "loaded, all cores, passive wait": (None, {"OMP_WAIT_POLICY": "PASSIVE"}, 1),
-    "loaded, 1 thread": (1, {}, 1),
-    "loaded, auto": (0, {}, 1),
-}
 
 # name -> (launcher overrides, trainer.num_threads or None for all cores)
 SWEEPS: dict[str, tuple[list[str], int | None]] = {
@@ -48,22 +34,6 @@ SWEEPS: dict[str, tuple[list[str], int | None]] = {
     "side by side, all cores each": (["hydra/launcher=local", "hydra.launcher.tasks_per_node=1"], None),
     "side by side, auto": (["hydra/launcher=local", "hydra.launcher.tasks_per_node=1"], 0),
 }
-
-
-@contextlib.contextmanager
-def busy_processes(count: int) -> Iterator[list[int]]:
-    """``count`` one-thread processes multiplying matrices for as long as the block runs; their pids."""
-    procs = [subprocess.Popen([sys.executable, "-m", "experiments.bench.load"], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-             for _ in range(count)]
-    try:
-        time.sleep(1.0 if procs else 0.0)  # let them reach their loop
-        yield [p.pid for p in procs]
-    finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
 def spin() -> None:
@@ -93,7 +63,8 @@ def run_sweeps(models: str, overrides: list[str], work_dir: Path, steps: int, ti
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         say(f"sweep {name} ...")
-        rc, wall = run_timed(sweep_command(name, models, overrides, folder, steps), folder / "sweep.log", timeout)
+        rc, wall, _ = run_measured(sweep_command(name, models, overrides, folder, steps),
+                                   log_path=folder / "sweep.log", timeout=timeout)
         row = {"sweep": name, "steps": steps, "wall_s": wall, "jobs": sweep_jobs(folder)}
         if rc != 0 or len(row["jobs"]) != 2:
             tail = (folder / "sweep.log").read_text()[-400:] if (folder / "sweep.log").exists() else ""
@@ -102,25 +73,6 @@ def run_sweeps(models: str, overrides: list[str], work_dir: Path, steps: int, ti
             say(f"  {wall:.0f} s for both jobs")
         rows.append(row)
     return rows
-
-
-def run_timed(cmd: list[str], log_path: Path, timeout: float) -> tuple[int, float]:
-    """Run ``cmd`` in its own process group (output to ``log_path``): exit code and wall seconds; a timeout
-    ends the whole group (the launcher's jobs too)."""
-    start = time.perf_counter()
-    with open(log_path, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except BaseException as e:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            if not isinstance(e, subprocess.TimeoutExpired):
-                raise
-            rc = -signal.SIGKILL
-    return rc, time.perf_counter() - start
 
 
 def sweep_jobs(folder: Path) -> list[dict[str, Any]]:

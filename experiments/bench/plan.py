@@ -14,12 +14,20 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.bench.load import LOAD_CONFIGS
 from experiments.builders import resolve_precision
 from experiments.errors import UserError
 from experiments.runtime import usable_cores
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+# name -> (trainer.num_threads or None for all cores, environment, busy processes beside)
+LOAD_CONFIGS: dict[str, tuple[int | None, dict[str, str], int]] = {
+    "idle, passive wait": (None, {"OMP_WAIT_POLICY": "PASSIVE"}, 0),
+    "loaded, all cores": (None, {}, 1),
+    "loaded, all cores, passive wait": (None, {"OMP_WAIT_POLICY": "PASSIVE"}, 1),
+    "loaded, 1 thread": (1, {}, 1),
+    "loaded, auto": (0, {}, 1),
+}
 
 TINY_TASK = ["task=toy_reverse", "task.toy.train_size=2000", "task.toy.eval_size=40"]
 

@@ -17,17 +17,33 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from experiments.bench.load import busy_processes
 from experiments.bench.measure import maxrss_mb, measure, row_head
 from experiments.bench.plan import Spec
 from experiments.bench.report import jsonable
 from experiments.data import TaskData
 
 TTB_TIMEOUT = 7 * 24 * 3600  # time to BLEU trains for as long as it takes
+
+
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[list[int]]:
+    """``count`` one-thread processes multiplying matrices for as long as the block runs; their pids."""
+    procs = [subprocess.Popen([sys.executable, "-m", "experiments.bench.load"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             for _ in range(count)]
+    try:
+        time.sleep(1.0 if procs else 0.0)  # let them reach their loop
+        yield [p.pid for p in procs]
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def run_measured(cmd: list[str], *, log_path: Path, timeout: float, cwd: str | Path | None = None,
