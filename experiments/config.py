@@ -95,6 +95,12 @@ class GRUAttention(str, Enum):
     luong_general = "luong_general"
 
 
+class GRURecurrence(str, Enum):
+    auto = "auto"  # packed on CUDA (cuDNN), batched on a CPU
+    packed = "packed"  # nn.GRU over packed sequences
+    batched = "batched"  # models/recurrence.py: both directions a step in one matmul
+
+
 @dataclass
 class GRUConfig:
     name: str = "gru"
@@ -107,6 +113,7 @@ class GRUConfig:
     input_feeding: bool = True
     tie_embeddings: bool = True
     share_embeddings: bool = True
+    recurrence: GRURecurrence = GRURecurrence.auto
 
 
 class Positions(str, Enum):

@@ -25,6 +25,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.attention import build_attention
 from models.interface import Cache
+from models.recurrence import bidirectional_gru
+
+RECURRENCES = ("auto", "packed", "batched")
+
+
+def runs_packed(recurrence: str, device_type: str) -> bool:
+    """Whether the encoder runs nn.GRU over packed sequences (else models/recurrence.py's batched steps)."""
+    return recurrence == "packed" or (recurrence == "auto" and device_type == "cuda")
 
 
 class GRUSeq2Seq(nn.Module):
@@ -43,6 +51,7 @@ class GRUSeq2Seq(nn.Module):
         input_feeding: bool = True,
         tie_embeddings: bool = False,
         share_embeddings: bool = False,
+        recurrence: str = "auto",
     ) -> None:
         super().__init__()
         if hidden_size % 2:
@@ -52,8 +61,13 @@ class GRUSeq2Seq(nn.Module):
                 "share_embeddings needs one joint vocabulary, "
                 f"got src_vocab_size={src_vocab_size}, tgt_vocab_size={tgt_vocab_size}"
             )
+        if recurrence not in RECURRENCES:
+            raise ValueError(f"unknown recurrence {recurrence!r}; expected one of {RECURRENCES}")
         self.pad_id = pad_id
         self.input_feeding = input_feeding
+        # The encoder's recurrence: nn.GRU over packed sequences (cuDNN on a GPU) or models/recurrence.py's
+        # batched steps (several times faster on a CPU); auto picks by the device of the batch.
+        self.recurrence = recurrence
 
         self.src_emb = nn.Embedding(src_vocab_size, emb_dim, padding_idx=pad_id)
         self.tgt_emb = (
@@ -102,10 +116,13 @@ class GRUSeq2Seq(nn.Module):
     def encode(self, src: Tensor, src_mask: Tensor) -> tuple[Tensor, Cache]:
         B, S = src.shape
         emb = self.dropout(self.src_emb(src))  # (B, S, E)
-        lengths = src_mask.sum(dim=1).cpu()
-        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
-        out, h_n = self.encoder(packed)  # h_n: (enc_layers * 2, B, H/2), layer-major
-        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=S)  # (B, S, H)
+        lengths = src_mask.sum(dim=1)
+        if runs_packed(self.recurrence, src.device.type):
+            packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, h_n = self.encoder(packed)  # h_n: (enc_layers * 2, B, H/2), layer-major
+            memory, _ = pad_packed_sequence(out, batch_first=True, total_length=S)  # (B, S, H)
+        else:
+            memory, h_n = bidirectional_gru(self.encoder, emb, lengths)  # the same two, computed on a CPU's terms
         final = h_n.transpose(0, 1).reshape(B, -1)  # (B, enc_layers * H)
         h0 = torch.tanh(self.bridge(final)).chunk(len(self.decoder), dim=-1)  # dec_layers x (B, H)
         cache: Cache = {"hidden": list(h0), "keys": self.attention.project_keys(memory)}

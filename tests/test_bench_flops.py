@@ -34,7 +34,8 @@ GRU = {"name": "gru", "emb_dim": 12, "hidden_size": 20, "enc_layers": 2, "dec_la
 CONFIGS = {
     "transformer": TRANSFORMER,
     "transformer, post-norm, untied": {**TRANSFORMER, "norm": "post", "tie_embeddings": False, "enc_layers": 1},
-    "gru, bahdanau, tied": GRU,
+    "gru, bahdanau, tied": GRU,  # auto: the batched recurrence on a CPU, over the padded source
+    "gru, packed encoder": {**GRU, "recurrence": "packed"},  # nn.GRU over packed sequences: real tokens only
     "gru, luong_dot, untied": {**GRU, "attention": "luong_dot", "tie_embeddings": False, "enc_layers": 1},
     "gru, luong_general, no input feeding": {**GRU, "attention": "luong_general", "input_feeding": False,
                                              "dec_layers": 1},
@@ -71,22 +72,24 @@ BATCH = ([5, 2, 7], [3, 6, 1])  # ragged source and target lengths: padding on b
 def test_forward_count_is_torchs_count_of_the_padded_batch(name: str) -> None:
     cfg, batch = CONFIGS[name], make_batch(*BATCH)
     model = build(cfg).eval()
-    assert forward_flops(cfg, VOCAB, batch_lengths(batch)["padded"]) == counted_by_torch(model, batch)
+    packed = cfg.get("recurrence") == "packed"
+    assert forward_flops(cfg, VOCAB, batch_lengths(batch, packed)["padded"]) == counted_by_torch(model, batch)
 
 
-@pytest.mark.parametrize("name", ["transformer", "gru, bahdanau, tied"])
+@pytest.mark.parametrize("name", ["transformer", "gru, bahdanau, tied", "gru, packed encoder"])
 def test_training_count_is_torchs_count_of_forward_and_backward(name: str) -> None:
     """Every matmul's backward is two matmuls as large (input and weight gradients): training = 3x forward.
 
-    One exception, in the GRU's encoder: each direction's first recurrent matmul
-    multiplies the zero initial state, whose gradient autograd never computes.
-    Its rows: every sentence in the forward direction; in the backward direction,
-    which starts at the last position, the sentences of the longest length.
+    One exception, in nn.GRU's packed encoder: each direction's first recurrent
+    matmul multiplies the zero initial state, whose gradient autograd never
+    computes. Its rows: every sentence in the forward direction; in the backward
+    direction, which starts at the last position, the sentences of the longest
+    length. The batched recurrence's hand-written backward computes all of them.
     """
     cfg, batch = CONFIGS[name], make_batch(*BATCH)
     model = build(cfg).train()
     skipped = 0
-    if cfg["name"] == "gru":
+    if cfg.get("recurrence") == "packed":
         src = batch.src_mask.sum(dim=1)
         half = cfg["hidden_size"] // 2
         skipped = cfg["enc_layers"] * mm(len(src) + int((src == src.max()).sum()), half, 3 * half)

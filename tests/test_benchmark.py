@@ -96,7 +96,9 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
     for name in ("bf16 autocast", "fused AdamW", "KV cache (greedy decoding)", "batched search (decoding)",
                  "sorted batches (whole split vs unsorted random)"):
         assert any(p == name for p, _ in paths), name
-    assert ("packed sequences (encoder)", "gru") in paths
+    recurrence = next(f for f in saved["fast_paths"] if f["fast_path"].startswith("encoder recurrence"))
+    assert recurrence["model"] == "gru" and (recurrence["off"], recurrence["on"]) == ("packed", "base")
+    assert by[("gru", "packed")]["tokens_per_s"] > 0
     assert [c["model"] for c in saved["comparison"]] == ["transformer", "gru"]
     assert all(c["joeynmt_source"].startswith("anchor") for c in saved["comparison"])
     assert len(saved["targets"]) == 7

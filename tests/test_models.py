@@ -21,6 +21,7 @@ CONFIGS = {
         "gru",
         {"enc_layers": 2, "dec_layers": 3, "input_feeding": False, "tie_embeddings": True},
     ),
+    "gru-packed-deep": ("gru", {"recurrence": "packed", "enc_layers": 3}),  # nn.GRU, what a GPU runs
     "transformer-pre-sinusoidal": ("transformer", {"norm": "pre", "positions": "sinusoidal"}),
     "transformer-post-learned": ("transformer", {"norm": "post", "positions": "learned"}),
     "transformer-pre-learned-untied": (

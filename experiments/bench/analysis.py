@@ -73,9 +73,11 @@ def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.dev
     else:
         rows.append({"fast_path": "fused AdamW", "model": model, "speedup": None,
                      "note": "n/a on CPU (fused AdamW is CUDA only)"})
-    if model == "gru":
-        rows.append({"fast_path": "packed sequences (encoder)", "model": model, "speedup": None,
-                     "note": "always on (not switchable): padding never enters the recurrence"})
+    if model == "gru":  # the recurrence auto picks (base) against the other one
+        if device.type == "cuda":
+            pair("encoder recurrence (nn.GRU packed, cuDNN, vs batched steps)", "batched", "base")
+        else:
+            pair("encoder recurrence (batched steps, hand-written backward, vs nn.GRU packed)", "packed", "base")
     decoding = (by.get((model, "base")) or next((r for r in ok if r["model"] == model and r.get("decoding")),
                                                 {})).get("decoding", [])
     for ablation, path, off_word in (("kv_cache", "KV cache (greedy decoding)", "no KV cache"),

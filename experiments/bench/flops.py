@@ -27,9 +27,9 @@ sizes, and not what a matmul peak measures.
 
 Two counts per batch, from the per-sentence lengths of the collated batch:
 ``padded`` counts every position of the padded (B, S) and (B, T) tensors, what
-the hardware computes (except in the GRU's encoder, which runs over packed
-sequences and never sees the padding); ``real`` counts each sentence at its own
-source and target lengths.
+the hardware computes (except in the GRU's encoder where it runs nn.GRU over
+packed sequences, on CUDA or with ``recurrence=packed``: that never sees the
+padding); ``real`` counts each sentence at its own source and target lengths.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from experiments.batching import Batch
+from models.gru import runs_packed
 
 Shape = tuple[int, int, int]  # (m, k, n) of an (m x k) @ (k x n) matmul
 
@@ -56,15 +57,21 @@ class Lengths:
 
     src: np.ndarray  # source positions attended to (and run through the Transformer's encoder)
     tgt: np.ndarray  # target positions decoded
-    packed_src: np.ndarray  # real source tokens: all the GRU's packed encoder ever runs over
+    encoder_src: np.ndarray  # source positions the GRU's encoder runs over (packed: only the real ones)
 
 
-def batch_lengths(batch: Batch) -> dict[str, Lengths]:
-    """``padded`` (every position of the batch's tensors) and ``real`` (real tokens only) lengths."""
+def batch_lengths(batch: Batch, packed_encoder: bool = False) -> dict[str, Lengths]:
+    """``padded`` (every position of the batch's tensors) and ``real`` (real tokens only) lengths.
+
+    ``packed_encoder``: the GRU's encoder runs over packed sequences, so even the padded count has it
+    run over the real source tokens only.
+    """
     src = batch.src_mask.sum(dim=1).numpy().astype(np.int64)
     tgt = batch.tgt_out.ne(batch.pad_id).sum(dim=1).numpy().astype(np.int64)  # bos + target = target + eos
     n, width_src, width_tgt = len(src), batch.src.size(1), batch.tgt_in.size(1)
-    return {"padded": Lengths(np.full(n, width_src), np.full(n, width_tgt), src), "real": Lengths(src, tgt, src)}
+    padded_src = np.full(n, width_src)
+    return {"padded": Lengths(padded_src, np.full(n, width_tgt), src if packed_encoder else padded_src),
+            "real": Lengths(src, tgt, src)}
 
 
 def transformer_forward(c: Mapping[str, Any], vocab: int, n: Lengths) -> int:
@@ -82,9 +89,9 @@ def transformer_forward(c: Mapping[str, Any], vocab: int, n: Lengths) -> int:
 def gru_forward(c: Mapping[str, Any], vocab: int, n: Lengths) -> int:
     e, h, layers = c["emb_dim"], c["hidden_size"], c["dec_layers"]
     half = h // 2  # units per encoder direction
-    packed, s, t = int(n.packed_src.sum()), int(n.src.sum()), int(n.tgt.sum())
+    enc, s, t = int(n.encoder_src.sum()), int(n.src.sum()), int(n.tgt.sum())
     ts = int((n.tgt * n.src).sum())  # (decoder step, source position) pairs: mm(1, h, 1) each to score, or to sum
-    encoder = sum(2 * (mm(packed, e if i == 0 else h, 3 * half) + mm(packed, half, 3 * half))
+    encoder = sum(2 * (mm(enc, e if i == 0 else h, 3 * half) + mm(enc, half, 3 * half))
                   for i in range(c["enc_layers"]))
     bridge = mm(len(n.tgt), c["enc_layers"] * h, layers * h)
     first_input = e + (h if c["input_feeding"] else 0)
@@ -109,9 +116,11 @@ def forward_flops(model_cfg: Mapping[str, Any], vocab: int, lengths: Lengths) ->
     return FORWARD[model_cfg["name"]](model_cfg, vocab, lengths)
 
 
-def training_flops(model_cfg: Mapping[str, Any], vocab: int, batch: Batch) -> dict[str, int]:
-    """Model FLOPs of one update on ``batch`` (3x forward), ``padded`` and over ``real`` tokens only."""
-    return {kind: 3 * forward_flops(model_cfg, vocab, n) for kind, n in batch_lengths(batch).items()}
+def training_flops(model_cfg: Mapping[str, Any], vocab: int, batch: Batch, device_type: str = "cpu") -> dict[str, int]:
+    """Model FLOPs of one update on ``batch`` (3x forward) on a ``device_type`` device, ``padded`` and over
+    ``real`` tokens only."""
+    packed = model_cfg["name"] == "gru" and runs_packed(str(model_cfg.get("recurrence", "auto")), device_type)
+    return {kind: 3 * forward_flops(model_cfg, vocab, n) for kind, n in batch_lengths(batch, packed).items()}
 
 
 def model_shapes(model_cfg: Mapping[str, Any], vocab: int, sentences: int, tgt_width: int) -> dict[str, Shape]:

@@ -173,7 +173,7 @@ def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> di
         losses.append(loss)
         if i >= spec.warmup:
             measured += t2 - t0
-            for kind, count in training_flops(model_cfg, vocab, batch).items():
+            for kind, count in training_flops(model_cfg, vocab, batch, trainer.device.type).items():
                 flops[kind] += count
             sentences.append(batch.src.size(0))
             widths.append(batch.tgt_in.size(1))

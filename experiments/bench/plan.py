@@ -82,6 +82,9 @@ def config_variants(model: str, device: torch.device, *, small_pool: int, compil
     if model == "transformer" and compile_ok:
         variants["compile"] = Variant(["trainer.compile=true"])
         variants["bf16+compile"] = Variant(["trainer.precision=bf16", "trainer.compile=true"], reduced=not native)
+    if model == "gru":  # the encoder recurrence auto does not pick here: batched steps on CUDA, nn.GRU on a CPU
+        other = "batched" if device.type == "cuda" else "packed"
+        variants[other] = Variant([f"model.recurrence={other}"])
     if device.type == "cpu" and usable_cores() > 1:
         variants["threads1"] = Variant(["trainer.num_threads=1"])
     variants[f"pool{small_pool}"] = Variant([f"trainer.pool_size={small_pool}"])
