@@ -60,11 +60,18 @@ def _log_probs(logits: Tensor, step: int, max_len: Tensor, eos_id: int, min_len:
     return logp.masked_fill(at_max & ~is_eos, float("-inf"))
 
 
-def _select(cache: Cache, index: Tensor) -> Cache:
-    """Rows ``index`` of every cache tensor (batch on dim 0): expands and reorders beams."""
+def _select(cache: Cache, index: Tensor, keep: frozenset[str] = frozenset()) -> Cache:
+    """Rows ``index`` of every cache tensor (batch on dim 0): expands and reorders beams.
+
+    Entries named in ``keep`` are passed through as they are: beam search names
+    the model's ``source_cache_keys`` there when it reorders the beams of each
+    sentence among themselves, which leaves what depends only on the source the
+    same (on long sources, copying the attention keys every step was a good part
+    of a step's time).
+    """
     return {
-        key: [t.index_select(0, index) for t in value]
-        if isinstance(value, list)
+        key: value if key in keep
+        else [t.index_select(0, index) for t in value] if isinstance(value, list)
         else value.index_select(0, index)
         for key, value in cache.items()
     }
@@ -176,6 +183,7 @@ def beam_search(
 
     rows = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,) sentence of each row
     memory, beam_mask, cache = memory[rows], src_mask[rows], _select(cache, rows)
+    source_only = frozenset(getattr(model, "source_cache_keys", ()))
     row_max_len = max_len[rows]
     first_row = (torch.arange(B, device=device) * K).unsqueeze(1)  # (B, 1)
     rank = torch.arange(2 * K, device=device)  # (2K,)
@@ -218,7 +226,7 @@ def beam_search(
         parents = cand_rows.gather(1, keep).view(-1)
         hist_tokens.append(tokens)
         hist_parents.append(parents)
-        cache = _select(cache, parents)
+        cache = _select(cache, parents, source_only)  # parents are beams of the same sentence
 
     # Backtrack hypothesis i from its eos at fin_step[i], emitted by row fin_row[i].
     ends = fin_step[:, :n_best].reshape(-1)  # (N,)

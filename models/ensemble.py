@@ -57,6 +57,10 @@ class Ensemble(nn.Module):
         self._widths: list[int] = []
         self._attention_shapes: list[tuple[int, ...]] = []
 
+    @property
+    def source_cache_keys(self) -> tuple[str, ...]:
+        return tuple(f"{i}.{key}" for i, m in enumerate(self.members) for key in getattr(m, "source_cache_keys", ()))
+
     def encode(self, src: Tensor, src_mask: Tensor) -> tuple[Tensor, Cache]:
         memories, cache = [], {}
         for i, member in enumerate(self.members):

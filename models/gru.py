@@ -36,6 +36,8 @@ def runs_packed(recurrence: str, device_type: str) -> bool:
 
 
 class GRUSeq2Seq(nn.Module):
+    source_cache_keys = ("keys",)  # the attention's projected memory, computed once per source
+
     def __init__(
         self,
         *,

@@ -11,7 +11,10 @@ Conventions shared by every model:
   ``False`` on padding.
 * A decoding cache is a dict whose values are tensors (or lists of tensors)
   with the batch on dimension 0, so that beam search can reorder or expand it
-  generically with ``index_select(0, ...)``.
+  generically with ``index_select(0, ...)``. The entries named in
+  ``source_cache_keys`` depend only on the source (attention keys computed
+  once by ``encode``): ``decode_step`` returns them unchanged, and beam search
+  does not copy them when it reorders the beams of a sentence.
 * Cross-attention comes back from the very calls that produce the logits:
   GRU ``(B, T, S)``; Transformer ``(B, L, H, T, S)`` (layers, heads).
   ``decode_step`` returns the same with the ``T`` axis removed.
@@ -29,6 +32,7 @@ Cache = dict[str, Any]
 
 class Seq2SeqModel(Protocol):
     pad_id: int
+    source_cache_keys: tuple[str, ...]
 
     def encode(self, src: Tensor, src_mask: Tensor) -> tuple[Tensor, Cache]:
         """Encode a source batch.

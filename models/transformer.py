@@ -207,6 +207,8 @@ class PositionalEncoding(nn.Module):
 
 
 class TransformerSeq2Seq(nn.Module):
+    source_cache_keys = ("cross_k", "cross_v")  # cross-attention keys/values, computed once per source
+
     def __init__(
         self,
         *,

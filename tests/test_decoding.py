@@ -176,3 +176,32 @@ def test_n_best_cannot_exceed_beam_size():
     src, src_mask = garden_path_batch([2])
     with pytest.raises(ValueError, match="n_best"):
         beam_search(GardenPathModel(), src, src_mask, bos_id=BOS, eos_id=EOS, beam_size=2, n_best=3)
+
+
+@MODEL_KINDS
+def test_source_cache_entries_are_what_decode_step_leaves_unchanged(name, overrides):
+    """The promise that lets beam search skip copying them: decode_step hands them back as they were."""
+    model = tiny_model(name, **overrides)
+    src, src_mask, _ = make_batch([5, 3])
+    memory, cache = model.encode(src, src_mask)
+    keys = set(model.source_cache_keys)
+    assert keys and keys <= set(cache)
+    _, new_cache, _ = model.decode_step(torch.full((2,), BOS), memory, src_mask, cache)
+    for key in keys:
+        assert new_cache[key] is cache[key] or all(a is b for a, b in zip(new_cache[key], cache[key])), key
+    moving = set(cache) - keys  # the rest is the decoder's state: it must change, or it would not be state
+    assert moving and all(new_cache[k] is not cache[k] for k in moving)
+
+
+@MODEL_KINDS
+def test_beam_search_is_the_same_when_it_copies_the_source_cache_too(name, overrides, monkeypatch):
+    model = tiny_model(name, **overrides)
+    src, src_mask, _ = make_batch([7, 4, 1, 6], seed=5)
+    kwargs = {"bos_id": BOS, "eos_id": EOS, "beam_size": 4, "n_best": 2}
+    skipping = beam_search(model, src, src_mask, **kwargs)
+    monkeypatch.setattr(type(model), "source_cache_keys", ())
+    copying = beam_search(model, src, src_mask, **kwargs)
+    assert skipping.tokens == copying.tokens
+    torch.testing.assert_close(skipping.scores, copying.scores, rtol=0, atol=0)
+    for a, b in zip(skipping.attention, copying.attention):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
