@@ -209,6 +209,9 @@ def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> di
     return result
 
 
+TOP_OPERATORS = 12
+
+
 def profile(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> dict[str, Any]:
     """A chrome trace of ``spec.steps`` updates after ``spec.warmup`` unprofiled ones."""
     from torch.profiler import ProfilerActivity, record_function, schedule
@@ -221,11 +224,20 @@ def profile(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> dict[s
         trainer.train_step([next(stream)])
     with torch.profiler.profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=spec.steps),
                                 on_trace_ready=lambda p: p.export_chrome_trace(str(out)),
-                                record_shapes=True) as prof:
+                                record_shapes=True, acc_events=True) as prof:
         for _ in range(spec.steps + 1):
             with record_function("next_batch"):
                 batch = next(stream)
             with record_function("train_step"):
                 trainer.train_step([batch])
             prof.step()
-    return {"trace": str(out), "steps": spec.steps}
+    return {"trace": str(out), "steps": spec.steps, "top_ops": top_operators(prof.key_averages(), spec.steps)}
+
+
+def top_operators(averages: Any, steps: int, n: int = TOP_OPERATORS) -> list[dict[str, Any]]:
+    """The ``n`` operators with the most self CPU time of a profile, per update: where an update's time goes."""
+    ops = [a for a in averages if a.self_cpu_time_total > 0 and not a.key.startswith("ProfilerStep")]
+    total = sum(a.self_cpu_time_total for a in ops) or 1
+    ops.sort(key=lambda a: a.self_cpu_time_total, reverse=True)
+    return [{"op": a.key, "self_s_per_step": a.self_cpu_time_total / 1e6 / steps,
+             "share": a.self_cpu_time_total / total, "calls_per_step": a.count / steps} for a in ops[:n]]

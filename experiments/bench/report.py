@@ -314,8 +314,17 @@ def time_to_bleu(report: dict[str, Any], image_prefix: str) -> list[str]:
 def profiles(report: dict[str, Any], image_prefix: str) -> list[str]:
     if not report.get("profiles"):
         return []
-    return ["## Profiles", "", *(f"- {p['model']}: `{p.get('trace', p.get('error'))}` (open in https://ui.perfetto.dev)"
-                                 for p in report["profiles"]), ""]
+    out = ["## Profiles", "", *(f"- {p['model']}: `{p.get('trace', p.get('error'))}` (open in https://ui.perfetto.dev)"
+                                for p in report["profiles"]), ""]
+    for p in report["profiles"]:
+        if not p.get("top_ops"):
+            continue
+        out += [f"Where a {p['model']} update's time goes (the profile's top operators by self CPU time, "
+                f"over {p['steps']} profiled updates; CPU time of all threads, so it can exceed the wall time):", "",
+                "| operator | self CPU s / update | share | calls / update |", "| --- | --- | --- | --- |",
+                *(f"| `{o['op']}` | {o['self_s_per_step']:.3f} | {o['share']:.1%} | {o['calls_per_step']:.0f} |"
+                  for o in p["top_ops"]), ""]
+    return out
 
 
 Section = Callable[[dict[str, Any], str], list[str]]
