@@ -48,7 +48,7 @@ from experiments.evaluate import decode_split, score, split_loss
 from experiments.optim import make_optimizer, make_schedules
 from experiments.preflight import check_limits, run_splits
 from experiments.loss import sequence_loss
-from experiments.runtime import FreeCores, pick_device, seed_everything, usable_cores
+from experiments.runtime import FreeCores, pick_device, seed_everything, set_threads
 from experiments.tokenizer import save as save_tokenizer
 from experiments.tracking import Tracker
 from models import count_parameters
@@ -297,11 +297,8 @@ class Trainer:
         return final.finish(self)
 
     def set_threads(self, threads: int) -> int:
-        """torch's intra-op threads on a CPU (0: all usable cores); on a GPU, whatever torch has."""
-        if self.device.type != "cpu":
-            return torch.get_num_threads()
-        torch.set_num_threads(threads or usable_cores())
-        return torch.get_num_threads()
+        """torch's intra-op threads on a CPU (a count: auto is resolved before); on a GPU, whatever torch has."""
+        return set_threads(threads) if self.device.type == "cpu" else torch.get_num_threads()
 
     def first_threads(self) -> int:
         """num_threads=0: the free cores now, at most this job's share where a launcher starts several at once
