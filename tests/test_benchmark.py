@@ -93,7 +93,11 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
     assert {"greedy", "beam5"} <= {d["search"] for d in by[("gru", "base")]["decoding"]}
 
     paths = {(f["fast_path"], f["model"]) for f in saved["fast_paths"]}
+    for model in ("transformer", "gru"):  # the source-cache baseline decodes the same sentences to the same outputs
+        copied = next(d for d in by[(model, "base")]["decoding"] if d["search"] == "beam5, source cache copied every step")
+        assert copied["same_outputs"] == copied["sentences"] > 0
     for name in ("bf16 autocast", "fused AdamW", "KV cache (greedy decoding)", "batched search (decoding)",
+                 "source cache left in place (beam search)",
                  "sorted batches (whole split vs unsorted random)"):
         assert any(p == name for p, _ in paths), name
     recurrence = next(f for f in saved["fast_paths"] if f["fast_path"].startswith("encoder recurrence"))

@@ -81,8 +81,12 @@ def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.dev
     decoding = (by.get((model, "base")) or next((r for r in ok if r["model"] == model and r.get("decoding")),
                                                 {})).get("decoding", [])
     for ablation, path, off_word in (("kv_cache", "KV cache (greedy decoding)", "no KV cache"),
-                                     ("batching", "batched search (decoding)", "one sentence at a time")):
+                                     ("batching", "batched search (decoding)", "one sentence at a time"),
+                                     ("source_cache", "source cache left in place (beam search)", "copied")):
         pairs = [r for r in decoding if r.get("ablation") == ablation]
+        if ablation == "source_cache" and len(pairs) == 1:  # against the plain beam row over the same split
+            search = pairs[0]["search"].split(",")[0]
+            pairs += [r for r in decoding if r["search"] == search and "ablation" not in r][:1]
         if len(pairs) == 2:
             on, off = (pairs[0], pairs[1]) if off_word not in pairs[0]["search"] else (pairs[1], pairs[0])
             rows.append({"fast_path": path, "model": model, "off": off["search"], "on": on["search"],

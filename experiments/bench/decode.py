@@ -1,8 +1,10 @@
 """Decoding measurements: greedy and beam search over a split, and the baselines of the two decoding fast paths.
 
 The baselines exist only here: the Transformer without its self-attention KV
-cache (``NoKVCache``) and search one sentence at a time instead of in
-length-sorted batches (``decode_one_at_a_time``).
+cache (``NoKVCache``), search one sentence at a time instead of in
+length-sorted batches (``decode_one_at_a_time``), and beam search copying the
+source-only cache entries with every reordering of the beams
+(``CopiedSourceCache``).
 """
 
 from __future__ import annotations
@@ -56,6 +58,32 @@ class NoKVCache:
         return logits[:, -1], {**cache, "prefix": prefix}, weights[:, :, :, -1]
 
 
+class CopiedSourceCache:
+    """A model whose beam search copies every cache entry at every step: the baseline of ``source_cache_keys``.
+
+    The same encode and decode_step; it only names no entry as source-only, so
+    ``beam_search`` reorders the attention keys (GRU) or cross-attention keys
+    and values (Transformer) with the beams, as it did before they were named.
+    """
+
+    source_cache_keys: tuple[str, ...] = ()
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.pad_id = model.pad_id
+
+    def eval(self) -> CopiedSourceCache:
+        self.model.eval()
+        return self
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.Tensor, Cache]:
+        return self.model.encode(src, src_mask)
+
+    def decode_step(self, tokens: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+                    cache: Cache) -> tuple[torch.Tensor, Cache, torch.Tensor]:
+        return self.model.decode_step(tokens, memory, src_mask, cache)
+
+
 def decode_one_at_a_time(model: Any, data: TaskData, split: str, decoding: DictConfig, device: torch.device,
                          autocast: Any, *, beam_size: int, limit: int) -> Decoded:
     """``decode_split`` over batches of one sentence each: the baseline of batched search."""
@@ -97,10 +125,17 @@ def measure_decoding(model: Any, data: TaskData, cfg: DictConfig, device: torch.
     def same(a: Decoded, b: Decoded) -> int:
         return sum(x == y for x, y in zip(a.token_ids, b.token_ids))
 
-    rows = []
+    rows, kept = [], None
     for beam in spec["beams"]:
         decoded = decode_split(model, data, split, cfg.decoding, device, autocast, beam_size=beam, limit=n)
         rows.append(row("greedy" if beam == 1 else f"beam{beam}", decoded, with_bleu=True, split=split))
+        kept = decoded if beam > 1 else kept
+    if kept is not None:  # the same beam search over the same sentences, copying the source cache each step
+        beam = max(spec["beams"])
+        copied = decode_split(CopiedSourceCache(model), data, split, cfg.decoding, device, autocast,
+                              beam_size=beam, limit=n)
+        rows.append(row(f"beam{beam}, source cache copied every step", copied, ablation="source_cache",
+                        same_outputs=same(kept, copied)))  # its fast path is the beam row above
     if not subset:
         return rows
     beam = max(spec["beams"])
