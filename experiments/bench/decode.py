@@ -130,7 +130,7 @@ def measure_decoding(model: Any, data: TaskData, cfg: DictConfig, device: torch.
         decoded = decode_split(model, data, split, cfg.decoding, device, autocast, beam_size=beam, limit=n)
         rows.append(row("greedy" if beam == 1 else f"beam{beam}", decoded, with_bleu=True, split=split))
         kept = decoded if beam > 1 else kept
-    if kept is not None:  # the same beam search over the same sentences, copying the source cache each step
+    if kept is not None and subset:  # the same beam search over the same sentences, copying the source cache
         beam = max(spec["beams"])
         copied = decode_split(CopiedSourceCache(model), data, split, cfg.decoding, device, autocast,
                               beam_size=beam, limit=n)
