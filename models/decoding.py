@@ -66,8 +66,8 @@ def _select(cache: Cache, index: Tensor, keep: frozenset[str] = frozenset()) -> 
     Entries named in ``keep`` are passed through as they are: beam search names
     the model's ``source_cache_keys`` there when it reorders the beams of each
     sentence among themselves, which leaves what depends only on the source the
-    same (on long sources, copying the attention keys every step was a good part
-    of a step's time).
+    same; copying them would cost a copy of the attention keys, as long as the
+    source, every step (within noise on Multi30k: results/benchmarks_decoding.md).
     """
     return {
         key: value if key in keep
