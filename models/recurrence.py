@@ -3,9 +3,9 @@
 Why not ``nn.GRU`` over packed sequences everywhere: on a GPU it runs cuDNN's
 fused kernels and is the fastest path, but on a CPU torch steps a packed
 sequence through a chain of small operations per direction and per time step,
-input projection included, and autograd records every one of them. On
-400-piece dialogues that per-step work, not arithmetic, is what the GRU spends
-its time on. Here, per layer:
+input projection included, and autograd records every one of them; on long
+sources the backward through those steps was most of the encoder's time.
+Here, per layer:
 
 * the input projections of every position and both directions are one batched
   matmul before the loop;

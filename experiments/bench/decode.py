@@ -23,7 +23,23 @@ from experiments.evaluate import Decoded, decode_split, load_run, score
 from models.interface import Cache
 
 
-class NoKVCache:
+class Wrapped:
+    """A trained model behind the decoding interface, for a baseline to change one thing of (``pad_id``,
+    ``eval`` and ``encode`` passed through)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.pad_id = model.pad_id
+
+    def eval(self) -> Wrapped:
+        self.model.eval()
+        return self
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.Tensor, Cache]:
+        return self.model.encode(src, src_mask)
+
+
+class NoKVCache(Wrapped):
     """The Transformer decoded without its self-attention KV cache: the no-cache baseline of the bench.
 
     Every step re-runs the decoder over the whole prefix generated so far and
@@ -33,14 +49,6 @@ class NoKVCache:
     implements the decoding interface, so greedy and beam search run on it
     unchanged (the prefix has the batch on dim 0 and is reordered with the beams).
     """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-        self.pad_id = model.pad_id
-
-    def eval(self) -> NoKVCache:
-        self.model.eval()
-        return self
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.Tensor, Cache]:
         memory, cache = self.model.encode(src, src_mask)
@@ -58,7 +66,7 @@ class NoKVCache:
         return logits[:, -1], {**cache, "prefix": prefix}, weights[:, :, :, -1]
 
 
-class CopiedSourceCache:
+class CopiedSourceCache(Wrapped):
     """A model whose beam search copies every cache entry at every step: the baseline of ``source_cache_keys``.
 
     The same encode and decode_step; it only names no entry as source-only, so
@@ -67,17 +75,6 @@ class CopiedSourceCache:
     """
 
     source_cache_keys: tuple[str, ...] = ()
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-        self.pad_id = model.pad_id
-
-    def eval(self) -> CopiedSourceCache:
-        self.model.eval()
-        return self
-
-    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.Tensor, Cache]:
-        return self.model.encode(src, src_mask)
 
     def decode_step(self, tokens: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
                     cache: Cache) -> tuple[torch.Tensor, Cache, torch.Tensor]:

@@ -119,7 +119,7 @@ def forward_flops(model_cfg: Mapping[str, Any], vocab: int, lengths: Lengths) ->
 def training_flops(model_cfg: Mapping[str, Any], vocab: int, batch: Batch, device_type: str = "cpu") -> dict[str, int]:
     """Model FLOPs of one update on ``batch`` (3x forward) on a ``device_type`` device, ``padded`` and over
     ``real`` tokens only."""
-    packed = model_cfg["name"] == "gru" and runs_packed(str(model_cfg.get("recurrence", "auto")), device_type)
+    packed = model_cfg["name"] == "gru" and runs_packed(model_cfg.get("recurrence", "auto"), device_type)
     return {kind: 3 * forward_flops(model_cfg, vocab, n) for kind, n in batch_lengths(batch, packed).items()}
 
 
