@@ -58,13 +58,14 @@ class Decoded:
 
 
 def search(model: torch.nn.Module, batch: Batch, data: TaskData, decoding: Any, autocast: Any,
-           beam: int, return_attention: bool = False, n_best: int = 1) -> Hypotheses:
+           beam: int, return_attention: bool = False, n_best: int = 1, drop_finished: bool = True) -> Hypotheses:
     """Greedy (``beam`` 1) or beam search over one batch under ``autocast``, with the ``decoding`` length rules.
 
     ``n_best`` > 1 (beam search only) returns each sentence's n best hypotheses, best first.
     """
     common = dict(bos_id=data.bos_id, eos_id=data.eos_id, max_len_a=decoding.max_len_a,
-                  max_len_b=decoding.max_len_b, min_len=decoding.min_len, return_attention=return_attention)
+                  max_len_b=decoding.max_len_b, min_len=decoding.min_len, return_attention=return_attention,
+                  drop_finished=drop_finished)
     with autocast():
         if beam == 1:
             return greedy_search(model, batch.src, batch.src_mask, **common)
@@ -75,10 +76,11 @@ def search(model: torch.nn.Module, batch: Batch, data: TaskData, decoding: Any, 
 @torch.inference_mode()
 def decode_split(model: torch.nn.Module, data: TaskData, split: str, decoding: Any, device: torch.device,
                  autocast: Any, *, beam_size: int | None = None, limit: int = 0, n_best: int = 1,
-                 plan: list[Any] | None = None) -> Decoded:
+                 plan: list[Any] | None = None, drop_finished: bool = True) -> Decoded:
     """Greedy (beam 1) or beam search over a split, batched by length; outputs back in split order.
 
     ``plan``: other batches (arrays of example indices below ``limit``) instead of the length-sorted ones.
+    ``drop_finished=False``: finished sentences stay in the batch (the bench's baseline; the same outputs).
     """
     model.eval()
     beam = beam_size or decoding.beam_size
@@ -89,7 +91,8 @@ def decode_split(model: torch.nn.Module, data: TaskData, split: str, decoding: A
     if plan is None:
         plan = data.plan(split, max(decoding.batch_tokens // beam, 1), shuffle=False, limit=limit)
     for batch in data.batches(split, plan):
-        hyps = search(model, batch.to(device), data, decoding, autocast, beam, n_best=n_best)
+        hyps = search(model, batch.to(device), data, decoding, autocast, beam, n_best=n_best,
+                      drop_finished=drop_finished)
         scores = hyps.scores.tolist()
         for j, i in enumerate(batch.indices.tolist()):
             out[i] = hyps.tokens[j * n_best]

@@ -60,8 +60,12 @@ def _log_probs(logits: Tensor, step: int, max_len: Tensor, eos_id: int, min_len:
     return logp.masked_fill(at_max & ~is_eos, float("-inf"))
 
 
+def _rows(value: Tensor | list[Tensor], index: Tensor) -> Tensor | list[Tensor]:
+    return [t.index_select(0, index) for t in value] if isinstance(value, list) else value.index_select(0, index)
+
+
 def _select(cache: Cache, index: Tensor, keep: frozenset[str] = frozenset()) -> Cache:
-    """Rows ``index`` of every cache tensor (batch on dim 0): expands and reorders beams.
+    """Rows ``index`` of every cache tensor (batch on dim 0): expands, reorders and drops rows.
 
     Entries named in ``keep`` are passed through as they are: beam search names
     the model's ``source_cache_keys`` there when it reorders the beams of each
@@ -69,12 +73,19 @@ def _select(cache: Cache, index: Tensor, keep: frozenset[str] = frozenset()) -> 
     same; copying them would cost a copy of the attention keys, as long as the
     source, every step (within noise on Multi30k: results/benchmarks_decoding.md).
     """
-    return {
-        key: value if key in keep
-        else [t.index_select(0, index) for t in value] if isinstance(value, list)
-        else value.index_select(0, index)
-        for key, value in cache.items()
-    }
+    return {key: value if key in keep else _rows(value, index) for key, value in cache.items()}
+
+
+def _scatter_rows(value: Tensor, rows: Tensor, n: int, fill: float | int = 0) -> Tensor:
+    """``value`` (R, ...) placed at rows ``rows`` of an (n, ...) tensor filled with ``fill``.
+
+    The searches drop finished sentences from the batch; what they record per
+    step goes back to the rows of the whole batch, so that backtracking and the
+    outputs need not know when a sentence left.
+    """
+    full = value.new_full((n, *value.shape[1:]), fill)
+    full[rows] = value
+    return full
 
 
 def _hypotheses(
@@ -111,31 +122,40 @@ def greedy_search(
     max_len_cap: int | None = None,
     min_len: int = 0,
     return_attention: bool = True,
+    drop_finished: bool = True,
 ) -> Hypotheses:
     """Most probable next token at every step; ``scores`` are unnormalised log-probabilities.
 
     Outputs have at most ``max_len_a * source length + max_len_b`` tokens before
     eos (capped by ``max_len_cap``) and, where that allows, at least ``min_len``.
+    A sentence leaves the batch at its eos, so the later steps compute only the unfinished ones
+    (``drop_finished=False`` keeps it there, masked: the same outputs, the baseline of the bench).
     """
     B = src.size(0)
     max_len = _max_lengths(src_mask, max_len_a, max_len_b, max_len_cap)  # (B,)
     memory, cache = model.encode(src, src_mask)
 
+    active = torch.arange(B, device=src.device)  # (A,) the sentences still decoding; the others have left
+    mask = src_mask
     tokens = src.new_full((B,), bos_id)
     scores = torch.zeros(B, device=src.device)
-    finished = torch.zeros(B, dtype=torch.bool, device=src.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=src.device)  # (A,); all False while finished ones leave
     out_tokens, out_attention = [], []
     for step in range(int(max_len.max()) + 1):
-        logits, cache, attention = model.decode_step(tokens, memory, src_mask, cache)
-        logp = _log_probs(logits, step, max_len, eos_id, min_len)  # (B, V)
-        tokens = logp.argmax(dim=-1)  # (B,)
-        scores += logp.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0)
-        out_tokens.append(tokens)
+        logits, cache, attention = model.decode_step(tokens, memory, mask, cache)
+        logp = _log_probs(logits, step, max_len[active], eos_id, min_len)  # (A, V)
+        tokens = logp.argmax(dim=-1)  # (A,)
+        scores[active] += logp.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(finished, 0.0)
+        out_tokens.append(_scatter_rows(tokens, active, B, fill=eos_id))
         if return_attention:
-            out_attention.append(attention)
+            out_attention.append(_scatter_rows(attention, active, B))
         finished |= tokens == eos_id
         if finished.all():
             break
+        if drop_finished and finished.any():  # finished sentences leave the batch
+            keep = (~finished).nonzero().squeeze(1)
+            active, tokens, memory, mask, finished = (t[keep] for t in (active, tokens, memory, mask, finished))
+            cache = _select(cache, keep)
 
     out = torch.stack(out_tokens, dim=1)  # (B, T)
     lengths = (out == eos_id).int().argmax(dim=1)  # first eos
@@ -160,6 +180,7 @@ def beam_search(
     min_len: int = 0,
     n_best: int = 1,
     return_attention: bool = True,
+    drop_finished: bool = True,
 ) -> Hypotheses:
     """Batched beam search: the B sentences x K beams run as one batch of B*K rows.
 
@@ -168,7 +189,10 @@ def beam_search(
     scored ``logp / lp`` with the GNMT penalty ``lp = ((5 + n) / 6) ** length_penalty``
     (n = tokens including eos; ``length_penalty=0`` keeps the raw sum); the best K
     of the rest stay alive. Stopping rule: a sentence is done once it has K
-    finished hypotheses (or reaches its max length); the search stops when all are.
+    finished hypotheses (or reaches its max length) and then leaves the batch, so
+    the later steps compute only the sentences still searching; the search stops
+    when all are done (``drop_finished=False`` keeps done sentences in the batch,
+    masked: the same outputs, the baseline of the bench).
     Lengths follow greedy search's rule (``max_len_*``, ``min_len``).
     With K = 1 this is exactly greedy search.
 
@@ -181,11 +205,13 @@ def beam_search(
     max_len = _max_lengths(src_mask, max_len_a, max_len_b, max_len_cap)  # (B,)
     memory, cache = model.encode(src, src_mask)
 
-    rows = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,) sentence of each row
+    # Rows: beam k of sentence j is row j * K + k of the whole batch ("global" rows, what the history and
+    # the results use); the model only sees the rows of the sentences still searching, in the same order.
+    active = torch.arange(B, device=device)  # (A,) the sentences still searching
+    beams = torch.arange(K, device=device)
+    rows = active.repeat_interleave(K)  # (A*K,) sentence of each row
     memory, beam_mask, cache = memory[rows], src_mask[rows], _select(cache, rows)
     source_only = frozenset(getattr(model, "source_cache_keys", ()))
-    row_max_len = max_len[rows]
-    first_row = (torch.arange(B, device=device) * K).unsqueeze(1)  # (B, 1)
     rank = torch.arange(2 * K, device=device)  # (2K,)
 
     tokens = src.new_full((B * K,), bos_id)
@@ -193,42 +219,57 @@ def beam_search(
     alive[:, 0] = 0.0  # the K beams start identical: expand only one of them
     fin_scores = torch.full((B, K), float("-inf"), device=device)  # sorted, best first
     fin_step = torch.zeros(B, K, dtype=torch.long, device=device)  # step that emitted eos
-    fin_row = first_row.expand(B, K).clone()  # row that emitted eos
-    done = torch.zeros(B, dtype=torch.bool, device=device)
+    fin_row = (active * K).unsqueeze(1).expand(B, K).clone()  # global row that emitted eos
+    results = (fin_scores.clone(), fin_step.clone(), fin_row.clone())  # of every sentence, once it is done
+    done = torch.zeros(B, dtype=torch.bool, device=device)  # (A,); all False while done sentences leave
     hist_tokens, hist_parents, hist_attention = [], [], []
 
     for step in range(int(max_len.max()) + 1):
+        A = active.numel()
+        global_rows = ((active * K).unsqueeze(1) + beams).view(-1)  # (A*K,)
         logits, cache, attention = model.decode_step(tokens, memory, beam_mask, cache)
         if return_attention:
-            hist_attention.append(attention)  # (B*K, [L, h,] S), indexed by row
-        logp = _log_probs(logits, step, row_max_len, eos_id, min_len)  # (B*K, V)
+            hist_attention.append(_scatter_rows(attention, global_rows, B * K))  # (B*K, [L, h,] S)
+        logp = _log_probs(logits, step, max_len[active].repeat_interleave(K), eos_id, min_len)  # (A*K, V)
         V = logp.size(-1)
-        cand_scores, cand = (alive.view(-1, 1) + logp).view(B, K * V).topk(2 * K, dim=1)  # (B, 2K)
+        cand_scores, cand = (alive.view(-1, 1) + logp).view(A, K * V).topk(2 * K, dim=1)  # (A, 2K)
         cand_tokens = cand % V
-        cand_rows = first_row + cand // V
+        cand_beams = cand // V  # the beam each candidate extends
         is_eos = cand_tokens == eos_id
 
         # Finish eos candidates ranked in the top K; keep the K best finished so far.
         finishing = is_eos & (rank < K) & ~done.unsqueeze(1) & cand_scores.isfinite()
         penalised = cand_scores / ((5.0 + step + 1) / 6.0) ** length_penalty
         merged = torch.cat([fin_scores, penalised.masked_fill(~finishing, float("-inf"))], dim=1)
-        fin_scores, pick = merged.topk(K, dim=1)  # (B, K)
+        fin_scores, pick = merged.topk(K, dim=1)  # (A, K)
         fin_step = torch.cat([fin_step, torch.full_like(cand_tokens, step)], dim=1).gather(1, pick)
-        fin_row = torch.cat([fin_row, cand_rows], dim=1).gather(1, pick)
-        done |= fin_scores[:, -1].isfinite() | (step >= max_len)
+        fin_row = torch.cat([fin_row, (active * K).unsqueeze(1) + cand_beams], dim=1).gather(1, pick)
+        now_done = ~done & (fin_scores[:, -1].isfinite() | (step >= max_len[active]))  # (A,)
+        for result, state in zip(results, (fin_scores, fin_step, fin_row)):
+            result[active[now_done]] = state[now_done]
+        done |= now_done
         if done.all():
             break
 
         # The K best non-eos candidates continue (each beam has one eos, so there are K).
-        keep = (rank + is_eos * 2 * K).topk(K, dim=1, largest=False).indices  # (B, K), by score
+        keep = (rank + is_eos * 2 * K).topk(K, dim=1, largest=False).indices  # (A, K), by score
         alive = cand_scores.gather(1, keep)
         tokens = cand_tokens.gather(1, keep).view(-1)
-        parents = cand_rows.gather(1, keep).view(-1)
-        hist_tokens.append(tokens)
-        hist_parents.append(parents)
-        cache = _select(cache, parents, source_only)  # parents are beams of the same sentence
+        parent_beams = cand_beams.gather(1, keep)  # (A, K)
+        hist_tokens.append(_scatter_rows(tokens, global_rows, B * K, fill=eos_id))
+        hist_parents.append(_scatter_rows(((active * K).unsqueeze(1) + parent_beams).view(-1), global_rows, B * K))
+        parents = ((torch.arange(A, device=device) * K).unsqueeze(1) + parent_beams).view(-1)  # (A*K,) rows now
+        if drop_finished and done.any():  # done sentences leave the batch
+            stay = (~done).nonzero().squeeze(1)  # (A',)
+            stay_rows = ((stay * K).unsqueeze(1) + beams).view(-1)  # (A'*K,)
+            active, alive, fin_scores, fin_step, fin_row, done = (
+                t[stay] for t in (active, alive, fin_scores, fin_step, fin_row, done))
+            tokens, parents, memory, beam_mask = (t[stay_rows] for t in (tokens, parents, memory, beam_mask))
+            cache = _select(cache, stay_rows, keep=frozenset(cache) - source_only)  # the source's rows only
+        cache = _select(cache, parents, keep=source_only)  # parents are beams of the same sentence
 
-    # Backtrack hypothesis i from its eos at fin_step[i], emitted by row fin_row[i].
+    # Backtrack hypothesis i from its eos at fin_step[i], emitted by (global) row fin_row[i].
+    fin_scores, fin_step, fin_row = results
     ends = fin_step[:, :n_best].reshape(-1)  # (N,)
     row = fin_row[:, :n_best].reshape(-1)  # at step t: the row whose history holds positions < t
     out_tokens, out_attention = [], []

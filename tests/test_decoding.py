@@ -93,6 +93,40 @@ def test_min_len_keeps_eos_out_of_the_first_tokens():
     assert [len(t) for t in capped.tokens] == [1, 1]
 
 
+class RowCounting(GardenPathModel):
+    """Records how many rows every decode_step is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[int] = []
+
+    def decode_step(self, tokens, memory, src_mask, cache):
+        assert memory.size(0) == src_mask.size(0) == tokens.size(0) == cache["steps"].size(0)
+        self.rows.append(tokens.numel())
+        return super().decode_step(tokens, memory, src_mask, cache)
+
+
+def test_finished_sentences_leave_the_batch():
+    src, src_mask = garden_path_batch([1, 4, 10])
+    common = dict(bos_id=BOS, eos_id=EOS, max_len_a=0.5, max_len_b=2)
+    model = RowCounting()
+    greedy = greedy_search(model, src, src_mask, **common)
+    assert [len(t) for t in greedy.tokens] == [2, 4, 7]  # eos at steps 2, 4 and 7
+    assert model.rows == [3] * 3 + [2] * 2 + [1] * 3
+    model = RowCounting()
+    assert greedy_search(model, src, src_mask, drop_finished=False, **common).tokens == greedy.tokens
+    assert model.rows == [3] * 8
+
+    model = RowCounting()
+    beam = beam_search(model, src, src_mask, beam_size=3, length_penalty=0.0, n_best=3, **common)
+    assert model.rows == [9, 9, 9, 6]  # sentence 0 is done at its length limit (step 2), the others at step 3
+    for j, n in enumerate([1, 4, 10]):  # what each sentence gets when it is decoded alone
+        alone = beam_search(GardenPathModel(), src[j:j + 1, :n], src_mask[j:j + 1, :n], beam_size=3,
+                            length_penalty=0.0, n_best=3, **common)
+        assert beam.tokens[3 * j:3 * j + 3] == alone.tokens
+        torch.testing.assert_close(beam.scores[3 * j:3 * j + 3], alone.scores, rtol=0, atol=0)
+
+
 # A GRU and a Transformer configuration; tests/test_models.py covers the others.
 MODEL_KINDS = pytest.mark.parametrize(
     "name, overrides",
@@ -159,6 +193,20 @@ def test_decoding_a_sentence_does_not_depend_on_its_batch(name, overrides):
             assert alone.tokens[0] == batched.tokens[j]
             torch.testing.assert_close(alone.scores[0], batched.scores[j], atol=1e-4, rtol=0)
             torch.testing.assert_close(alone.attention[0], batched.attention[j], atol=1e-5, rtol=0)
+
+
+@MODEL_KINDS
+def test_dropping_finished_sentences_changes_no_output(name, overrides):
+    model = tiny_model(name, **overrides)
+    src, src_mask, _ = make_batch([7, 2, 5, 3, 1, 6], seed=4)
+    for search, kwargs in [(greedy_search, {}), (beam_search, {"beam_size": 3, "n_best": 2})]:
+        dropped = search(model, src, src_mask, bos_id=BOS, eos_id=EOS, **kwargs)
+        kept = search(model, src, src_mask, bos_id=BOS, eos_id=EOS, drop_finished=False, **kwargs)
+        assert len({len(t) for t in dropped.tokens}) > 1  # sentences did finish at different steps
+        assert dropped.tokens == kept.tokens
+        torch.testing.assert_close(dropped.scores, kept.scores, atol=1e-5, rtol=0)
+        for a, b in zip(dropped.attention, kept.attention):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 @MODEL_KINDS

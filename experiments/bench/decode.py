@@ -4,7 +4,8 @@ The baselines exist only here: the Transformer without its self-attention KV
 cache (``NoKVCache``), search one sentence at a time instead of in
 length-sorted batches (``decode_one_at_a_time``), and beam search copying the
 source-only cache entries with every reordering of the beams
-(``CopiedSourceCache``).
+(``CopiedSourceCache``), and searches that keep finished sentences in the batch
+(``drop_finished=False``).
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def decoding_model(trainer: Any, data: TaskData, cfg: DictConfig, spec: dict[str
 
 def measure_decoding(model: Any, data: TaskData, cfg: DictConfig, device: torch.device, autocast: Any,
                      spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Greedy and beam search over the split; the batching baseline, and for the Transformer the KV-cache one."""
+    """Greedy and beam search over the split, and their baselines: finished sentences kept in the batch,
+    the source cache copied (beam), one sentence at a time, and for the Transformer no KV cache (greedy)."""
     split = spec["split"]
     n = min(spec["limit"] or len(data.split(split)), len(data.split(split)))
     subset = min(spec["ablation"], n)
@@ -122,17 +124,25 @@ def measure_decoding(model: Any, data: TaskData, cfg: DictConfig, device: torch.
     def same(a: Decoded, b: Decoded) -> int:
         return sum(x == y for x, y in zip(a.token_ids, b.token_ids))
 
-    rows, kept = [], None
+    rows, plain = [], {}
     for beam in spec["beams"]:
         decoded = decode_split(model, data, split, cfg.decoding, device, autocast, beam_size=beam, limit=n)
         rows.append(row("greedy" if beam == 1 else f"beam{beam}", decoded, with_bleu=True, split=split))
-        kept = decoded if beam > 1 else kept
-    if kept is not None and subset:  # the same beam search over the same sentences, copying the source cache
-        beam = max(spec["beams"])
-        copied = decode_split(CopiedSourceCache(model), data, split, cfg.decoding, device, autocast,
-                              beam_size=beam, limit=n)
-        rows.append(row(f"beam{beam}, source cache copied every step", copied, ablation="source_cache",
-                        same_outputs=same(kept, copied)))  # its fast path is the beam row above
+        plain[beam] = decoded
+    widest = max(plain)
+    if subset:  # greedy and the widest beam again over the same sentences, one fast path off each time
+        for beam in sorted({1, widest} & set(plain)):
+            name = "greedy" if beam == 1 else f"beam{beam}"
+            kept = decode_split(model, data, split, cfg.decoding, device, autocast, beam_size=beam, limit=n,
+                                drop_finished=False)
+            rows.append(row(f"{name}, finished sentences kept in the batch", kept, against=name,
+                            ablation="drop_finished_" + ("greedy" if beam == 1 else "beam"),
+                            same_outputs=same(plain[beam], kept)))
+        if widest > 1:
+            copied = decode_split(CopiedSourceCache(model), data, split, cfg.decoding, device, autocast,
+                                  beam_size=widest, limit=n)
+            rows.append(row(f"beam{widest}, source cache copied every step", copied, ablation="source_cache",
+                            against=f"beam{widest}", same_outputs=same(plain[widest], copied)))
     if not subset:
         return rows
     beam = max(spec["beams"])
