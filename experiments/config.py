@@ -101,6 +101,12 @@ class GRURecurrence(str, Enum):
     batched = "batched"  # models/recurrence.py: both directions a step in one matmul
 
 
+class GRUDecoderLoop(str, Enum):
+    auto = "auto"  # hand-written on a CPU, autograd on CUDA
+    autograd = "autograd"  # GRUSeq2Seq._step per target position, under autograd
+    handwritten = "handwritten"  # models/decoder_loop.py: the backward written by hand
+
+
 @dataclass
 class GRUConfig:
     name: str = "gru"
@@ -114,6 +120,7 @@ class GRUConfig:
     tie_embeddings: bool = True
     share_embeddings: bool = True
     recurrence: GRURecurrence = GRURecurrence.auto
+    decoder_loop: GRUDecoderLoop = GRUDecoderLoop.auto
 
 
 class Positions(str, Enum):

@@ -14,7 +14,9 @@ Decoder, per step t (Luong's "attentional" decoder, whatever the score function)
     logits_t = W_out a_t
 
 ``forward`` and ``decode_step`` run the very same ``_step``; ``forward`` only
-embeds the whole target and applies the output layer once at the end.
+embeds the whole target and applies the output layer once at the end. Training
+on a CPU runs the same steps in models/decoder_loop.py, whose backward is
+written by hand (``decoder_loop``; tests hold the two equal).
 """
 
 from __future__ import annotations
@@ -25,14 +27,21 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.attention import build_attention
 from models.interface import Cache
+from models.decoder_loop import teacher_forced_loop
 from models.recurrence import bidirectional_gru
 
 RECURRENCES = ("auto", "packed", "batched")
+DECODER_LOOPS = ("auto", "autograd", "handwritten")
 
 
 def runs_packed(recurrence: str, device_type: str) -> bool:
     """Whether the encoder runs nn.GRU over packed sequences (else models/recurrence.py's batched steps)."""
     return recurrence == "packed" or (recurrence == "auto" and device_type == "cuda")
+
+
+def runs_handwritten_loop(decoder_loop: str, device_type: str) -> bool:
+    """Whether training's decoder runs models/decoder_loop.py (else ``_step`` per position under autograd)."""
+    return decoder_loop == "handwritten" or (decoder_loop == "auto" and device_type == "cpu")
 
 
 class GRUSeq2Seq(nn.Module):
@@ -54,6 +63,7 @@ class GRUSeq2Seq(nn.Module):
         tie_embeddings: bool = False,
         share_embeddings: bool = False,
         recurrence: str = "auto",
+        decoder_loop: str = "auto",
     ) -> None:
         super().__init__()
         if hidden_size % 2:
@@ -65,11 +75,16 @@ class GRUSeq2Seq(nn.Module):
             )
         if recurrence not in RECURRENCES:
             raise ValueError(f"unknown recurrence {recurrence!r}; expected one of {RECURRENCES}")
+        if decoder_loop not in DECODER_LOOPS:
+            raise ValueError(f"unknown decoder_loop {decoder_loop!r}; expected one of {DECODER_LOOPS}")
         self.pad_id = pad_id
         self.input_feeding = input_feeding
         # The encoder's recurrence: nn.GRU over packed sequences (cuDNN on a GPU) or models/recurrence.py's
         # batched steps (faster on a CPU: results/benchmarks_samsum_gru.md); auto picks by the batch's device.
         self.recurrence = recurrence
+        # Training's decoder loop: under autograd, or with models/decoder_loop.py's hand-written backward
+        # (faster on a CPU); the same parameters and the same numbers either way.
+        self.decoder_loop = decoder_loop
 
         self.src_emb = nn.Embedding(src_vocab_size, emb_dim, padding_idx=pad_id)
         self.tgt_emb = (
@@ -163,10 +178,15 @@ class GRUSeq2Seq(nn.Module):
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
         memory, cache = self.encode(src, src_mask)
         emb = self.dropout(self.tgt_emb(tgt_in))  # (B, T, E)
-        attn_vecs, weights = [], []
-        for t in range(tgt_in.size(1)):
-            attn_vec, cache, w = self._step(emb[:, t], memory, src_mask, cache)
-            attn_vecs.append(attn_vec)
-            weights.append(w)
-        logits = self.output(self.pre_output(torch.stack(attn_vecs, dim=1)))  # (B, T, V)
-        return logits, torch.stack(weights, dim=1)  # (B, T, V), (B, T, S)
+        if torch.is_grad_enabled() and runs_handwritten_loop(self.decoder_loop, src.device.type):
+            attn_vecs, weights = teacher_forced_loop(
+                self.decoder, self.attention, self.combine, emb, memory, cache["keys"], src_mask, cache["hidden"],
+                self.input_feeding, self.dropout.p if self.training else 0.0)  # (B, T, H), (B, T, S)
+        else:
+            steps = []
+            for t in range(tgt_in.size(1)):
+                attn_vec, cache, w = self._step(emb[:, t], memory, src_mask, cache)
+                steps.append((attn_vec, w))
+            attn_vecs, weights = (torch.stack(x, dim=1) for x in zip(*steps))
+        logits = self.output(self.pre_output(attn_vecs))  # (B, T, V)
+        return logits, weights  # (B, T, V), (B, T, S)

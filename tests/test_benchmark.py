@@ -93,15 +93,21 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
     assert {"greedy", "beam5"} <= {d["search"] for d in by[("gru", "base")]["decoding"]}
 
     paths = {(f["fast_path"], f["model"]) for f in saved["fast_paths"]}
-    for model in ("transformer", "gru"):  # the source-cache baseline decodes the same sentences to the same outputs
-        copied = next(d for d in by[(model, "base")]["decoding"] if d["search"] == "beam5, source cache copied every step")
-        assert copied["same_outputs"] == copied["sentences"] > 0
+    for model in ("transformer", "gru"):  # these baselines decode the same sentences to the same outputs
+        for search in ("beam5, source cache copied every step", "beam5, finished sentences kept in the batch",
+                       "greedy, finished sentences kept in the batch"):
+            baseline = next(d for d in by[(model, "base")]["decoding"] if d["search"] == search)
+            assert baseline["same_outputs"] == baseline["sentences"] > 0, (model, search)
     for name in ("bf16 autocast", "fused AdamW", "KV cache (greedy decoding)", "batched search (decoding)",
-                 "source cache left in place (beam search)",
+                 "source cache left in place (beam search)", "finished sentences leave the batch (beam search)",
+                 "finished sentences leave the batch (greedy)",
                  "sorted batches (whole split vs unsorted random)"):
         assert any(p == name for p, _ in paths), name
     recurrence = next(f for f in saved["fast_paths"] if f["fast_path"].startswith("encoder recurrence"))
     assert recurrence["model"] == "gru" and (recurrence["off"], recurrence["on"]) == ("packed", "base")
+    loops = {f["fast_path"]: (f.get("off"), f.get("on")) for f in saved["fast_paths"] if f["model"] == "gru"}
+    assert loops["decoder loop (hand-written backward vs autograd)"] == ("autograd", "base")
+    assert loops["both (vs nn.GRU packed and the autograd loop)"] == ("packed+autograd", "base")
     assert by[("gru", "packed")]["tokens_per_s"] > 0
     assert [c["model"] for c in saved["comparison"]] == ["transformer", "gru"]
     assert all(c["joeynmt_source"].startswith("anchor") for c in saved["comparison"])

@@ -73,20 +73,25 @@ def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.dev
     else:
         rows.append({"fast_path": "fused AdamW", "model": model, "speedup": None,
                      "note": "n/a on CPU (fused AdamW is CUDA only)"})
-    if model == "gru":  # the recurrence auto picks (base) against the other one
+    if model == "gru":  # the recurrence and decoder loop auto picks (base) against the other ones
         if device.type == "cuda":
             pair("encoder recurrence (nn.GRU packed, cuDNN, vs batched steps)", "batched", "base")
+            pair("decoder loop (autograd, vs hand-written backward)", "handwritten", "base")
         else:
             pair("encoder recurrence (batched steps, hand-written backward, vs nn.GRU packed)", "packed", "base")
+            pair("decoder loop (hand-written backward vs autograd)", "autograd", "base")
+            pair("both (vs nn.GRU packed and the autograd loop)", "packed+autograd", "base")
     decoding = (by.get((model, "base")) or next((r for r in ok if r["model"] == model and r.get("decoding")),
                                                 {})).get("decoding", [])
     for ablation, path, off_word in (("kv_cache", "KV cache (greedy decoding)", "no KV cache"),
                                      ("batching", "batched search (decoding)", "one sentence at a time"),
-                                     ("source_cache", "source cache left in place (beam search)", "copied")):
+                                     ("source_cache", "source cache left in place (beam search)", "copied"),
+                                     ("drop_finished_beam", "finished sentences leave the batch (beam search)",
+                                      "kept"),
+                                     ("drop_finished_greedy", "finished sentences leave the batch (greedy)", "kept")):
         pairs = [r for r in decoding if r.get("ablation") == ablation]
-        if ablation == "source_cache" and len(pairs) == 1:  # against the plain beam row over the same split
-            search = pairs[0]["search"].split(",")[0]
-            pairs += [r for r in decoding if r["search"] == search and "ablation" not in r][:1]
+        if len(pairs) == 1 and "against" in pairs[0]:  # against the plain row of that search, same split
+            pairs += [r for r in decoding if r["search"] == pairs[0]["against"] and "ablation" not in r][:1]
         if len(pairs) == 2:
             on, off = (pairs[0], pairs[1]) if off_word not in pairs[0]["search"] else (pairs[1], pairs[0])
             rows.append({"fast_path": path, "model": model, "off": off["search"], "on": on["search"],

@@ -82,9 +82,13 @@ def config_variants(model: str, device: torch.device, *, small_pool: int, compil
     if model == "transformer" and compile_ok:
         variants["compile"] = Variant(["trainer.compile=true"])
         variants["bf16+compile"] = Variant(["trainer.precision=bf16", "trainer.compile=true"], reduced=not native)
-    if model == "gru":  # the encoder recurrence auto does not pick here: batched steps on CUDA, nn.GRU on a CPU
+    if model == "gru":  # the encoder recurrence and decoder loop auto does not pick here, and both together
         other = "batched" if device.type == "cuda" else "packed"
         variants[other] = Variant([f"model.recurrence={other}"])
+        loop = "handwritten" if device.type == "cuda" else "autograd"
+        variants[loop] = Variant([f"model.decoder_loop={loop}"])
+        if device.type == "cpu":  # the paths the GRU trained with on a CPU before its own two
+            variants["packed+autograd"] = Variant(["model.recurrence=packed", "model.decoder_loop=autograd"])
     if device.type == "cpu" and usable_cores() > 1:
         variants["threads1"] = Variant(["trainer.num_threads=1"])
     variants[f"pool{small_pool}"] = Variant([f"trainer.pool_size={small_pool}"])

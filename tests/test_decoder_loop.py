@@ -1,0 +1,99 @@
+"""The hand-written decoder loop (models/decoder_loop.py) against GRUSeq2Seq._step under autograd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.gru import GRUSeq2Seq, runs_handwritten_loop
+from tests.test_models import one_thread  # noqa: F401  (autouse)
+
+CONFIGS = {
+    "bahdanau": {},
+    "luong_dot, no input feeding": {"attention": "luong_dot", "input_feeding": False},
+    "luong_general, 3 layers": {"attention": "luong_general", "dec_layers": 3},
+    "bahdanau, 2 layers, untied": {"dec_layers": 2, "tie_embeddings": False, "share_embeddings": False},
+}
+
+
+def model_pair(overrides: dict, dropout: float) -> tuple[GRUSeq2Seq, GRUSeq2Seq]:
+    kwargs = {"src_vocab_size": 23, "tgt_vocab_size": 23, "pad_id": 1, "emb_dim": 6, "hidden_size": 8,
+              "enc_layers": 2, "dropout": dropout, "tie_embeddings": True, "share_embeddings": True, **overrides}
+    torch.manual_seed(0)
+    autograd = GRUSeq2Seq(**kwargs, decoder_loop="autograd").double()
+    handwritten = GRUSeq2Seq(**kwargs, decoder_loop="handwritten").double()
+    handwritten.load_state_dict(autograd.state_dict())
+    return autograd, handwritten
+
+
+def batch(lengths: list[int], tgt_len: int = 6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    mask = torch.arange(max(lengths)) < torch.tensor(lengths)[:, None]
+    src = torch.randint(4, 23, mask.shape, generator=g).masked_fill(~mask, 1)
+    tgt = torch.randint(4, 23, (len(lengths), tgt_len + 1), generator=g)
+    return src, mask, tgt[:, :-1], tgt[:, 1:]
+
+
+def loss_and_grads(model: GRUSeq2Seq, src, mask, tgt_in, gold, seed: int):
+    torch.manual_seed(seed)  # the same dropout masks, if both loops draw them alike
+    model.zero_grad()
+    logits, weights = model(src, mask, tgt_in)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), gold.flatten(), reduction="sum")
+    loss.backward()
+    return logits, weights, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def graph_nodes(t: torch.Tensor) -> set[str]:
+    """Names of the autograd nodes behind ``t``."""
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo += [n for n, _ in node.next_functions]
+    return {type(n).__name__ for n in seen}
+
+
+@pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_handwritten_loop_equals_autograd_in_outputs_and_every_gradient(overrides, dropout):
+    autograd, handwritten = model_pair(overrides, dropout)
+    src, mask, tgt_in, gold = batch([7, 3, 1, 5])  # unsorted, one of length 1, padding in the middle rows
+    for model in (autograd, handwritten):
+        model.train()
+    expected = loss_and_grads(autograd, src, mask, tgt_in, gold, seed=5)
+    got = loss_and_grads(handwritten, src, mask, tgt_in, gold, seed=5)
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-10)  # logits
+    torch.testing.assert_close(got[1], expected[1], rtol=0, atol=1e-10)  # attention weights
+    assert got[2].keys() == expected[2].keys()
+    for name in expected[2]:
+        torch.testing.assert_close(got[2][name], expected[2][name], rtol=0, atol=1e-9, msg=name)
+
+
+def test_the_loop_is_what_training_runs_on_a_cpu_and_only_with_gradients():
+    autograd, handwritten = model_pair({}, 0.0)
+    assert runs_handwritten_loop("auto", "cpu") and not runs_handwritten_loop("auto", "cuda")
+    assert runs_handwritten_loop("handwritten", "cuda") and not runs_handwritten_loop("autograd", "cpu")
+    src, mask, tgt_in, _ = batch([4, 2])
+    logits, _ = handwritten(src, mask, tgt_in)
+    nodes, reference = graph_nodes(logits), graph_nodes(autograd(src, mask, tgt_in)[0])
+    assert "_DecoderLoopBackward" in nodes and "_DecoderLoopBackward" not in reference
+    assert "SoftmaxBackward0" in reference and "SoftmaxBackward0" not in nodes  # no step recorded one by one
+    with torch.no_grad():  # evaluation: the plain steps (nothing to keep for a backward)
+        torch.testing.assert_close(handwritten(src, mask, tgt_in)[0], autograd(src, mask, tgt_in)[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="decoder_loop"):
+        GRUSeq2Seq(src_vocab_size=9, tgt_vocab_size=9, pad_id=1, decoder_loop="fused")
+
+
+def test_bf16_autocast_keeps_the_loop_close_to_fp32():
+    kwargs = dict(src_vocab_size=23, tgt_vocab_size=23, pad_id=1, emb_dim=16, hidden_size=32, dropout=0.0)
+    torch.manual_seed(0)
+    model = GRUSeq2Seq(**kwargs, decoder_loop="handwritten").train()
+    src, mask, tgt_in, gold = batch([7, 3, 5])
+    fp32 = loss_and_grads(model, src, mask, tgt_in, gold, seed=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = loss_and_grads(model, src, mask, tgt_in, gold, seed=0)
+    torch.testing.assert_close(bf16[0].float(), fp32[0], rtol=0, atol=0.05)
+    for name in fp32[2]:
+        scale = fp32[2][name].abs().max().item() + 1e-6
+        assert (bf16[2][name] - fp32[2][name]).abs().max().item() <= 0.05 * scale, name
