@@ -105,7 +105,7 @@ class _DecoderLoop(torch.autograd.Function):
         dtype = torch.promote_types(gates_emb.dtype, torch.float32)
         with torch.autocast(gates_emb.device.type, enabled=False):
             w = _Weights.unpack(spec, [t.to(mm) for t in weights])
-            memory_mm, keys_mm, keys_f = memory.to(mm), keys.to(mm), keys.to(dtype)
+            memory_mm, keys_mm = memory.to(mm), keys.to(mm)
             padding = ~mask
             h = [h0[layer].to(dtype) for layer in range(L)]
             feed = memory.new_zeros(B, H, dtype=dtype)
@@ -138,8 +138,9 @@ class _DecoderLoop(torch.autograd.Function):
                 q = x  # (B, H), the top layer's state
                 if w.query is not None:
                     w_q, b_q, v = w.query
-                    P = torch.tanh(keys_f + torch.addmm(b_q, q.to(mm), w_q.t()).to(dtype)[:, None])  # (B, S, A)
-                    scores = (P.to(mm) @ v[0]).to(dtype)  # (B, S)
+                    # (B, S, A) in mm_dtype, as under autocast: the largest tensor of a step on long sources
+                    P = torch.tanh(keys_mm + torch.addmm(b_q, q.to(mm), w_q.t())[:, None])
+                    scores = (P @ v[0]).to(dtype)  # (B, S)
                     steps["P"].append(P)
                 else:
                     scores = torch.bmm(keys_mm, q.to(mm)[:, :, None]).squeeze(-1).to(dtype)
@@ -168,7 +169,6 @@ class _DecoderLoop(torch.autograd.Function):
         with torch.autocast(d_out.device.type, enabled=False):
             w = _Weights.unpack(spec, [t.to(mm) for t in weights])
             memory_mm, keys_mm = memory.to(mm), keys.to(mm)
-            v_f = w.query[2][0].to(dtype) if w.query is not None else None
             # per step, recorded last step first: d(gates) of each layer, d(combine), d(context), d(query proj), d(scores)
             d_gi: list[list[Tensor]] = [[] for _ in range(L)]
             d_gh: list[list[Tensor]] = [[] for _ in range(L)]
@@ -194,10 +194,11 @@ class _DecoderLoop(torch.autograd.Function):
                 if w.query is not None:
                     w_q, _, v = w.query
                     P = steps["P"][t]
-                    d_v.addmv_(P.flatten(0, 1).t(), ds.flatten())  # sum over b, s of ds * P
-                    d_pre = torch.ops.aten.tanh_backward(ds[:, :, None] * v_f, P)  # (B, S, A): * (1 - P^2), fused
+                    ds_mm = ds.to(mm)
+                    d_v += (ds_mm.flatten() @ P.flatten(0, 1)).to(dtype)  # sum over b, s of ds * P
+                    d_pre = torch.ops.aten.tanh_backward(ds_mm[:, :, None] * v[0], P)  # (B, S, A): * (1 - P^2)
                     d_keys += d_pre
-                    du = d_pre.sum(dim=1)  # (B, A)
+                    du = d_pre.sum(dim=1, dtype=dtype)  # (B, A)
                     d_u.append(du)
                     dq = dq + (du.to(mm) @ w_q).to(dtype)
                 else:

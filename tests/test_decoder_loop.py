@@ -85,15 +85,20 @@ def test_the_loop_is_what_training_runs_on_a_cpu_and_only_with_gradients():
         GRUSeq2Seq(src_vocab_size=9, tgt_vocab_size=9, pad_id=1, decoder_loop="fused")
 
 
-def test_bf16_autocast_keeps_the_loop_close_to_fp32():
+def test_under_bf16_autocast_the_loop_is_as_close_to_fp32_as_autograd_is():
+    """Both loops round the same matmuls to bf16: the hand-written one may not drift further from fp32."""
     kwargs = dict(src_vocab_size=23, tgt_vocab_size=23, pad_id=1, emb_dim=16, hidden_size=32, dropout=0.0)
-    torch.manual_seed(0)
-    model = GRUSeq2Seq(**kwargs, decoder_loop="handwritten").train()
     src, mask, tgt_in, gold = batch([7, 3, 5])
-    fp32 = loss_and_grads(model, src, mask, tgt_in, gold, seed=0)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        bf16 = loss_and_grads(model, src, mask, tgt_in, gold, seed=0)
-    torch.testing.assert_close(bf16[0].float(), fp32[0], rtol=0, atol=0.05)
-    for name in fp32[2]:
-        scale = fp32[2][name].abs().max().item() + 1e-6
-        assert (bf16[2][name] - fp32[2][name]).abs().max().item() <= 0.05 * scale, name
+    errors = {}
+    for loop in ("autograd", "handwritten"):
+        torch.manual_seed(0)
+        model = GRUSeq2Seq(**kwargs, decoder_loop=loop).train()
+        fp32 = loss_and_grads(model, src, mask, tgt_in, gold, seed=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = loss_and_grads(model, src, mask, tgt_in, gold, seed=0)
+        errors[loop] = {"logits": ((bf16[0].float() - fp32[0]).abs().max().item(), fp32[0].abs().max().item())}
+        errors[loop] |= {name: ((bf16[2][name] - g).abs().max().item(), g.abs().max().item())
+                         for name, g in fp32[2].items()}
+    assert errors["handwritten"]["logits"][0] <= 0.05
+    for name, (err, scale) in errors["handwritten"].items():
+        assert err <= 2 * errors["autograd"][name][0] + 0.01 * scale, (name, err, errors["autograd"][name][0])
