@@ -198,7 +198,7 @@ class _DecoderLoop(torch.autograd.Function):
                     d_v += (ds_mm.flatten() @ P.flatten(0, 1)).to(dtype)  # sum over b, s of ds * P
                     d_pre = torch.ops.aten.tanh_backward(ds_mm[:, :, None] * v[0], P)  # (B, S, A): * (1 - P^2)
                     d_keys += d_pre
-                    du = d_pre.sum(dim=1, dtype=dtype)  # (B, A)
+                    du = d_pre.sum(dim=1)  # (B, A), accumulated in fp32 (in mm_dtype)
                     d_u.append(du)
                     dq = dq + (du.to(mm) @ w_q).to(dtype)
                 else:
