@@ -19,7 +19,7 @@ from experiments import builders, evaluate
 from experiments.batching import cut_sorted
 from experiments.bench import analysis, cli, decode, joeynmt, joeynmt_config, plan, plots
 from experiments.bench.decode import NoKVCache, decode_one_at_a_time
-from experiments.bench.plan import compose
+from experiments.bench.plan import compose, native_bf16
 from experiments.bench.report import REPORT_KEYS
 from experiments.builders import build_model
 from experiments.data import TaskData
@@ -98,6 +98,14 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
                        "greedy, finished sentences kept in the batch"):
             baseline = next(d for d in by[(model, "base")]["decoding"] if d["search"] == search)
             assert baseline["same_outputs"] == baseline["sentences"] > 0, (model, search)
+        bf16 = [d for d in by[(model, "base")]["decoding"] if d.get("ablation", "").startswith("bf16")]
+        if native_bf16(torch.device("cpu")):  # the same searches in bf16, scored, with what they share with fp32
+            assert [d["search"] for d in bf16] == ["greedy, bf16 autocast", "beam5, bf16 autocast"]
+            assert all(d["sentences"] > 0 and "bleu" in d and 0 <= d["same_outputs"] <= d["sentences"] for d in bf16)
+            assert any(f["fast_path"] == "bf16 autocast (beam search)" and f["model"] == model
+                       for f in saved["fast_paths"])
+        else:  # emulated bf16 is no fast path: not measured
+            assert bf16 == []
     for name in ("bf16 autocast", "fused AdamW", "KV cache (greedy decoding)", "batched search (decoding)",
                  "source cache left in place (beam search)", "finished sentences leave the batch (beam search)",
                  "finished sentences leave the batch (greedy)",
@@ -111,7 +119,8 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
     assert by[("gru", "packed")]["tokens_per_s"] > 0
     assert [c["model"] for c in saved["comparison"]] == ["transformer", "gru"]
     assert all(c["joeynmt_source"].startswith("anchor") for c in saved["comparison"])
-    assert len(saved["targets"]) == 7
+    # 3 training, greedy and beam decoding (again in bf16 where it is native), 2 sample-efficiency targets
+    assert len(saved["targets"]) == 7 + 2 * native_bf16(torch.device("cpu"))
     assert all(t["met"] is None for t in saved["targets"])  # toy models answer none of JoeyNMT's targets
     in_updates, in_tokens = saved["targets"][-2:]
     assert in_updates["target"].startswith("transformer validation BLEU >= 38.9 in <= 2000 updates of 4096 tokens")

@@ -88,7 +88,9 @@ def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.dev
                                      ("source_cache", "source cache left in place (beam search)", "copied"),
                                      ("drop_finished_beam", "finished sentences leave the batch (beam search)",
                                       "kept"),
-                                     ("drop_finished_greedy", "finished sentences leave the batch (greedy)", "kept")):
+                                     ("drop_finished_greedy", "finished sentences leave the batch (greedy)", "kept"),
+                                     ("bf16_beam", "bf16 autocast (beam search)", "fp32"),
+                                     ("bf16_greedy", "bf16 autocast (greedy)", "fp32")):
         pairs = [r for r in decoding if r.get("ablation") == ablation]
         if len(pairs) == 1 and "against" in pairs[0]:  # against the plain row of that search, same split
             pairs += [r for r in decoding if r["search"] == pairs[0]["against"] and "ablation" not in r][:1]
@@ -98,7 +100,9 @@ def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.dev
                          "off_value": off["sentences_per_s"], "on_value": on["sentences_per_s"],
                          "unit": "sentences/s", "speedup": ratio(on["sentences_per_s"], off["sentences_per_s"]),
                          "note": f"{on['sentences']} sentences; same outputs: "
-                                 f"{off.get('same_outputs', '?')}/{off['sentences']}"})
+                                 f"{on.get('same_outputs', off.get('same_outputs', '?'))}/{off['sentences']}"
+                                 + (f"; BLEU {off['bleu']:.2f} -> {on['bleu']:.2f}"
+                                    if off.get("bleu") is not None and on.get("bleu") is not None else "")})
     return rows
 
 
@@ -148,15 +152,17 @@ def speed_targets(models: list[str], by: Rows, comparison: list[dict[str, Any]],
         if model not in models:
             continue
         rows = (by.get((model, "base")) or {}).get("decoding", [])
-        row = next((r for r in rows if r["search"] == search and "ablation" not in r), None)
-        full = row is not None and row["sentences"] >= 1000
-        value = row["seconds"] if row else None
         source = (by.get((model, "base")) or {}).get("decoded_with", "")
-        targets.append({"target": f"{model} {search} over the test split <= {seconds:g} s (CPU)",
-                        "value": value, "unit": "s",
-                        "met": None if value is None or device.type != "cpu" or not full else value <= seconds,
-                        "against": f"decoded with {source}" + ("" if full else "; not the full 1000-sentence split")
-                        if row else None})
+        bf16 = next((r for r in rows if r["search"] == f"{search}, bf16 autocast"), None)
+        for row, how in [(next((r for r in rows if r["search"] == search and "ablation" not in r), None), ""),
+                         *([(bf16, ", bf16 autocast")] if bf16 else [])]:
+            full = row is not None and row["sentences"] >= 1000
+            value = row["seconds"] if row else None
+            targets.append({"target": f"{model} {search} over the test split <= {seconds:g} s (CPU{how})",
+                            "value": value, "unit": "s",
+                            "met": None if value is None or device.type != "cpu" or not full else value <= seconds,
+                            "against": f"decoded with {source}" + (" under bf16 autocast" if how else "")
+                            + ("" if full else "; not the full 1000-sentence split") if row else None})
     return targets
 
 

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from experiments.bench.plan import model_kind
-from experiments.builders import autocast_for
+from experiments.builders import autocast_for, resolve_precision
 from experiments.data import TaskData
 from experiments.errors import UserError
 from experiments.evaluate import Decoded, decode_split, load_run, score
@@ -105,7 +105,9 @@ def decoding_model(trainer: Any, data: TaskData, cfg: DictConfig, spec: dict[str
 def measure_decoding(model: Any, data: TaskData, cfg: DictConfig, device: torch.device, autocast: Any,
                      spec: dict[str, Any]) -> list[dict[str, Any]]:
     """Greedy and beam search over the split, and their baselines: finished sentences kept in the batch,
-    the source cache copied (beam), one sentence at a time, and for the Transformer no KV cache (greedy)."""
+    the source cache copied (beam), one sentence at a time, and for the Transformer no KV cache (greedy);
+    where bf16 is native and the model decodes in fp32, greedy and beam search again under bf16 autocast
+    (a fast path that may change outputs: its BLEU and the outputs it shares with fp32 are recorded)."""
     split = spec["split"]
     n = min(spec["limit"] or len(data.split(split)), len(data.split(split)))
     subset = min(spec["ablation"], n)
@@ -143,6 +145,16 @@ def measure_decoding(model: Any, data: TaskData, cfg: DictConfig, device: torch.
                                   beam_size=widest, limit=n)
             rows.append(row(f"beam{widest}, source cache copied every step", copied, ablation="source_cache",
                             against=f"beam{widest}", same_outputs=same(plain[widest], copied)))
+    with autocast():
+        in_fp32 = not torch.is_autocast_enabled(device.type)
+    if in_fp32 and resolve_precision(device, "auto") == "bf16":  # where bf16 is native: the same searches in it
+        bf16 = autocast_for(device, "bf16")
+        for beam in sorted({1, widest} & set(plain)):
+            name = "greedy" if beam == 1 else f"beam{beam}"
+            fast = decode_split(model, data, split, cfg.decoding, device, bf16, beam_size=beam, limit=n)
+            rows.append(row(f"{name}, bf16 autocast", fast, with_bleu=True, split=split, against=name,
+                            ablation="bf16_" + ("greedy" if beam == 1 else "beam"),
+                            same_outputs=same(plain[beam], fast)))
     if not subset:
         return rows
     beam = max(spec["beams"])
