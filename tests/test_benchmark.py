@@ -562,3 +562,17 @@ def test_task_must_be_a_task_preset_and_time_to_bleu_a_translation_task(capsys) 
     args = cli.parse_args(["--task", "samsum", "--configs", "none", "--time-to-bleu", "30"])
     with pytest.raises(plan.UserError, match="needs a translation task; --task samsum is summarization"):
         plan.build_specs(args, torch.device("cpu"))
+
+
+def test_gru_paths_times_both_cpu_paths_at_each_length(tmp_path: Path) -> None:
+    from experiments.bench import gru_paths
+
+    out = tmp_path / "paths.md"
+    gru_paths.main(["--tiny", "--lengths", "4,8", "--batch-tokens", "16", "--repeats", "1", "--threads", "1",
+                    "--out", str(out)])
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [r.split(" | ")[:3] for r in rows] == [["| 4", "4", "4 (translation)"], ["| 4", "4", "1 (summarization)"],
+                                                  ["| 8", "2", "8 (translation)"], ["| 8", "2", "1 (summarization)"]]
+    for row in rows:
+        packed, batched, speedup = (float(c.rstrip("x")) for c in row.strip("| ").split(" | ")[3:])
+        assert packed > 0 and batched > 0 and speedup == pytest.approx(packed / batched, rel=0.05, abs=0.01)  # cells are rounded

@@ -1,0 +1,93 @@
+"""Where the GRU's CPU paths start to pay: ``python -m experiments.bench.gru_paths``.
+
+Times one training update (forward, loss, backward) of the table-size GRU on
+synthetic batches of a fixed token budget at growing source lengths, with
+nn.GRU packed + the autograd decoder loop against the batched recurrence + the
+hand-written loop (``model.recurrence``, ``model.decoder_loop``). Targets are
+as long as the sources (translation) or a seventh of them (summarization).
+It answers whether ``auto`` (the hand-written paths on any CPU batch) costs
+anything on short sources; the whole-update rows of ``s2s-bench`` on real
+batches are the measurements that count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from experiments.atomic import write_text
+from experiments.runtime import cpu_name, git_commit
+from models.gru import GRUSeq2Seq
+
+PATHS = {"packed + autograd": ("packed", "autograd"), "batched + hand-written": ("batched", "handwritten")}
+
+
+def update_seconds(sources: int, src_len: int, tgt_len: int, *, vocab: int, size: dict[str, int],
+                   repeats: int) -> dict[str, float]:
+    """Per path, the fastest of ``repeats`` timed updates (after one untimed) on the same random tokens.
+
+    The paths take turns, update by update, so that a machine that speeds up or
+    slows down during the measurement favours neither.
+    """
+    models = {}
+    for name, (recurrence, loop) in PATHS.items():
+        torch.manual_seed(0)
+        models[name] = GRUSeq2Seq(src_vocab_size=vocab, tgt_vocab_size=vocab, pad_id=1, dropout=0.1,
+                                  tie_embeddings=True, share_embeddings=True, recurrence=recurrence,
+                                  decoder_loop=loop, **size).train()
+    src = torch.randint(4, vocab, (sources, src_len))
+    mask = torch.ones_like(src, dtype=torch.bool)
+    tgt = torch.randint(4, vocab, (sources, tgt_len + 1))
+    times: dict[str, list[float]] = {name: [] for name in PATHS}
+    for _ in range(repeats + 1):
+        for name, model in models.items():
+            start = time.perf_counter()
+            logits, _ = model(src, mask, tgt[:, :-1])
+            torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten()).backward()
+            model.zero_grad(set_to_none=True)
+            times[name].append(time.perf_counter() - start)
+    return {name: min(t[1:]) for name, t in times.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--lengths", default="16,64,400", help="source lengths (pieces)")
+    p.add_argument("--batch-tokens", type=int, default=4096, help="source tokens per batch (sentences = this / length)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tiny", action="store_true", help="a tiny model (tests)")
+    p.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    size = ({"emb_dim": 8, "hidden_size": 16, "enc_layers": 1} if args.tiny
+            else {"emb_dim": 256, "hidden_size": 512, "enc_layers": 2})  # conf/model/gru.yaml
+    vocab = 50 if args.tiny else 8000
+    rows = []
+    for src_len in (int(x) for x in args.lengths.split(",")):
+        sources = max(args.batch_tokens // src_len, 1)
+        for task, tgt_len in (("translation", src_len), ("summarization", max(src_len // 7, 1))):
+            secs = update_seconds(sources, src_len, tgt_len, vocab=vocab, size=size, repeats=args.repeats)
+            a, b = secs.values()
+            rows.append(f"| {src_len} | {sources} | {tgt_len} ({task}) | {a:.4f} | {b:.4f} | {a / b:.2f}x |")
+            print(rows[-1], flush=True)
+    command = " ".join(["python -m experiments.bench.gru_paths", *(sys.argv[1:] if argv is None else argv)])
+    text = "\n".join([
+        "# The GRU's CPU paths by source length", "",
+        f"Measured by `{command}` on {cpu_name()}, {args.threads} thread(s), fp32, torch {torch.__version__}, "
+        f"commit {git_commit()}, {datetime.now(timezone.utc).isoformat(timespec='seconds')}. One update (forward, "
+        "loss, backward) of the table-size GRU on random tokens, fastest of "
+        f"{args.repeats} after one untimed, the two paths taking turns; {args.batch_tokens} source tokens a batch.",
+        "",
+        "| source length | sentences | target length | packed + autograd s | batched + hand-written s | speedup |",
+        "| --- | --- | --- | --- | --- | --- |", *rows, ""])
+    if args.out:
+        write_text(args.out, text)
+
+
+if __name__ == "__main__":
+    main()
