@@ -80,7 +80,7 @@ class GRUSeq2Seq(nn.Module):
         self.pad_id = pad_id
         self.input_feeding = input_feeding
         # The encoder's recurrence: nn.GRU over packed sequences (cuDNN on a GPU) or models/recurrence.py's
-        # batched steps (faster on a CPU: results/benchmarks_samsum_gru.md); auto picks by the batch's device.
+        # batched steps (faster on a CPU: results/benchmarks_samsum.md); auto picks by the batch's device.
         self.recurrence = recurrence
         # Training's decoder loop: under autograd, or with models/decoder_loop.py's hand-written backward
         # (faster on a CPU); the same parameters and the same numbers either way.
