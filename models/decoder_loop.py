@@ -140,7 +140,7 @@ class _DecoderLoop(torch.autograd.Function):
                     w_q, b_q, v = w.query
                     # (B, S, A) in mm_dtype, as under autocast: the largest tensor of a step on long sources
                     P = torch.tanh(keys_mm + torch.addmm(b_q, q.to(mm), w_q.t())[:, None])
-                    scores = (P @ v[0]).to(dtype)  # (B, S)
+                    scores = (P @ v.t()).squeeze(-1).to(dtype)  # (B, S); a matmul, as nn.Linear runs it
                     steps["P"].append(P)
                 else:
                     scores = torch.bmm(keys_mm, q.to(mm)[:, :, None]).squeeze(-1).to(dtype)
@@ -195,8 +195,9 @@ class _DecoderLoop(torch.autograd.Function):
                     w_q, _, v = w.query
                     P = steps["P"][t]
                     ds_mm = ds.to(mm)
-                    d_v += (ds_mm.flatten() @ P.flatten(0, 1)).to(dtype)  # sum over b, s of ds * P
-                    d_pre = torch.ops.aten.tanh_backward(ds_mm[:, :, None] * v[0], P)  # (B, S, A): * (1 - P^2)
+                    d_v += (ds_mm.reshape(1, -1) @ P.flatten(0, 1))[0].to(dtype)  # sum over b, s of ds * P
+                    d_P = (ds_mm.reshape(-1, 1) @ v).view_as(P)  # (B, S, A), the two matmuls autograd would run
+                    d_pre = torch.ops.aten.tanh_backward(d_P, P)  # * (1 - P^2)
                     d_keys += d_pre
                     du = d_pre.sum(dim=1)  # (B, A), accumulated in fp32 (in mm_dtype)
                     d_u.append(du)

@@ -145,16 +145,16 @@ def measure_decoding(model: Any, data: TaskData, cfg: DictConfig, device: torch.
                                   beam_size=widest, limit=n)
             rows.append(row(f"beam{widest}, source cache copied every step", copied, ablation="source_cache",
                             against=f"beam{widest}", same_outputs=same(plain[widest], copied)))
-    with autocast():
-        in_fp32 = not torch.is_autocast_enabled(device.type)
-    if in_fp32 and resolve_precision(device, "auto") == "bf16":  # where bf16 is native: the same searches in it
-        bf16 = autocast_for(device, "bf16")
-        for beam in sorted({1, widest} & set(plain)):
-            name = "greedy" if beam == 1 else f"beam{beam}"
-            fast = decode_split(model, data, split, cfg.decoding, device, bf16, beam_size=beam, limit=n)
-            rows.append(row(f"{name}, bf16 autocast", fast, with_bleu=True, split=split, against=name,
-                            ablation="bf16_" + ("greedy" if beam == 1 else "beam"),
-                            same_outputs=same(plain[beam], fast)))
+        with autocast():
+            in_fp32 = not torch.is_autocast_enabled(device.type)
+        if in_fp32 and resolve_precision(device, "auto") == "bf16":  # where bf16 is native: the same searches in it
+            bf16 = autocast_for(device, "bf16")
+            for beam in sorted({1, widest} & set(plain)):
+                name = "greedy" if beam == 1 else f"beam{beam}"
+                fast = decode_split(model, data, split, cfg.decoding, device, bf16, beam_size=beam, limit=n)
+                rows.append(row(f"{name}, bf16 autocast", fast, with_bleu=True, split=split, against=name,
+                                ablation="bf16_" + ("greedy" if beam == 1 else "beam"),
+                                same_outputs=same(plain[beam], fast)))
     if not subset:
         return rows
     beam = max(spec["beams"])
