@@ -89,13 +89,15 @@ def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.dev
                                      ("drop_finished_beam", "finished sentences leave the batch (beam search)",
                                       "kept"),
                                      ("drop_finished_greedy", "finished sentences leave the batch (greedy)", "kept"),
-                                     ("bf16_beam", "bf16 autocast (beam search)", "fp32"),
-                                     ("bf16_greedy", "bf16 autocast (greedy)", "fp32")):
+                                     ("bf16_beam", "bf16 autocast (beam search)", None),
+                                     ("bf16_greedy", "bf16 autocast (greedy)", None)):
+        # off_word names the baseline row of the pair; None: the ablation row is the fast path, the plain one off
         pairs = [r for r in decoding if r.get("ablation") == ablation]
         if len(pairs) == 1 and "against" in pairs[0]:  # against the plain row of that search, same split
             pairs += [r for r in decoding if r["search"] == pairs[0]["against"] and "ablation" not in r][:1]
         if len(pairs) == 2:
-            on, off = (pairs[0], pairs[1]) if off_word not in pairs[0]["search"] else (pairs[1], pairs[0])
+            on, off = (pairs[0], pairs[1]) if off_word is None or off_word not in pairs[0]["search"] \
+                else (pairs[1], pairs[0])
             rows.append({"fast_path": path, "model": model, "off": off["search"], "on": on["search"],
                          "off_value": off["sentences_per_s"], "on_value": on["sentences_per_s"],
                          "unit": "sentences/s", "speedup": ratio(on["sentences_per_s"], off["sentences_per_s"]),
@@ -153,9 +155,10 @@ def speed_targets(models: list[str], by: Rows, comparison: list[dict[str, Any]],
             continue
         rows = (by.get((model, "base")) or {}).get("decoding", [])
         source = (by.get((model, "base")) or {}).get("decoded_with", "")
-        bf16 = next((r for r in rows if r["search"] == f"{search}, bf16 autocast"), None)
-        for row, how in [(next((r for r in rows if r["search"] == search and "ablation" not in r), None), ""),
-                         *([(bf16, ", bf16 autocast")] if bf16 else [])]:
+        for how in ("", ", bf16 autocast"):  # the plain row, and the bf16 one where it was measured
+            row = next((r for r in rows if r["search"] == search + how and ("ablation" in r) == bool(how)), None)
+            if how and row is None:
+                continue
             full = row is not None and row["sentences"] >= 1000
             value = row["seconds"] if row else None
             targets.append({"target": f"{model} {search} over the test split <= {seconds:g} s (CPU{how})",

@@ -132,29 +132,26 @@ def measure_decoding(model: Any, data: TaskData, cfg: DictConfig, device: torch.
         rows.append(row("greedy" if beam == 1 else f"beam{beam}", decoded, with_bleu=True, split=split))
         plain[beam] = decoded
     widest = max(plain)
-    if subset:  # greedy and the widest beam again over the same sentences, one fast path off each time
+    if subset:  # greedy and the widest beam again over the same sentences, one fast path off or on each time
+        with autocast():
+            in_fp32 = not torch.is_autocast_enabled(device.type)
+        # where bf16 is native and the model decodes in fp32: the same searches under bf16 autocast too
+        bf16 = autocast_for(device, "bf16") if in_fp32 and resolve_precision(device, "auto") == "bf16" else None
         for beam in sorted({1, widest} & set(plain)):
-            name = "greedy" if beam == 1 else f"beam{beam}"
+            name, kind = ("greedy", "greedy") if beam == 1 else (f"beam{beam}", "beam")
             kept = decode_split(model, data, split, cfg.decoding, device, autocast, beam_size=beam, limit=n,
                                 drop_finished=False)
             rows.append(row(f"{name}, finished sentences kept in the batch", kept, against=name,
-                            ablation="drop_finished_" + ("greedy" if beam == 1 else "beam"),
-                            same_outputs=same(plain[beam], kept)))
+                            ablation=f"drop_finished_{kind}", same_outputs=same(plain[beam], kept)))
+            if bf16 is not None:
+                fast = decode_split(model, data, split, cfg.decoding, device, bf16, beam_size=beam, limit=n)
+                rows.append(row(f"{name}, bf16 autocast", fast, with_bleu=True, split=split, against=name,
+                                ablation=f"bf16_{kind}", same_outputs=same(plain[beam], fast)))
         if widest > 1:
             copied = decode_split(CopiedSourceCache(model), data, split, cfg.decoding, device, autocast,
                                   beam_size=widest, limit=n)
             rows.append(row(f"beam{widest}, source cache copied every step", copied, ablation="source_cache",
                             against=f"beam{widest}", same_outputs=same(plain[widest], copied)))
-        with autocast():
-            in_fp32 = not torch.is_autocast_enabled(device.type)
-        if in_fp32 and resolve_precision(device, "auto") == "bf16":  # where bf16 is native: the same searches in it
-            bf16 = autocast_for(device, "bf16")
-            for beam in sorted({1, widest} & set(plain)):
-                name = "greedy" if beam == 1 else f"beam{beam}"
-                fast = decode_split(model, data, split, cfg.decoding, device, bf16, beam_size=beam, limit=n)
-                rows.append(row(f"{name}, bf16 autocast", fast, with_bleu=True, split=split, against=name,
-                                ablation="bf16_" + ("greedy" if beam == 1 else "beam"),
-                                same_outputs=same(plain[beam], fast)))
     if not subset:
         return rows
     beam = max(spec["beams"])
