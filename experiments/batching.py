@@ -105,6 +105,11 @@ class Batch:
     pad_id: int = 1
 
     @property
+    def tgt_mask(self) -> Tensor:
+        """(B, T) True on the real target positions (a prefix of each row), as models' ``forward`` takes it."""
+        return self.tgt_out.ne(self.pad_id)
+
+    @property
     def n_tgt_tokens(self) -> int:
         return int(self.tgt_out.ne(self.pad_id).sum())
 

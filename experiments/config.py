@@ -188,6 +188,7 @@ class TrainerConfig:
     clip_norm: float = 1.0
     precision: Precision = Precision.auto
     compile: bool = False
+    skip_target_padding: bool = True  # logits (and the GRU's CPU decoder steps) at real target positions only
     fused_adamw: bool = True  # used where the device supports it (CUDA)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # CPU threads for torch; 0 = the cores this process may use

@@ -50,6 +50,7 @@ class SmoothedCrossEntropy(torch.autograd.Function):
 
 
 def sequence_loss(logits: Tensor, target: Tensor, pad_id: int, label_smoothing: float) -> Tensor:
-    """Summed (label-smoothed) cross-entropy over non-pad target tokens. logits (B, T, V), target (B, T)."""
+    """Summed (label-smoothed) cross-entropy over non-pad target tokens. logits (..., V), target (...): (B, T, V)
+    and (B, T), or only the real positions' (N, V) and (N,)."""
     return SmoothedCrossEntropy.apply(logits.reshape(-1, logits.size(-1)), target.reshape(-1), pad_id,
                                       float(label_smoothing))

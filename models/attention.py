@@ -25,6 +25,13 @@ def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
     return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
 
 
+def cpu_tanh_(x: Tensor) -> Tensor:
+    """tanh(x) in place as 2 sigmoid(2x) - 1: torch's CPU tanh is by far the slower kernel (7.5 against 2.3 ms a
+    step on SAMSum's (26, 157, 512) additive scores, one thread), and these scores are a GRU step's largest
+    tensor. In fp32: near 0, 2 sigmoid - 1 in bf16 would lose the relative precision tanh has there."""
+    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
 class Attention(nn.Module):
     """Base class: subclasses define the key projection and the score function."""
 
@@ -62,7 +69,11 @@ class AdditiveAttention(Attention):
         return self.key_proj(memory)  # (B, S, A)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        hidden = torch.tanh(keys + self.query_proj(query).unsqueeze(1))  # (B, S, A)
+        pre = keys + self.query_proj(query).unsqueeze(1)  # (B, S, A)
+        if torch.is_grad_enabled() or pre.device.type != "cpu":
+            hidden = torch.tanh(pre)
+        else:  # decoding on a CPU: see cpu_tanh_
+            hidden = cpu_tanh_(pre.float()).to(pre.dtype)
         return self.v(hidden).squeeze(-1)  # (B, S)
 
 

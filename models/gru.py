@@ -16,7 +16,8 @@ Decoder, per step t (Luong's "attentional" decoder, whatever the score function)
 ``forward`` and ``decode_step`` run the very same ``_step``; ``forward`` only
 embeds the whole target and applies the output layer once at the end. Training
 on a CPU runs the same steps in models/decoder_loop.py, whose backward is
-written by hand (``decoder_loop``; tests hold the two equal).
+written by hand (``decoder_loop``; tests hold the two equal) and which, given
+``tgt_mask``, runs no step past a sentence's last target position.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.attention import build_attention
-from models.interface import Cache
+from models.interface import Cache, target_lengths
 from models.decoder_loop import teacher_forced_loop
 from models.recurrence import bidirectional_gru
 
@@ -175,18 +176,23 @@ class GRUSeq2Seq(nn.Module):
         attn_vec, cache, weights = self._step(emb, memory, src_mask, cache)
         return self.output(self.pre_output(attn_vec)), cache, weights  # (B, V), _, (B, S)
 
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, tgt_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         memory, cache = self.encode(src, src_mask)
         emb = self.dropout(self.tgt_emb(tgt_in))  # (B, T, E)
         if torch.is_grad_enabled() and runs_handwritten_loop(self.decoder_loop, src.device.type):
             attn_vecs, weights = teacher_forced_loop(
                 self.decoder, self.attention, self.combine, emb, memory, cache["keys"], src_mask, cache["hidden"],
-                self.input_feeding, self.dropout.p if self.training else 0.0)  # (B, T, H), (B, T, S)
+                self.input_feeding, self.dropout.p if self.training else 0.0,
+                None if tgt_mask is None else target_lengths(tgt_mask))  # (B, T, H), (B, T, S)
         else:
             steps = []
             for t in range(tgt_in.size(1)):
                 attn_vec, cache, w = self._step(emb[:, t], memory, src_mask, cache)
                 steps.append((attn_vec, w))
             attn_vecs, weights = (torch.stack(x, dim=1) for x in zip(*steps))
-        logits = self.output(self.pre_output(attn_vecs))  # (B, T, V)
-        return logits, weights  # (B, T, V), (B, T, S)
+        if tgt_mask is not None:
+            attn_vecs = attn_vecs[tgt_mask]  # (N, H): only the positions asked for reach the output layer
+        logits = self.output(self.pre_output(attn_vecs))  # (B, T, V) or (N, V)
+        return logits, weights  # _, (B, T, S)

@@ -49,8 +49,28 @@ class Seq2SeqModel(Protocol):
         this step ((B, S) for the GRU, (B, L, H, S) for the Transformer).
         """
 
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher-forced pass: logits (B, T, V) and cross-attention."""
+    def forward(
+        self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, tgt_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Teacher-forced pass: logits (B, T, V) and cross-attention.
+
+        With ``tgt_mask`` (B, T), True on each sentence's real target positions
+        (a prefix of its row, at least one), the logits are only those
+        positions' (N, V), in row-major order, as ``tgt_out[tgt_mask]`` lists
+        their targets: the output layer, and whatever else a model can leave
+        out, skips the padding. Cross-attention keeps its (..., T, S) shape;
+        at positions outside the mask it is unspecified.
+        """
+
+
+def target_lengths(tgt_mask: Tensor) -> Tensor:
+    """Each sentence's target length (B,) from ``tgt_mask`` (B, T); a clear error if it is not a prefix mask."""
+    lengths = tgt_mask.sum(dim=1)
+    prefix = torch.arange(tgt_mask.size(1), device=tgt_mask.device) < lengths[:, None]
+    if tgt_mask.dtype != torch.bool or not torch.equal(tgt_mask, prefix) or bool((lengths == 0).any()):
+        raise ValueError("tgt_mask must be a bool (B, T) tensor, True on a non-empty prefix of each row "
+                         "(the real target positions, as tgt_out != pad_id)")
+    return lengths
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -303,11 +303,12 @@ class TransformerSeq2Seq(nn.Module):
         return memory, cache
 
     def _decode(
-        self, tokens: Tensor, src_mask: Tensor, cache: Cache
+        self, tokens: Tensor, src_mask: Tensor, cache: Cache, positions: Tensor | None = None
     ) -> tuple[Tensor, Cache, Tensor]:
         """Decode ``tokens`` (B, T) following the positions already in ``cache``.
 
-        Returns logits (B, T, V), the extended cache and cross-attention (B, L, h, T, S).
+        Returns logits (B, T, V) (or (N, V) at the ``positions`` (B, T) mask selects),
+        the extended cache and cross-attention (B, L, h, T, S).
         """
         start = cache["self_k"][0].size(2)
         if tokens.size(1) > 1 and start > 0:
@@ -323,7 +324,8 @@ class TransformerSeq2Seq(nn.Module):
             new_cache["self_k"].append(k)
             new_cache["self_v"].append(v)
             weights.append(w)
-        logits = self.output(self.dec_norm(x))
+        x = self.dec_norm(x)
+        logits = self.output(x if positions is None else x[positions])
         return logits, new_cache, torch.stack(weights, dim=1)
 
     def decode_step(
@@ -333,7 +335,9 @@ class TransformerSeq2Seq(nn.Module):
         logits, cache, weights = self._decode(tokens.unsqueeze(1), src_mask, cache)
         return logits.squeeze(1), cache, weights.squeeze(3)  # (B, V), _, (B, L, h, S)
 
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, tgt_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         _, cache = self.encode(src, src_mask)
-        logits, _, weights = self._decode(tgt_in, src_mask, cache)
-        return logits, weights  # (B, T, V), (B, L, h, T, S)
+        logits, _, weights = self._decode(tgt_in, src_mask, cache, tgt_mask)
+        return logits, weights  # (B, T, V) or (N, V), (B, L, h, T, S)

@@ -22,7 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.batching import Batch, collate
 from experiments.bench import peak
-from experiments.bench.flops import Lengths, batch_lengths, forward_flops, mm, model_shapes, training_flops
+from experiments.bench.flops import (Lengths, batch_lengths, forward_flops, mm, model_shapes, training_flops,
+                                     update_lengths)
 from models import MODELS
 
 PAD, BOS, EOS, VOCAB = 1, 2, 3, 23
@@ -57,9 +58,10 @@ def build(cfg: dict[str, Any]) -> torch.nn.Module:
 
 
 def counted_by_torch(model: torch.nn.Module, batch: Batch, backward: bool = False) -> int:
+    """torch's count of a forward (and backward) as training and validation run them: logits of real positions."""
     counter = FlopCounterMode(display=False)
     with sdpa_kernel(SDPBackend.MATH), counter:
-        logits, _ = model(batch.src, batch.src_mask, batch.tgt_in)
+        logits, _ = model(batch.src, batch.src_mask, batch.tgt_in, batch.tgt_mask)
         if backward:
             logits.sum().backward()
     return counter.get_total_flops()
@@ -70,10 +72,15 @@ BATCH = ([5, 2, 7], [3, 6, 1])  # ragged source and target lengths: padding on b
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_forward_count_is_torchs_count_of_the_padded_batch(name: str) -> None:
+    """With gradients, as training runs it (the GRU's decoder steps end with each sentence on a CPU); without,
+    as validation does (the GRU's steps run over the whole padded width)."""
     cfg, batch = CONFIGS[name], make_batch(*BATCH)
     model = build(cfg).eval()
-    packed = cfg.get("recurrence") == "packed"
-    assert forward_flops(cfg, VOCAB, batch_lengths(batch, packed)["padded"]) == counted_by_torch(model, batch)
+    assert forward_flops(cfg, VOCAB, update_lengths(cfg, batch)["padded"]) == counted_by_torch(model, batch)
+    with torch.no_grad():
+        no_grad = counted_by_torch(model, batch)
+    full_steps = batch_lengths(batch, packed_encoder=cfg.get("recurrence") == "packed")["padded"]
+    assert forward_flops(cfg, VOCAB, full_steps) == no_grad
 
 
 @pytest.mark.parametrize("name", ["transformer", "gru, bahdanau, tied", "gru, packed encoder"])
@@ -85,6 +92,9 @@ def test_training_count_is_torchs_count_of_forward_and_backward(name: str) -> No
     computes. Its rows: every sentence in the forward direction; in the backward
     direction, which starts at the last position, the sentences of the longest
     length. The batched recurrence's hand-written backward computes all of them.
+    The GRU's decoder loop (hand-written on a CPU) runs no step past a
+    sentence's end, and the padded count says so: it would differ by the
+    padded target positions' share otherwise.
     """
     cfg, batch = CONFIGS[name], make_batch(*BATCH)
     model = build(cfg).train()
@@ -113,7 +123,7 @@ def test_count_is_linear_in_the_batch_and_quadratic_only_through_self_attention(
     assert training_flops(cfg, VOCAB, make_batch([6] * 8, [4] * 8))["padded"] == 8 * one
 
     def at(src: int, tgt: int) -> int:
-        return forward_flops(cfg, VOCAB, Lengths(np.array([src]), np.array([tgt]), np.array([src])))
+        return forward_flops(cfg, VOCAB, Lengths(np.array([src]), np.array([tgt]), np.array([src]), np.array([tgt])))
 
     # second differences in each length: the Transformer's self-attention (QK^T and AV, 2 * 2 * d_model per
     # query-key pair and layer) is its only square term; the GRU (one decoder step per target position,
@@ -135,7 +145,8 @@ def test_transformer_count_by_hand() -> None:
     enc = s * (4 * 2 * d * d + 2 * 2 * d * f) + 2 * 2 * s * s * d
     dec = t * (4 * 2 * d * d + 2 * 2 * d * f) + 2 * 2 * t * t * d + 2 * 2 * t * d * d + 2 * 2 * s * d * d \
         + 2 * 2 * t * s * d
-    assert forward_flops(cfg, v, Lengths(np.array([s]), np.array([t]), np.array([s]))) == enc + dec + 2 * t * d * v
+    one = np.array([s]), np.array([t]), np.array([s]), np.array([t])
+    assert forward_flops(cfg, v, Lengths(*one)) == enc + dec + 2 * t * d * v
 
 
 def test_model_shapes_name_the_dominant_matmuls() -> None:

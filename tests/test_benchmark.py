@@ -115,7 +115,11 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
     assert recurrence["model"] == "gru" and (recurrence["off"], recurrence["on"]) == ("packed", "base")
     loops = {f["fast_path"]: (f.get("off"), f.get("on")) for f in saved["fast_paths"] if f["model"] == "gru"}
     assert loops["decoder loop (hand-written backward vs autograd)"] == ("autograd", "base")
-    assert loops["both (vs nn.GRU packed and the autograd loop)"] == ("packed+autograd", "base")
+    assert loops["all three (vs nn.GRU packed, the autograd loop, logits at padded positions)"] == (
+        "packed+autograd", "base")
+    skipped = {f["model"]: (f.get("off"), f.get("on")) for f in saved["fast_paths"]
+               if f["fast_path"].startswith("target padding skipped")}
+    assert skipped == {"transformer": ("padded-targets", "base"), "gru": ("padded-targets", "base")}
     assert by[("gru", "packed")]["tokens_per_s"] > 0
     assert [c["model"] for c in saved["comparison"]] == ["transformer", "gru"]
     assert all(c["joeynmt_source"].startswith("anchor") for c in saved["comparison"])

@@ -70,6 +70,50 @@ def test_handwritten_loop_equals_autograd_in_outputs_and_every_gradient(override
         torch.testing.assert_close(got[2][name], expected[2][name], rtol=0, atol=1e-9, msg=name)
 
 
+@pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_with_a_target_mask_the_loop_stops_each_sentence_at_its_end_and_agrees_on_the_real_positions(
+        overrides, dropout):
+    """Training passes tgt_mask: the loop runs no step past a sentence's last target position (the batch is
+    sorted by target length inside, then put back), the logits are the real positions' only, and they, the
+    attention there and every gradient of the loss over them equal the autograd loop's over the padded batch."""
+    autograd, handwritten = model_pair(overrides, dropout)
+    src, mask, tgt_in, gold = batch([7, 3, 1, 5, 4])
+    tgt_mask = torch.arange(6) < torch.tensor([2, 6, 1, 4, 2])[:, None]  # unsorted, one of length 1
+    tgt_in, gold = tgt_in.masked_fill(~tgt_mask, 1), gold.masked_fill(~tgt_mask, 1)
+    for model in (autograd, handwritten):
+        model.train()
+
+    def run(model, selected: bool):
+        torch.manual_seed(5)
+        model.zero_grad()
+        logits, weights = model(src, mask, tgt_in, tgt_mask if selected else None)
+        if not selected:
+            logits = logits[tgt_mask]
+        torch.nn.functional.cross_entropy(logits, gold[tgt_mask], reduction="sum").backward()
+        return logits, weights, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    expected, got = run(autograd, selected=False), run(handwritten, selected=True)
+    assert got[0].shape == (int(tgt_mask.sum()), 23)
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(got[1][tgt_mask], expected[1][tgt_mask], rtol=0, atol=1e-10)
+    assert not got[1][~tgt_mask].any()  # the steps past a sentence's end were not run
+    for name in expected[2]:
+        torch.testing.assert_close(got[2][name], expected[2][name], rtol=0, atol=1e-9, msg=name)
+    torch.testing.assert_close(run(autograd, selected=True)[0], expected[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", ["gap", "empty", "not bool"])
+def test_a_target_mask_that_is_not_a_prefix_of_each_row_is_refused(bad):
+    _, handwritten = model_pair({}, 0.0)
+    src, mask, tgt_in, _ = batch([4, 2], tgt_len=3)
+    tgt_mask = {"gap": torch.tensor([[True, False, True], [True, True, False]]),
+                "empty": torch.tensor([[True, True, True], [False, False, False]]),
+                "not bool": torch.ones(2, 3, dtype=torch.long)}[bad]
+    with pytest.raises(ValueError, match="tgt_mask must be a bool"):
+        handwritten(src, mask, tgt_in, tgt_mask)
+
+
 def test_the_loop_is_what_training_runs_on_a_cpu_and_only_with_gradients():
     autograd, handwritten = model_pair({}, 0.0)
     assert runs_handwritten_loop("auto", "cpu") and not runs_handwritten_loop("auto", "cuda")

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from models import MODELS, GRUSeq2Seq, TransformerSeq2Seq, count_parameters, greedy_search
+from models.attention import AdditiveAttention, cpu_tanh_
 
 PAD, BOS, EOS = 1, 2, 3
 SRC_VOCAB, TGT_VOCAB = 20, 23
@@ -119,6 +120,22 @@ def test_output_shapes(config):
 
 
 @config_ids
+def test_a_target_mask_selects_the_real_positions_logits(config):
+    """What training asks for: the logits of the real target positions only, in row-major order."""
+    model = build(config)
+    src, src_mask, tgt_in = make_batch()
+    tgt_mask = torch.arange(tgt_in.size(1)) < torch.tensor([5, 2, 1, 4])[:, None]
+    full, attention = model(src, src_mask, tgt_in)
+    for grad in (False, True):  # with gradients the GRU's CPU loop runs, and stops each sentence at its end
+        with torch.set_grad_enabled(grad):
+            selected, selected_attention = model(src, src_mask, tgt_in, tgt_mask)
+        assert selected.shape == (int(tgt_mask.sum()), TGT_VOCAB)
+        torch.testing.assert_close(selected, full[tgt_mask], atol=1e-5, rtol=0)
+        at_real = [a.movedim(-2, 1)[tgt_mask] for a in (selected_attention, attention)]  # (N, [L, h,] S)
+        torch.testing.assert_close(*at_real, atol=1e-5, rtol=0)
+
+
+@config_ids
 def test_padding_invariance(config):
     model = build(config)
     src, src_mask, tgt_in = make_batch()
@@ -188,6 +205,22 @@ def test_gru_feeds_back_the_attentional_vector_behind_the_logits():
         model.decode_step(tgt_in[:, 0], memory, src_mask, cache)[0],
         model.decode_step(tgt_in[:, 0], memory, src_mask, zeroed)[0],
     )
+
+
+def test_additive_scores_are_tanhs_when_decoding_on_a_cpu_too():
+    """Decoding on a CPU (no gradients) computes the additive score's tanh as 2 sigmoid(2x) - 1, in fp32."""
+    x = torch.cat([torch.linspace(-30, 30, 601), torch.tensor([0.0, 1e-6, -1e-4])])
+    torch.testing.assert_close(cpu_tanh_(x.clone()), torch.tanh(x), atol=2e-7, rtol=0)
+    torch.manual_seed(0)
+    attention = AdditiveAttention(query_dim=8, memory_dim=8, attn_dim=8)
+    query, keys = torch.randn(3, 8) * 3, torch.randn(3, 5, 8) * 3
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with torch.no_grad():
+                decoding = attention.score(query, keys)
+            training = attention.score(query, keys)  # torch.tanh, as autograd needs it
+        assert decoding.dtype == training.dtype
+        torch.testing.assert_close(decoding.float(), training.float(), atol=0.05 if autocast else 1e-5, rtol=0)
 
 
 def test_dropout_is_active_in_training_only():
@@ -336,3 +369,8 @@ def test_transformer_compiles_without_graph_breaks_under_dynamic_shapes() -> Non
     torch._dynamo.reset()
     explained = torch._dynamo.explain(model)(src, src_mask, tgt)
     assert explained.graph_break_count == 0, [str(b.reason).splitlines()[0] for b in explained.break_reasons]
+    # training's tgt_mask selects the positions for the output layer: a data-dependent shape, the one break
+    torch._dynamo.reset()
+    tgt_mask = torch.arange(5) < torch.tensor([[5], [3], [1]])
+    explained = torch._dynamo.explain(model)(src.clone(), src_mask.clone(), tgt.clone(), tgt_mask)
+    assert {str(b.reason).splitlines()[0] for b in explained.break_reasons} == {"Dynamic shape operator"}

@@ -73,6 +73,9 @@ def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.dev
     else:
         rows.append({"fast_path": "fused AdamW", "model": model, "speedup": None,
                      "note": "n/a on CPU (fused AdamW is CUDA only)"})
+    pair("target padding skipped (output layer" + ("; the decoder loop's steps" if model == "gru" and
+                                                     device.type == "cpu" else "") + ")", "padded-targets", "base",
+         padding("base"))
     if model == "gru":  # the recurrence and decoder loop auto picks (base) against the other ones
         if device.type == "cuda":
             pair("encoder recurrence (nn.GRU packed, cuDNN, vs batched steps)", "batched", "base")
@@ -80,7 +83,8 @@ def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.dev
         else:
             pair("encoder recurrence (batched steps, hand-written backward, vs nn.GRU packed)", "packed", "base")
             pair("decoder loop (hand-written backward vs autograd)", "autograd", "base")
-            pair("both (vs nn.GRU packed and the autograd loop)", "packed+autograd", "base")
+            pair("all three (vs nn.GRU packed, the autograd loop, logits at padded positions)", "packed+autograd",
+                 "base")
     decoding = (by.get((model, "base")) or next((r for r in ok if r["model"] == model and r.get("decoding")),
                                                 {})).get("decoding", [])
     for ablation, path, off_word in (("kv_cache", "KV cache (greedy decoding)", "no KV cache"),

@@ -58,9 +58,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "summarization-length inputs (400-subword dialogues); --tiny uses the toy task")
     p.add_argument("--models", default="transformer,gru", help="comma-separated: transformer,gru")
     p.add_argument("--configs", default="all",
-                   help="comma-separated subset of: base,bf16,compile,bf16+compile,threads1,pool,random,unfused "
+                   help="comma-separated subset of: base,bf16,compile,bf16+compile,threads1,pool,random,unfused,"
+                        "padded-targets (logits at padded target positions too) "
                         "and, for the GRU, packed|batched (encoder recurrence), autograd|handwritten (decoder loop), "
-                        "packed+autograd (both as before their CPU paths); 'none' runs no training configuration (with --time-to-bleu or --profile alone)")
+                        "packed+autograd (all three as before the GRU's CPU paths); 'none' runs no training configuration (with --time-to-bleu or --profile alone)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile configurations")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-tokens", type=int, default=None, help="batch budget (default 4096; --tiny 512)")

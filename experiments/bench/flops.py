@@ -26,10 +26,13 @@ lookups, the loss and the optimizer's update: small beside the matmuls at these
 sizes, and not what a matmul peak measures.
 
 Two counts per batch, from the per-sentence lengths of the collated batch:
-``padded`` counts every position of the padded (B, S) and (B, T) tensors, what
-the hardware computes (except in the GRU's encoder where it runs nn.GRU over
-packed sequences, on CUDA or with ``recurrence=packed``: that never sees the
-padding); ``real`` counts each sentence at its own source and target lengths.
+``padded`` counts what a training update computes: every position of the
+padded (B, S) and (B, T) tensors, except where the computation skips the
+padding: the output layer (training asks the model for the real target
+positions' logits only), the GRU's encoder where it runs nn.GRU over packed
+sequences (on CUDA or with ``recurrence=packed``) and the GRU's hand-written
+decoder loop (on a CPU), whose steps end with each sentence's target; ``real``
+counts each sentence at its own source and target lengths.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from experiments.batching import Batch
-from models.gru import runs_packed
+from models.gru import runs_handwritten_loop, runs_packed
 
 Shape = tuple[int, int, int]  # (m, k, n) of an (m x k) @ (k x n) matmul
 
@@ -58,20 +61,24 @@ class Lengths:
     src: np.ndarray  # source positions attended to (and run through the Transformer's encoder)
     tgt: np.ndarray  # target positions decoded
     encoder_src: np.ndarray  # source positions the GRU's encoder runs over (packed: only the real ones)
+    output: np.ndarray  # target positions the output layer projects
 
 
-def batch_lengths(batch: Batch, packed_encoder: bool = False) -> dict[str, Lengths]:
-    """``padded`` (every position of the batch's tensors) and ``real`` (real tokens only) lengths.
+def batch_lengths(batch: Batch, packed_encoder: bool = False, decoder_skips_padding: bool = False
+                  ) -> dict[str, Lengths]:
+    """``padded`` (every position of the batch's tensors a training update computes) and ``real`` (real tokens
+    only) lengths.
 
-    ``packed_encoder``: the GRU's encoder runs over packed sequences, so even the padded count has it
-    run over the real source tokens only.
+    ``packed_encoder``: the GRU's encoder runs over packed sequences, and ``decoder_skips_padding``: the GRU's
+    decoder steps stop at each sentence's end, so even the padded count has them over real tokens only.
     """
     src = batch.src_mask.sum(dim=1).numpy().astype(np.int64)
-    tgt = batch.tgt_out.ne(batch.pad_id).sum(dim=1).numpy().astype(np.int64)  # bos + target = target + eos
+    tgt = batch.tgt_mask.sum(dim=1).numpy().astype(np.int64)  # bos + target = target + eos
     n, width_src, width_tgt = len(src), batch.src.size(1), batch.tgt_in.size(1)
     padded_src = np.full(n, width_src)
-    return {"padded": Lengths(padded_src, np.full(n, width_tgt), src if packed_encoder else padded_src),
-            "real": Lengths(src, tgt, src)}
+    padded = Lengths(padded_src, tgt if decoder_skips_padding else np.full(n, width_tgt),
+                     src if packed_encoder else padded_src, tgt)
+    return {"padded": padded, "real": Lengths(src, tgt, src, tgt)}
 
 
 def transformer_forward(c: Mapping[str, Any], vocab: int, n: Lengths) -> int:
@@ -83,7 +90,7 @@ def transformer_forward(c: Mapping[str, Any], vocab: int, n: Lengths) -> int:
     encoder = per_token * s + per_pair * ss
     self_attn = per_token * t + per_pair * tt
     cross = 2 * mm(t, d, d) + 2 * mm(s, d, d) + per_pair * ts  # q, out per target; k, v per source
-    return c["enc_layers"] * encoder + c["dec_layers"] * (self_attn + cross) + mm(t, d, vocab)
+    return c["enc_layers"] * encoder + c["dec_layers"] * (self_attn + cross) + mm(int(n.output.sum()), d, vocab)
 
 
 def gru_forward(c: Mapping[str, Any], vocab: int, n: Lengths) -> int:
@@ -102,9 +109,9 @@ def gru_forward(c: Mapping[str, Any], vocab: int, n: Lengths) -> int:
         attention = (mm(s, h, h) if c["attention"] == "luong_general" else 0) + mm(1, h, 1) * ts
     context = mm(1, h, 1) * ts  # weights @ memory
     combine = mm(t, 2 * h, h)  # W_c [c_t; h_t]
-    tied = c["tie_embeddings"]
-    pre_output = mm(t, h, e) if tied and e != h else 0
-    output = mm(t, e if tied else h, vocab)
+    tied, o = c["tie_embeddings"], int(n.output.sum())
+    pre_output = mm(o, h, e) if tied and e != h else 0
+    output = mm(o, e if tied else h, vocab)
     return encoder + bridge + cells + attention + context + combine + pre_output + output
 
 
@@ -119,8 +126,16 @@ def forward_flops(model_cfg: Mapping[str, Any], vocab: int, lengths: Lengths) ->
 def training_flops(model_cfg: Mapping[str, Any], vocab: int, batch: Batch, device_type: str = "cpu") -> dict[str, int]:
     """Model FLOPs of one update on ``batch`` (3x forward) on a ``device_type`` device, ``padded`` and over
     ``real`` tokens only."""
-    packed = model_cfg["name"] == "gru" and runs_packed(model_cfg.get("recurrence", "auto"), device_type)
-    return {kind: 3 * forward_flops(model_cfg, vocab, n) for kind, n in batch_lengths(batch, packed).items()}
+    return {kind: 3 * forward_flops(model_cfg, vocab, n) for kind, n in update_lengths(model_cfg, batch,
+                                                                                        device_type).items()}
+
+
+def update_lengths(model_cfg: Mapping[str, Any], batch: Batch, device_type: str = "cpu") -> dict[str, Lengths]:
+    """``batch_lengths`` as a training update on a ``device_type`` device runs ``model_cfg``'s model."""
+    gru = model_cfg["name"] == "gru"
+    packed = gru and runs_packed(model_cfg.get("recurrence", "auto"), device_type)
+    skips = gru and runs_handwritten_loop(model_cfg.get("decoder_loop", "auto"), device_type)
+    return batch_lengths(batch, packed, skips)
 
 
 def model_shapes(model_cfg: Mapping[str, Any], vocab: int, sentences: int, tgt_width: int) -> dict[str, Shape]:

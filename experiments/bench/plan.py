@@ -88,7 +88,9 @@ def config_variants(model: str, device: torch.device, *, small_pool: int, compil
         loop = "handwritten" if device.type == "cuda" else "autograd"
         variants[loop] = Variant([f"model.decoder_loop={loop}"])
         if device.type == "cpu":  # the paths the GRU trained with on a CPU before its own two
-            variants["packed+autograd"] = Variant(["model.recurrence=packed", "model.decoder_loop=autograd"])
+            variants["packed+autograd"] = Variant(["model.recurrence=packed", "model.decoder_loop=autograd",
+                                                   "trainer.skip_target_padding=false"])
+    variants["padded-targets"] = Variant(["trainer.skip_target_padding=false"])
     if device.type == "cpu" and usable_cores() > 1:
         variants["threads1"] = Variant(["trainer.num_threads=1"])
     variants[f"pool{small_pool}"] = Variant([f"trainer.pool_size={small_pool}"])

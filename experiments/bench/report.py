@@ -178,8 +178,9 @@ def machine_limit(report: dict[str, Any], image_prefix: str) -> list[str]:
     size = runs[0]["peak"]["square"]["shape"][0]
     return ["## Against the machine's limit", "",
             "Model FLOP/s: the matmul FLOPs of the measured updates (forward x 3, counted from each batch's shapes: "
-            "`experiments/bench/flops.py`) per second of the same wall time as tok/s, over every padded position "
-            "the hardware computes and over real tokens only. Peak: torch's matmul rate measured in the same "
+            "`experiments/bench/flops.py`) per second of the same wall time as tok/s, over the positions the update "
+            "computes (padding included where it is computed; the output layer and the GRU's CPU decoder loop skip it) "
+            "and over real tokens only. Peak: torch's matmul rate measured in the same "
             f"worker right after its timed updates, same threads and dtype, at a {size}-cubed square and at the "
             "model's own dominant shapes (m x k x n, at the median batch). MFU = model FLOP/s / square peak: the "
             "share of the machine's matmul rate the training gets; the rest goes to elementwise work, softmax, "
