@@ -8,6 +8,7 @@ that every fast path computes what the plain path computes (fp32 paths within
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -566,6 +567,20 @@ def test_task_must_be_a_task_preset_and_time_to_bleu_a_translation_task(capsys) 
     args = cli.parse_args(["--task", "samsum", "--configs", "none", "--time-to-bleu", "30"])
     with pytest.raises(plan.UserError, match="needs a translation task; --task samsum is summarization"):
         plan.build_specs(args, torch.device("cpu"))
+
+
+def test_gru_paths_on_real_batches_times_whole_updates_of_both_paths_in_turns(tmp_path: Path) -> None:
+    from experiments.bench import gru_paths
+
+    out = tmp_path / "real.md"
+    gru_paths.main(["--tiny", "--task", "toy", "--batches", "2", "--threads", "1", "--out", str(out)])
+    text = out.read_text()
+    rows = [line.strip("| ").split(" | ") for line in text.splitlines() if line.startswith("| before") or
+            line.startswith("| now")]
+    assert [r[0] for r in rows] == ["before (packed + autograd + padded logits)", "now (defaults)"]
+    seconds = [float(r[1]) for r in rows]
+    assert all(s > 0 for s in seconds) and all(float(r[2]) > 0 for r in rows)
+    assert re.search(r"Now against before: \d+\.\d\dx\.", text)
 
 
 def test_gru_paths_times_both_cpu_paths_at_each_length(tmp_path: Path) -> None:
