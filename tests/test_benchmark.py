@@ -572,9 +572,13 @@ def test_task_must_be_a_task_preset_and_time_to_bleu_a_translation_task(capsys) 
 def test_gru_paths_on_real_batches_times_whole_updates_of_both_paths_in_turns(tmp_path: Path) -> None:
     from experiments.bench import gru_paths
 
-    out = tmp_path / "real.md"
-    gru_paths.main(["--tiny", "--task", "toy", "--batches", "2", "--threads", "1", "--out", str(out)])
+    out, readme = tmp_path / "real.md", tmp_path / "README.md"
+    readme.write_text("before\n<!-- table:real -->\nold\n<!-- /table:real -->\nafter\n")
+    gru_paths.main(["--tiny", "--task", "toy", "--batches", "2", "--threads", "1", "--out", str(out),
+                    "--readme", str(readme)])
     text = out.read_text()
+    embedded = readme.read_text()
+    assert "old" not in embedded and text.split("\n", 2)[2].strip() in embedded and embedded.endswith("after\n")
     rows = [line.strip("| ").split(" | ") for line in text.splitlines() if line.startswith("| before") or
             line.startswith("| now")]
     assert [r[0] for r in rows] == ["before (packed + autograd + padded logits)", "now (defaults)"]

@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--task", help="time whole updates on this task's real training batches (e.g. samsum)")
     p.add_argument("--batches", type=int, default=20, help="with --task: timed updates per path")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="with --task")
+    p.add_argument("--readme", type=Path, help="also copy the table into this file between <!-- table:NAME --> "
+                   "markers, NAME the --out file's stem")
     args = p.parse_args(argv)
+    if args.readme and not args.out:
+        p.error("--readme needs --out (its file name names the README's markers)")
     torch.set_num_threads(args.threads)
     command = " ".join(["python -m experiments.bench.gru_paths", *(sys.argv[1:] if argv is None else argv)])
     stamp = (f"Measured by `{command}` on {cpu_name()}, {args.threads} thread(s), {{precision}}, torch "
@@ -130,8 +134,7 @@ def main(argv: list[str] | None = None) -> None:
             "| path | seconds | target tokens/s |", "| --- | --- | --- |", *rows, "",
             f"Now against before: {a / b:.2f}x.", ""])
         print(text)
-        if args.out:
-            write_text(args.out, text)
+        save(text, args.out, args.readme)
         return
     size = ({"emb_dim": 8, "hidden_size": 16, "enc_layers": 1} if args.tiny
             else {"emb_dim": 256, "hidden_size": 512, "enc_layers": 2})  # conf/model/gru.yaml
@@ -152,8 +155,17 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "| source length | sentences | target length | packed + autograd s | batched + hand-written s | speedup |",
         "| --- | --- | --- | --- | --- | --- |", *rows, ""])
-    if args.out:
-        write_text(args.out, text)
+    save(text, args.out, args.readme)
+
+
+def save(text: str, out: Path | None, readme: Path | None) -> None:
+    """Write the report to ``out`` and embed it in ``readme`` between markers named for ``out``."""
+    from experiments.tables import embed
+
+    if out:
+        write_text(out, text)
+    if readme:
+        embed(readme, out.stem, text)
 
 
 if __name__ == "__main__":
