@@ -168,7 +168,7 @@ def speed_targets(models: list[str], by: Rows, comparison: list[dict[str, Any]],
             targets.append({"target": f"{model} {search} over the test split <= {seconds:g} s (CPU{how})",
                             "value": value, "unit": "s",
                             "met": None if value is None or device.type != "cpu" or not full else value <= seconds,
-                            "against": f"decoded with {source}" + (" under bf16 autocast" if how else "")
+                            "against": f"decoded with {source}" + (" under bf16 autocast" if how else " in fp32")
                             + ("" if full else "; not the full 1000-sentence split") if row else None})
     return targets
 

@@ -91,7 +91,8 @@ def decode_one_at_a_time(model: Any, data: TaskData, split: str, decoding: DictC
 
 
 def decoding_model(trainer: Any, data: TaskData, cfg: DictConfig, spec: dict[str, Any]) -> tuple[Any, ...]:
-    """What to decode with: the bench's model as trained so far, or a trained run (``spec["run"]``, fp32)."""
+    """What to decode with: the bench's model as trained so far, or a trained run (``spec["run"]``, in fp32
+    unless a row says otherwise)."""
     if not spec.get("run"):
         return (trainer.model, data, cfg, trainer.device, trainer.autocast,
                 f"the bench's model after {trainer.progress.step} updates")
@@ -99,7 +100,7 @@ def decoding_model(trainer: Any, data: TaskData, cfg: DictConfig, spec: dict[str
     if run.cfg.model.name != cfg.model.name:
         raise UserError(f"--decode-run {spec['run']} holds a {run.cfg.model.name}, not a {cfg.model.name}")
     return (run.model, run.data, run.cfg, run.device, autocast_for(run.device, "fp32"),
-            f"{spec['run']} (step {run.step}, fp32)")
+            f"{spec['run']} (step {run.step})")
 
 
 def measure_decoding(model: Any, data: TaskData, cfg: DictConfig, device: torch.device, autocast: Any,
