@@ -236,7 +236,7 @@ def beam_search(
             hist_attention.append(_scatter_rows(attention, global_rows, B * K))  # (B*K, [L, h,] S)
         logp = _log_probs(logits, step, max_len[active].repeat_interleave(K), eos_id, min_len)  # (A*K, V)
         V = logp.size(-1)
-        cand_scores, cand = (alive.view(-1, 1) + logp).view(A, K * V).topk(2 * K, dim=1)  # (A, 2K)
+        cand_scores, cand = logp.add_(alive.view(-1, 1)).view(A, K * V).topk(2 * K, dim=1)  # (A, 2K), in place
         cand_tokens = cand % V
         cand_beams = cand // V  # the beam each candidate extends
         is_eos = cand_tokens == eos_id
