@@ -24,8 +24,9 @@ The computation is the one of ``GRUSeq2Seq._step`` (see models/gru.py), on the
 model's own parameters, so checkpoints are the same whichever loop runs; the
 dropout masks are drawn in the same order and the same way as ``nn.Dropout``
 draws them there (for the whole batch, finished sentences included), so the
-two loops agree in training mode too (tests compare them in fp64). The state and gates are kept in fp32 (or fp64), the matmuls run
-in ``mm_dtype`` (bf16 under autocast).
+two loops agree in training mode too (tests compare them in fp64). The state
+and gates are kept in fp32 (or fp64), the matmuls run in ``mm_dtype`` (bf16
+under autocast).
 """
 
 from __future__ import annotations

@@ -194,5 +194,5 @@ class GRUSeq2Seq(nn.Module):
             attn_vecs, weights = (torch.stack(x, dim=1) for x in zip(*steps))
         if tgt_mask is not None:
             attn_vecs = attn_vecs[tgt_mask]  # (N, H): only the positions asked for reach the output layer
-        logits = self.output(self.pre_output(attn_vecs))  # (B, T, V) or (N, V)
-        return logits, weights  # _, (B, T, S)
+        logits = self.output(self.pre_output(attn_vecs))
+        return logits, weights  # (B, T, V) or (N, V), (B, T, S)
