@@ -32,6 +32,14 @@ def cpu_tanh_(x: Tensor) -> Tensor:
     return x.mul_(2).sigmoid_().mul_(2).sub_(1)
 
 
+def matvec(matrices: Tensor, vectors: Tensor) -> Tensor:
+    """Each matrix (B, S, D) times its vector (B, D): (B, S), as a row vector times the transposed matrix.
+
+    The same products as ``bmm(matrices, vectors[..., None])``, whose CPU kernel for that layout took 2.7 ms
+    against 0.24 ms this way on a SAMSum step's (26, 157, 512) memory in fp32 (one thread)."""
+    return torch.bmm(vectors.unsqueeze(1), matrices.transpose(1, 2)).squeeze(1)
+
+
 class Attention(nn.Module):
     """Base class: subclasses define the key projection and the score function."""
 
@@ -93,7 +101,7 @@ class MultiplicativeAttention(Attention):
         return self.key_proj(memory)  # (B, S, D_q)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, S)
+        return matvec(keys, query)  # (B, S)
 
 
 ATTENTION_KINDS = ("bahdanau", "luong_dot", "luong_general")

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models.attention import AdditiveAttention, Attention, MultiplicativeAttention, cpu_tanh_
+from models.attention import AdditiveAttention, Attention, MultiplicativeAttention, cpu_tanh_, matvec
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,8 @@ class _DecoderLoop(torch.autograd.Function):
                     P = cpu_tanh_(torch.add(keys_fp[:rows], u[:, None])).to(mm)
                     scores = (P @ v.t()).squeeze(-1).to(dtype)  # (rows, S); a matmul, as nn.Linear runs it
                     steps["P"].append(P)
-                else:
-                    scores = torch.bmm(keys_mm[:rows], q.to(mm)[:, :, None]).squeeze(-1).to(dtype)
+                else:  # row vector @ keys^T: see matvec
+                    scores = matvec(keys_mm[:rows], q.to(mm)).to(dtype)
                 alpha = scores.masked_fill(padding[:rows], float("-inf")).softmax(dim=-1)  # (rows, S)
                 c = torch.bmm(alpha.to(mm)[:, None], memory_mm[:rows]).squeeze(1).to(dtype)  # (rows, H)
                 w_c, b_c = w.combine
@@ -219,7 +219,7 @@ class _DecoderLoop(torch.autograd.Function):
                 dc, dq = dcq[:, :H], dcq[:, H:]
                 d_c.append(dc)
                 alpha = steps["alpha"][t]
-                d_alpha = torch.bmm(memory_mm[:rows], dc.to(mm)[:, :, None]).squeeze(-1).to(dtype)  # (rows, S)
+                d_alpha = matvec(memory_mm[:rows], dc.to(mm)).to(dtype)  # (rows, S)
                 ds = alpha * (d_alpha - (alpha * d_alpha).sum(dim=-1, keepdim=True))  # through the softmax
                 d_s.append(ds)
                 if w.query is not None:
