@@ -97,12 +97,16 @@ class Ensemble(nn.Module):
             start += n
         return out
 
-    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher-forced pass, step by step through ``decode_step``: mean log-probabilities (B, T, V), attention."""
+    def forward(
+        self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, tgt_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Teacher-forced pass, step by step through ``decode_step``: mean log-probabilities (B, T, V), or at
+        ``tgt_mask``'s positions only (N, V), and attention."""
         memory, cache = self.encode(src, src_mask)
         steps, attention = [], []
         for t in range(tgt_in.size(1)):
             logits, cache, weights = self.decode_step(tgt_in[:, t], memory, src_mask, cache)
             steps.append(logits)
             attention.append(weights)
-        return torch.stack(steps, dim=1), torch.stack(attention, dim=-2)  # (B, T, V), (B, N, T, S)
+        logits = torch.stack(steps, dim=1)  # (B, T, V)
+        return logits if tgt_mask is None else logits[tgt_mask], torch.stack(attention, dim=-2)  # _, (B, N, T, S)

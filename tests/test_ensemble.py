@@ -61,6 +61,16 @@ def test_gru_plus_transformer_scores_are_the_members_mean(beam: int) -> None:
         assert hyps.scores[k].item() == pytest.approx(expected, abs=1e-4)
 
 
+def test_a_target_mask_selects_the_ensembles_real_positions() -> None:
+    ensemble = Ensemble([tiny_model("gru", seed=1), tiny_model("transformer", seed=2)])
+    src, src_mask, tgt_in = make_batch()
+    tgt_mask = torch.arange(tgt_in.size(1)) < torch.tensor([5, 2, 1, 4])[:, None]
+    with torch.inference_mode():
+        full, _ = ensemble(src, src_mask, tgt_in)
+        selected, _ = ensemble(src, src_mask, tgt_in, tgt_mask)
+    torch.testing.assert_close(selected, full[tgt_mask], rtol=0, atol=0)
+
+
 def test_attention_is_each_members_own_labelled() -> None:
     members = [tiny_model("gru", seed=1), tiny_model("transformer", seed=2)]
     ensemble = Ensemble(members, ["gru run", "transformer run"])
