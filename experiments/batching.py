@@ -111,7 +111,7 @@ class Batch:
 
     @property
     def n_tgt_tokens(self) -> int:
-        return int(self.tgt_out.ne(self.pad_id).sum())
+        return int(self.tgt_mask.sum())
 
     def to(self, device: torch.device) -> Batch:
         if device.type == "cpu":

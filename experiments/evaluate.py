@@ -41,8 +41,9 @@ def split_loss(model: torch.nn.Module, data: TaskData, split: str, batch_tokens:
     for batch in data.batches(split, plan):
         batch = batch.to(device)
         with autocast():
-            logits, _ = model(batch.src, batch.src_mask, batch.tgt_in, batch.tgt_mask)  # (N, V)
-        total += float(sequence_loss(logits, batch.tgt_out[batch.tgt_mask], data.pad_id, 0.0))
+            tgt_mask = batch.tgt_mask
+            logits, _ = model(batch.src, batch.src_mask, batch.tgt_in, tgt_mask)  # (N, V)
+        total += float(sequence_loss(logits, batch.tgt_out[tgt_mask], data.pad_id, 0.0))
         tokens += batch.n_tgt_tokens
     loss = total / max(tokens, 1)
     return {"loss": loss, "ppl": float(torch.tensor(loss).exp())}

@@ -32,12 +32,11 @@ from typing import Any
 import torch
 
 from experiments.atomic import write_text
-from experiments.bench.plan import TINY_TASK
+from experiments.bench.plan import GRU_BEFORE_CPU_PATHS, TINY_TASK
 from experiments.runtime import cpu_name, git_commit
 from models.gru import GRUSeq2Seq
 
 PATHS = {"packed + autograd": ("packed", "autograd"), "batched + hand-written": ("batched", "handwritten")}
-BEFORE = ["model.recurrence=packed", "model.decoder_loop=autograd", "trainer.skip_target_padding=false"]
 
 
 def real_batches(task: list[str], preset: str, batches: int, threads: int, precision: str,
@@ -52,7 +51,7 @@ def real_batches(task: list[str], preset: str, batches: int, threads: int, preci
 
     base = [*task, f"model={preset}", "logger=none", "trainer.progress=false", "trainer.device=cpu",
             f"trainer.precision={precision}", f"trainer.num_threads={threads}"]
-    paths = {"before (packed + autograd + padded logits)": BEFORE, "now (defaults)": []}
+    paths = {"before (packed + autograd + padded logits)": GRU_BEFORE_CPU_PATHS, "now (defaults)": []}
     data, trainers = None, {}
     for i, (name, overrides) in enumerate(paths.items()):
         cfg = compose([*base, *overrides])

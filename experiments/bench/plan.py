@@ -29,6 +29,8 @@ LOAD_CONFIGS: dict[str, tuple[int | None, dict[str, str], int]] = {
     "loaded, auto": (0, {}, 1),
 }
 
+# The GRU as it trained on a CPU before its own paths: nn.GRU packed, the autograd loop, logits at padded positions.
+GRU_BEFORE_CPU_PATHS = ["model.recurrence=packed", "model.decoder_loop=autograd", "trainer.skip_target_padding=false"]
 TINY_TASK = ["task=toy_reverse", "task.toy.train_size=2000", "task.toy.eval_size=40"]
 
 
@@ -88,8 +90,7 @@ def config_variants(model: str, device: torch.device, *, small_pool: int, compil
         loop = "handwritten" if device.type == "cuda" else "autograd"
         variants[loop] = Variant([f"model.decoder_loop={loop}"])
         if device.type == "cpu":  # the paths the GRU trained with on a CPU before its own two
-            variants["packed+autograd"] = Variant(["model.recurrence=packed", "model.decoder_loop=autograd",
-                                                   "trainer.skip_target_padding=false"])
+            variants["packed+autograd"] = Variant(GRU_BEFORE_CPU_PATHS)
     variants["padded-targets"] = Variant(["trainer.skip_target_padding=false"])
     if device.type == "cpu" and usable_cores() > 1:
         variants["threads1"] = Variant(["trainer.num_threads=1"])
