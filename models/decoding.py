@@ -214,11 +214,11 @@ def beam_search(
     active = torch.arange(B, device=device)  # (A,) the sentences still searching
     beams = torch.arange(K, device=device)
     rows = active.repeat_interleave(K)  # (A*K,) sentence of each row
-    memory, beam_mask, cache = memory[rows], src_mask[rows], _select(cache, rows)
+    beam_mask = src_mask
     source_only = frozenset(getattr(model, "source_cache_keys", ()))
     rank = torch.arange(2 * K, device=device)  # (2K,)
 
-    tokens = src.new_full((B * K,), bos_id)
+    tokens = src.new_full((B,), bos_id)  # step 0 runs once per sentence, then each gets its K rows
     alive = torch.full((B, K), float("-inf"), device=device)
     alive[:, 0] = 0.0  # the K beams start identical: expand only one of them
     fin_scores = torch.full((B, K), float("-inf"), device=device)  # sorted, best first
@@ -232,6 +232,9 @@ def beam_search(
         A = active.numel()
         global_rows = ((active * K).unsqueeze(1) + beams).view(-1)  # (A*K,)
         logits, cache, attention = model.decode_step(tokens, memory, beam_mask, cache)
+        if step == 0:  # the K beams start identical: the first step is computed for one and copied to all
+            logits, attention, memory, beam_mask = (t[rows] for t in (logits, attention, memory, beam_mask))
+            cache = _select(cache, rows)
         if return_attention:
             hist_attention.append(_scatter_rows(attention, global_rows, B * K))  # (B*K, [L, h,] S)
         logp = _log_probs(logits, step, max_len[active].repeat_interleave(K), eos_id, min_len)  # (A*K, V)

@@ -119,7 +119,9 @@ def test_finished_sentences_leave_the_batch():
 
     model = RowCounting()
     beam = beam_search(model, src, src_mask, beam_size=3, length_penalty=0.0, n_best=3, **common)
-    assert model.rows == [9, 9, 9, 6]  # sentence 0 is done at its length limit (step 2), the others at step 3
+    # step 0 runs once per sentence (its K beams are identical); sentence 0 is done at its length limit
+    # (step 2), the others at step 3
+    assert model.rows == [3, 9, 9, 6]
     for j, n in enumerate([1, 4, 10]):  # what each sentence gets when it is decoded alone
         alone = beam_search(GardenPathModel(), src[j:j + 1, :n], src_mask[j:j + 1, :n], beam_size=3,
                             length_penalty=0.0, n_best=3, **common)

@@ -92,11 +92,13 @@ def decode_one_at_a_time(model: Any, data: TaskData, split: str, decoding: DictC
 
 def decoding_model(trainer: Any, data: TaskData, cfg: DictConfig, spec: dict[str, Any]) -> tuple[Any, ...]:
     """What to decode with: the bench's model as trained so far, or a trained run (``spec["run"]``, in fp32
-    unless a row says otherwise)."""
+    unless a row says otherwise). A run keeps its own length rules and beam settings; how many sentences
+    share a batch is a speed setting, taken from the bench's config so that every row batches alike."""
     if not spec.get("run"):
         return (trainer.model, data, cfg, trainer.device, trainer.autocast,
                 f"the bench's model after {trainer.progress.step} updates")
-    run = load_run(spec["run"], [f"trainer.device={trainer.device}"])
+    run = load_run(spec["run"], [f"trainer.device={trainer.device}",
+                                 f"decoding.batch_tokens={cfg.decoding.batch_tokens}"])
     if run.cfg.model.name != cfg.model.name:
         raise UserError(f"--decode-run {spec['run']} holds a {run.cfg.model.name}, not a {cfg.model.name}")
     return (run.model, run.data, run.cfg, run.device, autocast_for(run.device, "fp32"),
