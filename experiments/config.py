@@ -215,7 +215,11 @@ class DecodingConfig:
     max_len_b: int = 10
     min_len: int = 0
     n_best: int = 1  # hypotheses kept per sentence (s2s-eval writes them as TSV when > 1); at most beam_size
-    batch_tokens: int = 16000  # source tokens x beam_size per decoding batch: a speed setting, outputs unchanged
+    # Batch sizes are speed settings (outputs are the same). Measured with a converged Multi30k Transformer on a
+    # 2-core CPU in paired runs: greedy is fastest at about 8000 source tokens a batch, beam 5 at about twice
+    # as many rows (16000 source tokens x beam: ~10% faster than 8000 for both models).
+    batch_tokens: int = 8000  # source tokens per greedy batch
+    beam_batch_tokens: int = 16000  # source tokens x beam size per beam-search batch
 
 
 class WandbMode(str, Enum):

@@ -74,6 +74,12 @@ def search(model: torch.nn.Module, batch: Batch, data: TaskData, decoding: Any, 
                            length_penalty=decoding.length_penalty, n_best=n_best, **common)
 
 
+def source_tokens_per_batch(decoding: Any, beam: int) -> int:
+    """Padded source tokens a decoding batch may hold: ``decoding.batch_tokens`` for greedy search,
+    ``decoding.beam_batch_tokens`` shared by the ``beam`` rows of every sentence for beam search."""
+    return decoding.batch_tokens if beam == 1 else max(decoding.beam_batch_tokens // beam, 1)
+
+
 @torch.inference_mode()
 def decode_split(model: torch.nn.Module, data: TaskData, split: str, decoding: Any, device: torch.device,
                  autocast: Any, *, beam_size: int | None = None, limit: int = 0, n_best: int = 1,
@@ -90,7 +96,7 @@ def decode_split(model: torch.nn.Module, data: TaskData, split: str, decoding: A
     ranked: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
     start = time.perf_counter()
     if plan is None:
-        plan = data.plan(split, max(decoding.batch_tokens // beam, 1), shuffle=False, limit=limit)
+        plan = data.plan(split, source_tokens_per_batch(decoding, beam), shuffle=False, limit=limit)
     for batch in data.batches(split, plan):
         hyps = search(model, batch.to(device), data, decoding, autocast, beam, n_best=n_best,
                       drop_finished=drop_finished)

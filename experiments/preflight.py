@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from experiments.data import TaskData
 from experiments.errors import ConfigError
+from experiments.evaluate import source_tokens_per_batch
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,9 @@ def check_limits(cfg: DictConfig, data: TaskData) -> None:
             raise ConfigError(f"the longest {name} example has {longest} tokens, more than trainer.batch_tokens="
                               f"{tc.batch_tokens}: raise it, or lower task.max_src_len / task.max_tgt_len")
         beam = tc.val_beam_size if name == "valid" else decoding.beam_size
-        if name != "train" and longest > decoding.batch_tokens // beam:
-            raise ConfigError(f"decoding.batch_tokens={decoding.batch_tokens} leaves {decoding.batch_tokens // beam} "
-                              f"tokens a batch at beam {beam}, less than the {longest} of the longest {name} "
-                              f"example: set decoding.batch_tokens to at least {longest * beam}")
+        budget = source_tokens_per_batch(decoding, beam)
+        if name != "train" and longest > budget:
+            key = "batch_tokens" if beam == 1 else "beam_batch_tokens"
+            raise ConfigError(f"decoding.{key}={decoding[key]} leaves {budget} tokens a batch at beam {beam}, "
+                              f"less than the {longest} of the longest {name} example: set decoding.{key} to at "
+                              f"least {longest * (1 if beam == 1 else beam)}")

@@ -182,8 +182,11 @@ def test_an_eval_cap_above_the_validation_size_validates_the_whole_split(tmp_pat
 
 @pytest.mark.parametrize("overrides, message", [
     (["trainer.batch_tokens=8"], r"longest train example has \d+ tokens, more than trainer\.batch_tokens=8"),
-    (["decoding.batch_tokens=40", "decoding.beam_size=5"], r"decoding\.batch_tokens=40 leaves 8 tokens a batch at "
-                                                           r"beam 5, less than the \d+ of the longest test example"),
+    (["decoding.beam_batch_tokens=40", "decoding.beam_size=5"], r"decoding\.beam_batch_tokens=40 leaves 8 tokens a "
+                                                                r"batch at beam 5, less than the \d+ of the longest "
+                                                                r"test example"),
+    (["decoding.batch_tokens=4", "trainer.val_beam_size=1"], r"decoding\.batch_tokens=4 leaves 4 tokens a batch at "
+                                                             r"beam 1, less than the \d+ of the longest valid example"),
     (["trainer.eval_max_sentences=-5"], r"trainer\.eval_max_sentences=-5 must be 0 \(the whole split\) or more"),
 ])
 def test_limits_are_checked_against_the_splits_at_start(make_cfg, shared_cache, overrides, message) -> None:

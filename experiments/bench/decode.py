@@ -98,7 +98,8 @@ def decoding_model(trainer: Any, data: TaskData, cfg: DictConfig, spec: dict[str
         return (trainer.model, data, cfg, trainer.device, trainer.autocast,
                 f"the bench's model after {trainer.progress.step} updates")
     run = load_run(spec["run"], [f"trainer.device={trainer.device}",
-                                 f"decoding.batch_tokens={cfg.decoding.batch_tokens}"])
+                                 f"decoding.batch_tokens={cfg.decoding.batch_tokens}",
+                                 f"decoding.beam_batch_tokens={cfg.decoding.beam_batch_tokens}"])
     if run.cfg.model.name != cfg.model.name:
         raise UserError(f"--decode-run {spec['run']} holds a {run.cfg.model.name}, not a {cfg.model.name}")
     return (run.model, run.data, run.cfg, run.device, autocast_for(run.device, "fp32"),
