@@ -64,7 +64,10 @@ def matched_table(by_model: dict[str, list], metric: str, axis: str = "tokens", 
     return table
 
 
-def plot(by_model: dict[str, list], metric: str, title: str, hardware: str, path: Path) -> None:
+def plot(by_model: dict[str, list], metric: str, title: str, hardware: str, path: Path,
+         threshold: float | None = None) -> None:
+    """Validation ``metric`` of each curve against updates, real target tokens and hours; ``threshold``, if
+    given, is drawn as a dashed line (a target the curves are read against)."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     for ax, axis in zip(axes, AXES):
         for model, seeds in by_model.items():
@@ -79,6 +82,9 @@ def plot(by_model: dict[str, list], metric: str, title: str, hardware: str, path
             if len(seeds) > 1:
                 ax.fill_between(x, values[:, keep].min(axis=0), values[:, keep].max(axis=0),
                                 color=line.get_color(), alpha=0.2, linewidth=0)
+        if threshold is not None:
+            ax.axhline(threshold, color="0.4", linestyle="--", linewidth=1,
+                       label=f"{metric} {threshold:g}" if ax is axes[0] else None)
         ax.set_xlabel(AXES[axis])
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
