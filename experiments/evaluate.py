@@ -74,10 +74,15 @@ def search(model: torch.nn.Module, batch: Batch, data: TaskData, decoding: Any, 
                            length_penalty=decoding.length_penalty, n_best=n_best, **common)
 
 
+def batch_tokens_key(beam: int) -> str:
+    """The decoding key that sizes batches at this beam: ``batch_tokens`` (greedy) or ``beam_batch_tokens``."""
+    return "batch_tokens" if beam == 1 else "beam_batch_tokens"
+
+
 def source_tokens_per_batch(decoding: Any, beam: int) -> int:
-    """Padded source tokens a decoding batch may hold: ``decoding.batch_tokens`` for greedy search,
-    ``decoding.beam_batch_tokens`` shared by the ``beam`` rows of every sentence for beam search."""
-    return decoding.batch_tokens if beam == 1 else max(decoding.beam_batch_tokens // beam, 1)
+    """Padded source tokens a decoding batch may hold: the batch key's tokens shared by the ``beam`` rows of
+    every sentence."""
+    return max(decoding[batch_tokens_key(beam)] // beam, 1)
 
 
 @torch.inference_mode()

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from experiments.data import TaskData
 from experiments.errors import ConfigError
-from experiments.evaluate import source_tokens_per_batch
+from experiments.evaluate import batch_tokens_key, source_tokens_per_batch
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def check_limits(cfg: DictConfig, data: TaskData) -> None:
         beam = tc.val_beam_size if name == "valid" else decoding.beam_size
         budget = source_tokens_per_batch(decoding, beam)
         if name != "train" and longest > budget:
-            key = "batch_tokens" if beam == 1 else "beam_batch_tokens"
+            key = batch_tokens_key(beam)
             raise ConfigError(f"decoding.{key}={decoding[key]} leaves {budget} tokens a batch at beam {beam}, "
                               f"less than the {longest} of the longest {name} example: set decoding.{key} to at "
-                              f"least {longest * (1 if beam == 1 else beam)}")
+                              f"least {longest * beam}")
