@@ -60,14 +60,17 @@ def load_curves(roots: list[Path], model: str, metric: str) -> tuple[Curves, lis
             for size, seeds in sorted(found.items())}, folders
 
 
+def seed_mean(seeds: list[list[dict[str, Any]]], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The seeds' mean curve at every validation's token count within the range all seeds cover: (x, mean)."""
+    xs = np.unique(np.concatenate([[r["tokens"] for r in rows] for rows in seeds]).astype(float))
+    xs = xs[(xs >= max(rows[0]["tokens"] for rows in seeds)) & (xs <= min(rows[-1]["tokens"] for rows in seeds))]
+    return xs, curves.on_grid(seeds, "tokens", metric, xs).mean(axis=0)
+
+
 def first_reach(seeds: list[list[dict[str, Any]]], metric: str, threshold: float) -> float | None:
     """Real target tokens at which the seeds' mean curve first reaches ``threshold``, linearly interpolated
     between validations over the range every seed covers; None if it never does."""
-    xs = np.unique(np.concatenate([[r["tokens"] for r in rows] for rows in seeds]).astype(float))
-    xs = xs[(xs >= max(rows[0]["tokens"] for rows in seeds)) & (xs <= min(rows[-1]["tokens"] for rows in seeds))]
-    if xs.size == 0:
-        return None
-    mean = curves.on_grid(seeds, "tokens", metric, xs).mean(axis=0)
+    xs, mean = seed_mean(seeds, metric)
     above = np.nonzero(mean >= threshold)[0]
     if above.size == 0:
         return None
@@ -84,11 +87,8 @@ def summary_rows(by_size: Curves, metric: str, threshold: float | None) -> list[
     rows = []
     for label, seeds in by_size.items():
         covered = min(rows_[-1]["tokens"] for rows_ in seeds)
-        xs = np.unique(np.concatenate([[r["tokens"] for r in rows_] for rows_ in seeds]).astype(float))
-        xs = xs[xs <= covered]
-        mean = curves.on_grid(seeds, "tokens", metric, xs).mean(axis=0)
-        ok = ~np.isnan(mean)
-        best = int(np.nanargmax(mean)) if ok.any() else None
+        xs, mean = seed_mean(seeds, metric)
+        best = int(np.argmax(mean)) if mean.size else None
         per_update = np.mean([rows_[-1]["tokens"] / rows_[-1]["step"] for rows_ in seeds])
         row = [label, str(len(seeds)), f"{per_update:,.0f}", f"{covered / 1e6:.2f}M",
                f"{mean[best]:.2f} at {xs[best] / 1e6:.2f}M" if best is not None else "–"]
