@@ -5,10 +5,11 @@
     s2s-grid multi30k_de_en --status              # what is done, running, interrupted, missing
     s2s-grid samsum --jobs 1 --threads 2 trainer.eval_every=400
     s2s-grid multi30k_de_en:2,3 --until 06:50    # only what can end by 06:50: shed the slower job if need be
+    s2s-grid samsum:2 multi30k_de_en/transformer:1,2,3 --committed none   # retrain committed runs (checkpoints)
 
 The jobs of a preset are the product of its ``hydra.sweeper.params`` (seeds
 outermost, so seed 1 of every model finishes first); ``NAME:1,2`` keeps only
-those seeds. Several presets form one queue, so no core idles between them. Each job has a fixed
+those seeds and ``NAME/transformer:1,2`` only that model's (the folder layout's order). Several presets form one queue, so no core idles between them. Each job has a fixed
 folder, ``<runs-dir>/<experiment>/<model>/seed<k>`` (default runs dir
 ``$S2S_RUNS_DIR`` or ``~/s2s-runs``: outside the work tree, which may be laid
 anew between sessions). Running the command again after any interruption is
@@ -314,13 +315,22 @@ def parse_only(items: list[str]) -> dict[str, str]:
     return only
 
 
+def parse_preset(item: str, only: list[str]) -> tuple[str, dict[str, str]]:
+    """``NAME[/MODEL[,MODEL]][:SEEDS]`` -> (NAME, the swept values it keeps), on top of the global ``--only``."""
+    name, _, seeds = item.partition(":")
+    name, _, models = name.partition("/")
+    if not name or (":" in item and not seeds) or ("/" in item.split(":")[0] and not models):
+        raise ConfigError(f"{item!r}: expected NAME, NAME:SEEDS or NAME/MODEL:SEEDS, e.g. multi30k_de_en/gru:1,2")
+    return name, parse_only(only + ([f"model={models}"] if models else []) + ([f"seed={seeds}"] if seeds else []))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="s2s-grid", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("items", nargs="+", metavar="PRESET[:SEEDS] | KEY=VALUE",
-                        help="presets in conf/experiment/ with hydra.sweeper.params (NAME or NAME:1,2 for some "
-                             "seeds), then Hydra overrides applied to every job")
+    parser.add_argument("items", nargs="+", metavar="PRESET[/MODEL][:SEEDS] | KEY=VALUE",
+                        help="presets in conf/experiment/ with hydra.sweeper.params (NAME, NAME:1,2 for some "
+                             "seeds, NAME/gru:1,2 for one model's), then Hydra overrides applied to every job")
     parser.add_argument("--runs-dir", type=Path, default=default_runs_dir(),
                         help="where the job folders live (default $S2S_RUNS_DIR or ~/s2s-runs)")
     parser.add_argument("--jobs", type=int, default=0, help="jobs side by side (default: one per usable core)")
@@ -348,8 +358,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError("name at least one preset, e.g. s2s-grid multi30k_de_en")
         jobs = []
         for preset in presets:
-            name, _, seeds = preset.partition(":")
-            only = parse_only(args.only + ([f"seed={seeds}"] if seeds else []))
+            name, only = parse_preset(preset, args.only)
             jobs += plan(name, args.runs_dir.expanduser().resolve(), overrides, only,
                          None if str(args.committed) == "none" else args.committed.resolve())
     except UserError as e:

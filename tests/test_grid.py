@@ -30,6 +30,17 @@ def test_jobs_are_the_sweep_product_with_seeds_outermost(tmp_path: Path) -> None
         grid.plan("nope", tmp_path, [], {})
 
 
+def test_a_preset_item_names_its_model_and_seeds_in_the_folder_layouts_order() -> None:
+    assert grid.parse_preset("samsum", []) == ("samsum", {})
+    assert grid.parse_preset("samsum:2,3", ["model=gru"]) == ("samsum", {"model": "gru", "seed": "2,3"})
+    assert grid.parse_preset("multi30k_de_en/transformer:1,2,3", ["model=gru"]) == \
+        ("multi30k_de_en", {"model": "transformer", "seed": "1,2,3"})  # the item's model wins over --only's
+    assert grid.parse_preset("aeslc/gru", []) == ("aeslc", {"model": "gru"})
+    for bad in ("samsum:", "samsum/:1", "/gru:1"):
+        with pytest.raises(ConfigError, match="expected NAME, NAME:SEEDS or NAME/MODEL:SEEDS"):
+            grid.parse_preset(bad, [])
+
+
 def test_state_comes_from_the_folder_and_its_lock(tmp_path: Path) -> None:
     job = grid.plan("multi30k_de_en", tmp_path, [], {"seed": "1", "model": "gru"})[0]
     assert job.state() == "missing"
