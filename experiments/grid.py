@@ -16,7 +16,9 @@ anew between sessions). Running the command again after any interruption is
 safe: a job with ``results.json`` is skipped, one with ``checkpoints/last.pt``
 resumes from it (exactly: same batches, RNG and schedule), the others start
 fresh, and a job that another ``s2s-grid`` is running right now (its folder's
-lock is held) is left to it.
+lock is held) is left to it. Ending the grid (SIGTERM, Ctrl-C) ends its running
+jobs with it and starts no more: a job left running without its grid would hold
+no lock, and the same command would start it a second time in the same folder.
 
 Why several one-thread jobs instead of one job with every core: on these small
 models a second thread adds far less than a second job (measured on a 2-core
@@ -212,24 +214,38 @@ class Running:
         self.side_by_side = side_by_side  # jobs started at once: each starts on its share of the cores
         self.lock = threading.Lock()
         self.jobs: dict[int, tuple[Job, subprocess.Popen, float, int]] = {}  # id -> job, process, start time, step
-        self.stopped: set[int] = set()
+        self.stopped: dict[int, str] = {}  # id -> why it was stopped
+        self.ended = threading.Event()  # the grid itself was ended: start nothing more
+        self.ended_by = ""  # the signal that ended it
 
     def add(self, job: Job, proc: subprocess.Popen, step: int) -> None:
         with self.lock:
             self.jobs[id(job)] = (job, proc, time.time(), step)
 
-    def remove(self, job: Job) -> bool:
-        """Forget ``job``; whether the deadline watch stopped it."""
+    def remove(self, job: Job) -> str:
+        """Forget ``job``; why it was stopped ('' when it was not)."""
         with self.lock:
             self.jobs.pop(id(job), None)
-            return id(job) in self.stopped
+            return self.stopped.get(id(job), "")
 
-    def stop(self, job: Job) -> None:
+    def stop(self, job: Job, why: str) -> None:
         with self.lock:
             if id(job) in self.jobs:
-                self.stopped.add(id(job))
+                self.stopped[id(job)] = why
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.jobs[id(job)][1].pid, signal.SIGTERM)
+
+    def end(self, signum: int, _frame: Any = None) -> None:
+        """The grid got SIGTERM or SIGINT: end its jobs too and start no more. A job outliving its grid would
+        run without the folder's lock, and the same command run again would start it a second time."""
+        self.ended_by = f"the grid got {signal.Signals(signum).name}"
+        self.ended.set()
+        print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {signal.Signals(signum).name}: ending the running jobs; "
+              "the same command resumes them from their last validation", flush=True)
+        with self.lock:
+            current = [job for job, _, _, _ in self.jobs.values()]
+        for job in current:
+            self.stop(job, self.ended_by)
 
 
 def run_job(job: Job, threads: int, running: Running | None = None,
@@ -246,6 +262,8 @@ def run_job(job: Job, threads: int, running: Running | None = None,
             return job, "done"
         if job.is_committed():
             return job, f"done (committed in {job.committed})"
+        if running and running.ended.is_set():
+            return job, "not started (the grid was ended)"
         if deadline and (late := too_late_to_start(job, deadline)):
             print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] skip   {job.name}: {late}", flush=True)
             return job, "skipped (--until)"
@@ -261,17 +279,18 @@ def run_job(job: Job, threads: int, running: Running | None = None,
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             if running:
                 running.add(job, proc, job.facts()["step"])
+                if running.ended.is_set():  # ended between the check above and the start
+                    running.stop(job, running.ended_by)
             try:
                 rc = proc.wait()
             except BaseException:  # the grid itself is ended: end the job too
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
                 raise
-        stopped = running.remove(job) if running else False
+        stopped = running.remove(job) if running else ""
         took = (time.time() - started) / 60
         outcome = "done" if rc == 0 and (job.folder / "results.json").exists() else \
-            "stopped (--until: it would have finished too late; resumes from last.pt next time)" if stopped else \
-            f"failed (exit {rc})"
+            f"stopped ({stopped}; resumes from last.pt next time)" if stopped else f"failed (exit {rc})"
         print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {outcome}  {job.name} after {took:.1f} min "
               f"(log: {job.folder / 'grid.log'})", flush=True)
         return job, outcome
@@ -302,7 +321,7 @@ def watch(running: Running, deadline: Deadline, done: threading.Event, every: fl
         if job:
             print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] stop   {job.name}: side by side it would end after "
                   f"--until {clock(deadline.at)}; the other job(s) get its core", flush=True)
-            running.stop(job)
+            running.stop(job, "--until: it would have finished too late")
 
 
 def parse_only(items: list[str]) -> dict[str, str]:
@@ -385,9 +404,14 @@ def main(argv: list[str] | None = None) -> None:
     running, finished = Running(min(width, len(todo)) or 1), threading.Event()
     if deadline:
         threading.Thread(target=watch, args=(running, deadline, finished), daemon=True).start()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, running.end)
     with ThreadPoolExecutor(max_workers=width) as pool:
         outcomes = list(pool.map(lambda j: run_job(j, threads, running, deadline), todo))
     finished.set()
+    if running.ended.is_set():
+        print("the grid was ended; run the same command again to resume", file=sys.stderr)
+        sys.exit(1)
     failed = [job.name for job, outcome in outcomes if outcome.startswith("failed")]
     if failed:
         print(f"{len(failed)} job(s) failed: {', '.join(failed)}; their grid.log says why; "
