@@ -9,8 +9,9 @@
 
 The jobs of a preset are the product of its ``hydra.sweeper.params`` (seeds
 outermost, so seed 1 of every model finishes first); ``NAME:1,2`` keeps only
-those seeds and ``NAME/transformer:1,2`` only that model's (the folder layout's order). Several presets form one queue, so no core idles between them. Each job has a fixed
-folder, ``<runs-dir>/<experiment>/<model>/seed<k>`` (default runs dir
+those seeds, ``NAME/transformer:1,2`` only that model's (the folder layout's
+order). Several presets form one queue, so no core idles between them. Each
+job has a fixed folder, ``<runs-dir>/<experiment>/<model>/seed<k>`` (default runs dir
 ``$S2S_RUNS_DIR`` or ``~/s2s-runs``: outside the work tree, which may be laid
 anew between sessions). Running the command again after any interruption is
 safe: a job with ``results.json`` is skipped, one with ``checkpoints/last.pt``
@@ -281,12 +282,7 @@ def run_job(job: Job, threads: int, running: Running | None = None,
                 running.add(job, proc, job.facts()["step"])
                 if running.ended.is_set():  # ended between the check above and the start
                     running.stop(job, running.ended_by)
-            try:
-                rc = proc.wait()
-            except BaseException:  # the grid itself is ended: end the job too
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                raise
+            rc = proc.wait()  # Running.end stops it if the grid itself is ended
         stopped = running.remove(job) if running else ""
         took = (time.time() - started) / 60
         outcome = "done" if rc == 0 and (job.folder / "results.json").exists() else \
