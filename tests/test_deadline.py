@@ -70,33 +70,6 @@ def test_a_stopped_job_is_ended_with_its_process_group_and_reported_as_stopped(t
     assert running.remove(job) == "--until: it would have finished too late"
 
 
-def test_an_ended_grid_ends_its_jobs_and_starts_no_more(tmp_path: Path, shared_cache: Path) -> None:
-    """A job outliving its grid would hold no lock: the same command run again would start it a second time."""
-    cmd = [sys.executable, "-m", "experiments.grid", "smoke", "--runs-dir", str(tmp_path), "--only", "seed=1",
-           "--jobs", "1", f"cache_dir={shared_cache}", "trainer.max_steps=100000", "trainer.eval_every=100000"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    lines = [proc.stdout.readline(), proc.stdout.readline()]  # the queue's header, then its first job's start
-    assert "start  model=gru_tiny seed=1" in lines[1], lines
-    folder = tmp_path / "smoke" / "gru_tiny" / "seed1"
-    assert grid.is_locked(folder)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1, out + err
-    assert "SIGTERM: ending the running jobs" in out
-    assert "stopped (the grid got SIGTERM; resumes from last.pt next time)  model=gru_tiny seed=1" in out
-    assert "transformer_tiny" not in out  # the queue's next job was not started
-    assert "run the same command again to resume" in err
-    assert not grid.is_locked(folder)
-    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(folder) in cmdline(pid)]
-
-
-def cmdline(pid: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:  # ended meanwhile
-        return ""
-
 
 def test_grid_skips_a_job_its_sibling_says_cannot_end_in_time(tmp_path: Path, shared_cache: Path) -> None:
     sibling = tmp_path / "smoke" / "gru_tiny" / "seed2"
