@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,8 +219,7 @@ class Running:
         self.lock = threading.Lock()
         self.jobs: dict[int, tuple[Job, subprocess.Popen, float, int]] = {}  # id -> job, process, start time, step
         self.stopped: dict[int, str] = {}  # id -> why it was stopped
-        self.ended = threading.Event()  # the grid itself was ended: start nothing more
-        self.ended_by = ""  # the signal that ended it
+        self.ended_by = ""  # why the grid itself was ended (a signal): start nothing more
 
     def add(self, job: Job, proc: subprocess.Popen, step: int) -> None:
         with self.lock:
@@ -243,7 +242,6 @@ class Running:
         """The grid got SIGTERM or SIGINT: end its jobs too and start no more. A job outliving its grid would
         run without the folder's lock, and the same command run again would start it a second time."""
         self.ended_by = f"the grid got {signal.Signals(signum).name}"
-        self.ended.set()
         print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {signal.Signals(signum).name}: ending the running jobs; "
               "the same command resumes them from their last validation", flush=True)
         with self.lock:
@@ -266,7 +264,7 @@ def run_job(job: Job, threads: int, running: Running | None = None,
             return job, "done"
         if job.is_committed():
             return job, f"done (committed in {job.committed})"
-        if running and running.ended.is_set():
+        if running and running.ended_by:
             return job, "not started (the grid was ended)"
         if deadline and (late := too_late_to_start(job, deadline)):
             print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] skip   {job.name}: {late}", flush=True)
@@ -283,7 +281,7 @@ def run_job(job: Job, threads: int, running: Running | None = None,
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             if running:
                 running.add(job, proc, job.facts()["step"])
-                if running.ended.is_set():  # ended between the check above and the start
+                if running.ended_by:  # ended between the check above and the start
                     running.stop(job, running.ended_by)
             rc = proc.wait()  # Running.end stops it if the grid itself is ended
         stopped = running.remove(job) if running else ""
@@ -406,9 +404,14 @@ def main(argv: list[str] | None = None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, running.end)
     with ThreadPoolExecutor(max_workers=width) as pool:
-        outcomes = list(pool.map(lambda j: run_job(j, threads, running, deadline), todo))
+        futures = [pool.submit(run_job, job, threads, running, deadline) for job in todo]
+        # A signal may be handed to a job's thread; Python runs the handler in the main thread, which a wait
+        # without timeout would never wake: wake every second.
+        while wait(futures, timeout=1.0).not_done:
+            pass
+    outcomes = [future.result() for future in futures]
     finished.set()
-    if running.ended.is_set():
+    if running.ended_by:
         print("the grid was ended; run the same command again to resume", file=sys.stderr)
         sys.exit(1)
     failed = [job.name for job, outcome in outcomes if outcome.startswith("failed")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import re
 import os
@@ -69,6 +71,44 @@ def test_a_stopped_job_is_ended_with_its_process_group_and_reported_as_stopped(t
     assert ended(grandchild)  # the job's own children went with it
     assert running.remove(job) == "--until: it would have finished too late"
 
+
+def test_an_ended_grid_ends_its_jobs_and_starts_no_more(tmp_path: Path, shared_cache: Path) -> None:
+    """A job outliving its grid would hold no lock: the same command run again would start it a second time.
+
+    The kernel hands a signal sent to the grid to any of its threads; here it goes to a job's thread, not the
+    main thread, where Python runs handlers: the main thread must still notice it (a wait without timeout never
+    woke, and the grid ran on)."""
+    cmd = [sys.executable, "-m", "experiments.grid", "smoke", "--runs-dir", str(tmp_path), "--only", "seed=1",
+           "--jobs", "1", f"cache_dir={shared_cache}", "trainer.max_steps=100000", "trainer.eval_every=100000"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]  # the queue's header, then its first job's start
+        assert "start  model=gru_tiny seed=1" in lines[1], lines
+        folder = tmp_path / "smoke" / "gru_tiny" / "seed1"
+        assert grid.is_locked(folder)
+        worker = min(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
+        assert ctypes.CDLL(None, use_errno=True).tgkill(proc.pid, worker, signal.SIGTERM) == 0
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a hung grid: end it and its job, or they outlive the test
+            for pid in [int(p) for p in os.listdir("/proc") if p.isdigit() and str(tmp_path) in cmdline(p)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 1, out + err
+    assert "SIGTERM: ending the running jobs" in out
+    assert "stopped (the grid got SIGTERM; resumes from last.pt next time)  model=gru_tiny seed=1" in out
+    assert "transformer_tiny" not in out  # the queue's next job was not started
+    assert "run the same command again to resume" in err
+    assert not grid.is_locked(folder)
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(folder) in cmdline(pid)]
+
+
+def cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # ended meanwhile
+        return ""
 
 
 def test_grid_skips_a_job_its_sibling_says_cannot_end_in_time(tmp_path: Path, shared_cache: Path) -> None:
