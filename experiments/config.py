@@ -141,8 +141,10 @@ class TransformerConfig:
     ff_size: int = 1024
     enc_layers: int = 3
     dec_layers: int = 3
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
+    dropout: float = 0.1  # on each sub-layer's output before the residual add
+    attention_dropout: float = 0.0  # on the attention weights
+    activation_dropout: float = 0.0  # on the feed-forward's hidden units, after the ReLU
+    embedding_dropout: Optional[float] = None  # on embeddings + positions; None: the same as dropout
     positions: Positions = Positions.sinusoidal
     norm: Norm = Norm.pre
     share_embeddings: bool = True
@@ -299,6 +301,9 @@ def check_values(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value} must be at least 1")
     if not 0.0 <= cfg.trainer.label_smoothing < 1.0:
         raise ConfigError(f"trainer.label_smoothing={cfg.trainer.label_smoothing} must be in [0, 1)")
+    for key in ("dropout", "attention_dropout", "activation_dropout", "embedding_dropout"):
+        if cfg.model.get(key) is not None and not 0.0 <= cfg.model[key] < 1.0:
+            raise ConfigError(f"model.{key}={cfg.model[key]} must be in [0, 1)")
     unknown = [name for name in cfg.trainer.test_splits if name not in splits or name in ("train", "valid")]
     if unknown:
         raise ConfigError(f"trainer.test_splits names {unknown}, which are not test splits of task {cfg.task.name!r}; "

@@ -111,19 +111,25 @@ class Residual(nn.Module):
         return x if self.pre_norm else self.norm(x)
 
 
-def feed_forward(d_model: int, ff_size: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_model, ff_size), nn.ReLU(), nn.Linear(ff_size, d_model))
+def feed_forward(d_model: int, ff_size: int, activation_dropout: float) -> nn.Sequential:
+    """Linear, ReLU then dropout on the hidden units, Linear.
+
+    ReLU and its dropout share one slot so that the parameters keep the names
+    (``ff.0``, ``ff.2``) of checkpoints saved before this dropout existed.
+    """
+    act = nn.Sequential(nn.ReLU(), nn.Dropout(activation_dropout))
+    return nn.Sequential(nn.Linear(d_model, ff_size), act, nn.Linear(ff_size, d_model))
 
 
 class EncoderLayer(nn.Module):
     def __init__(
         self, d_model: int, heads: int, ff_size: int, dropout: float, attention_dropout: float,
-        pre_norm: bool,
+        activation_dropout: float, pre_norm: bool,
     ) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, heads, attention_dropout)
         self.self_res = Residual(d_model, dropout, pre_norm)
-        self.ff = feed_forward(d_model, ff_size)
+        self.ff = feed_forward(d_model, ff_size, activation_dropout)
         self.ff_res = Residual(d_model, dropout, pre_norm)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -136,14 +142,14 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(
         self, d_model: int, heads: int, ff_size: int, dropout: float, attention_dropout: float,
-        pre_norm: bool,
+        activation_dropout: float, pre_norm: bool,
     ) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, heads, attention_dropout)
         self.self_res = Residual(d_model, dropout, pre_norm)
         self.cross_attn = MultiHeadAttention(d_model, heads, attention_dropout)
         self.cross_res = Residual(d_model, dropout, pre_norm)
-        self.ff = feed_forward(d_model, ff_size)
+        self.ff = feed_forward(d_model, ff_size, activation_dropout)
         self.ff_res = Residual(d_model, dropout, pre_norm)
 
     def forward(
@@ -222,6 +228,8 @@ class TransformerSeq2Seq(nn.Module):
         dec_layers: int = 3,
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        embedding_dropout: float | None = None,
         positions: str = "sinusoidal",
         norm: str = "pre",
         share_embeddings: bool = False,
@@ -250,8 +258,8 @@ class TransformerSeq2Seq(nn.Module):
             else nn.Embedding(tgt_vocab_size, d_model, padding_idx=pad_id)
         )
         self.positions = PositionalEncoding(positions, max_positions, d_model)
-        self.dropout = nn.Dropout(dropout)
-        layer_args = (d_model, heads, ff_size, dropout, attention_dropout, pre_norm)
+        self.dropout = nn.Dropout(dropout if embedding_dropout is None else embedding_dropout)
+        layer_args = (d_model, heads, ff_size, dropout, attention_dropout, activation_dropout, pre_norm)
         self.encoder = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(enc_layers))
         self.decoder = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(dec_layers))
         # Pre-norm leaves the residual stream unnormalised: normalise once at the top.

@@ -232,6 +232,25 @@ def test_dropout_is_active_in_training_only():
         assert not torch.equal(model(src, src_mask, tgt_in)[0], model(src, src_mask, tgt_in)[0])
 
 
+@pytest.mark.parametrize("where", ["attention_dropout", "activation_dropout", "embedding_dropout"])
+def test_each_transformer_dropout_acts_in_training_and_alone(where):
+    """With the residual dropout off, each of the other three dropouts alone makes training passes differ."""
+    others = {"attention_dropout": 0.0, "activation_dropout": 0.0, "embedding_dropout": 0.0}
+    model = tiny_model("transformer", **{**others, "dropout": 0.0, where: 0.5})
+    src, src_mask, tgt_in = make_batch()
+    model.train()
+    assert not torch.equal(model(src, src_mask, tgt_in)[0], model(src, src_mask, tgt_in)[0])
+    quiet = tiny_model("transformer", **{**others, "dropout": 0.0}).train()
+    assert torch.equal(quiet(src, src_mask, tgt_in)[0], quiet(src, src_mask, tgt_in)[0])
+
+
+def test_feed_forward_dropout_keeps_checkpoint_parameter_names():
+    """Checkpoints saved before activation_dropout existed name the feed-forward's linears ff.0 and ff.2."""
+    names = set(tiny_model("transformer", activation_dropout=0.1).state_dict())
+    assert {"encoder.0.ff.0.weight", "encoder.0.ff.2.weight", "decoder.1.ff.0.bias", "decoder.1.ff.2.bias"} <= names
+    assert names == set(tiny_model("transformer").state_dict())
+
+
 @pytest.mark.parametrize(
     "name, overrides, steps, lr",
     [

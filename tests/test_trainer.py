@@ -105,6 +105,8 @@ def test_bad_value_lists_the_choices() -> None:
         validate(compose_cfg(["decoding.min_len=-1"]))
     with pytest.raises(ConfigError, match=r"trainer.test_splits names \['valid'\].*its test splits are \['test'\]"):
         validate(compose_cfg(["trainer.test_splits=[test,valid]"]))
+    with pytest.raises(ConfigError, match=r"model.activation_dropout=1.0 must be in \[0, 1\)"):
+        validate(compose_cfg(["model=transformer", "model.activation_dropout=1.0"]))
 
 
 def test_cli_reports_a_bad_key_without_a_traceback(monkeypatch, capsys) -> None:
