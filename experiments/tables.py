@@ -10,10 +10,15 @@ tables from ``DIR/<experiment>/`` as a whole (the runs just copied and those
 exported before, e.g. the seeds of an earlier session), so a committed table
 is always what its committed outputs give. Per table: each model's test metrics (mean ± std over seeds) for
 the best checkpoint and, where the runs averaged, the averaged one; extractive
-reference rows for summarization; the paired bootstrap between the two models
-per seed; the metric by source-length bucket with bucket sizes and 95%
+reference rows for summarization; the paired bootstrap of each model against
+the first per seed; the metric by source-length bucket with bucket sizes and 95%
 intervals; and compute-matched validation curves (experiments/curves.py).
 Nothing in the written files is typed by hand.
+
+Runs of several presets make one table with ``--name``; each row then names
+its preset, so a recipe variant sits beside the models it is compared with:
+
+    s2s-tables results/runs/multi30k_de_en results/runs/multi30k_de_en_dropout --name multi30k_de_en_dropout_vs
 """
 
 from __future__ import annotations
@@ -44,31 +49,45 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def significance(kind: str, by_model: dict[str, list[dict]], refs: metrics.Refs) -> list[dict[str, Any]]:
-    """sacreBLEU's paired bootstrap between the first two models' best checkpoints, for every seed both have."""
-    models = sorted(by_model)
-    if len(models) != 2:
-        return []
-    a, b = ({r["seed"]: r for r in by_model[m]} for m in models)
-    return [{"seed": seed, "model_a": models[0], "model_b": models[1],
-             "test": metrics.paired_bootstrap(kind, hypotheses(a[seed], "test"), hypotheses(b[seed], "test"), refs)}
-            for seed in sorted(set(a) & set(b))]
+    """sacreBLEU's paired bootstrap of every other system against the first (by name), best checkpoints, for
+    every seed both have."""
+    first, *others = sorted(by_model)
+    a = {r["seed"]: r for r in by_model[first]}
+    tests = []
+    for other in others:
+        b = {r["seed"]: r for r in by_model[other]}
+        tests += [{"seed": seed, "model_a": first, "model_b": other,
+                   "test": metrics.paired_bootstrap(kind, hypotheses(a[seed], "test"), hypotheses(b[seed], "test"),
+                                                    refs)}
+                  for seed in sorted(set(a) & set(b))]
+    return tests
 
 
 def significance_text(tests: list[dict[str, Any]]) -> str:
-    """The paired tests as a table, with the test, its size and every metric's signature named."""
+    """The paired tests as tables, one per system compared with the baseline, with the test, its size and every
+    metric's signature named."""
     first = tests[0]["test"]
-    a, b = tests[0]["model_a"], tests[0]["model_b"]
+    a = tests[0]["model_a"]
     text = (f"\nPaired bootstrap on `test`: {first['test']}, {first['n_samples']} resamples of the "
             f"{first['sentences']} sentences, seed {first['seed']}, baseline {a}; score (bootstrap mean ± 95% interval); p = (1 + "
             f"#{{resamples k: |Δ_k| − mean |Δ_k| > |Δ|}}) / {first['n_samples'] + 1}, two-sided; its floor, "
-            f"1/{first['n_samples'] + 1}, is also what identical outputs get:\n\n")
+            f"1/{first['n_samples'] + 1}, is also what identical outputs get:\n")
     cell = "{:.2f} ({:.2f} ± {:.2f})".format
-    text += markdown_table(["seed", "metric", a, b, f"{a} − {b}", "p"], [
-        [str(t["seed"]), name, cell(r["a"], r["a_mean"], r["a_ci"]), cell(r["b"], r["b_mean"], r["b_ci"]),
-         f"{r['delta']:+.2f}", f"{r['p_value']:.4f}"]
-        for t in tests for name, r in t["test"]["metrics"].items()])
+    for b in dict.fromkeys(t["model_b"] for t in tests):
+        text += "\n" + markdown_table(["seed", "metric", a, b, f"{a} − {b}", "p"], [
+            [str(t["seed"]), name, cell(r["a"], r["a_mean"], r["a_ci"]), cell(r["b"], r["b_mean"], r["b_ci"]),
+             f"{r['delta']:+.2f}", f"{r['p_value']:.4f}"]
+            for t in tests if t["model_b"] == b for name, r in t["test"]["metrics"].items()])
     return text + "\nTest signatures: " + "; ".join(f"{name} `{r['signature']}`"
                                                   for name, r in first["metrics"].items()) + ".\n"
+
+
+def by_preset(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of one table; where they come from several presets (``--name``), each row names its preset too:
+    ``transformer (multi30k_de_en_dropout)``, so that a recipe variant is a row of its own."""
+    if len({run.get("experiment") for run in runs}) < 2:
+        return runs
+    return [{**run, "model": f"{run['model']} ({run.get('experiment') or run['task']})"} for run in runs]
 
 
 def model_rows(by_model: dict[str, list[dict]], metric_keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -254,9 +273,13 @@ def main(argv: list[str] | None = None) -> None:
         for run in found:
             groups[args.name or run.get("experiment") or run["task"]].append(run)
         for name, runs in groups.items():
+            tasks = sorted({run["task"] for run in runs})
+            if len(tasks) > 1:
+                raise UserError(f"table {name!r} would mix the tasks {tasks}: one table compares runs on one task; "
+                                "give the folders of one task")
             source = str(args.export / name) if args.export else " ".join(map(str, args.roots))
             regenerate = f"s2s-tables {source}" + (f" --name {args.name}" if args.name else "")  # any --out
-            table = write_table(name, runs, args.out, regenerate)
+            table = write_table(name, by_preset(runs), args.out, regenerate)
             print(f"wrote {table} ({len(runs)} runs)")
             if args.readme:
                 embed(args.readme, name, table.read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -71,19 +72,66 @@ def test_smoke_grid_writes_four_runs_and_a_table_that_matches_them(tmp_path: Pat
     assert "STALE-TABLE" not in embedded and table.split("\n", 2)[2].strip() in embedded
 
 
-COMMITTED = sorted(p.name for p in (REPO / "results" / "runs").glob("*") if p.is_dir())
+def regenerate_command(table: Path) -> list[str] | None:
+    """The ``s2s-tables`` arguments a committed table names in its "Regenerate:" line (None: not such a table)."""
+    match = re.search(r"Regenerate: `s2s-tables ([^`]+)`", table.read_text())
+    return match.group(1).split() if match else None
 
 
-@pytest.mark.parametrize("experiment", COMMITTED)
-def test_committed_tables_are_what_the_committed_outputs_give(experiment: str, tmp_path: Path, monkeypatch) -> None:
-    """Every table under results/ is rebuilt, byte for byte, from results/runs/<experiment> and the datasets."""
+COMMITTED = sorted(p.name for p in (REPO / "results").glob("*.md") if regenerate_command(p))
+
+
+def test_every_committed_experiment_is_in_a_committed_table() -> None:
+    experiments = {p.name for p in (REPO / "results" / "runs").glob("*") if p.is_dir()}
+    tabled = {arg.removeprefix("results/runs/") for table in COMMITTED
+              for arg in regenerate_command(REPO / "results" / table)}
+    assert experiments and experiments <= tabled
+
+
+@pytest.mark.parametrize("table", COMMITTED)
+def test_committed_tables_are_what_the_committed_outputs_give(table: str, tmp_path: Path, monkeypatch) -> None:
+    """Every table under results/ is rebuilt, byte for byte, by the command it names, from results/runs and the
+    datasets."""
     from tests.conftest import data_root
 
     data_root()
-    monkeypatch.chdir(REPO)  # the tables name their source as given: results/runs/<experiment>
-    tables_main([f"results/runs/{experiment}", "--out", str(tmp_path)])
-    for name in (f"{experiment}.md", f"{experiment}.csv"):
-        assert (tmp_path / name).read_text() == (REPO / "results" / name).read_text(), name
+    monkeypatch.chdir(REPO)  # the tables name their sources as given: results/runs/<experiment>
+    tables_main([*regenerate_command(REPO / "results" / table), "--out", str(tmp_path)])
+    name = table.removesuffix(".md")
+    for file in (f"{name}.md", f"{name}.csv"):
+        assert (tmp_path / file).read_text() == (REPO / "results" / file).read_text(), file
+
+
+def test_a_table_of_two_presets_names_each_rows_preset(tmp_path: Path, monkeypatch) -> None:
+    """A recipe variant is a row of its own, scored and tested against the baseline as in its own preset's table."""
+    from tests.conftest import data_root
+
+    data_root()
+    monkeypatch.chdir(REPO)
+    tables_main(["results/runs/multi30k_de_en", "results/runs/multi30k_de_en_2k", "--name", "both",
+                 "--out", str(tmp_path)])
+    rows = {(r["model"], r["checkpoint"]): r for r in csv.DictReader(open(tmp_path / "both.csv"))}
+    own = {(f"{r['model']} ({experiment})", r["checkpoint"]): {**r, "model": f"{r['model']} ({experiment})"}
+           for experiment in ("multi30k_de_en", "multi30k_de_en_2k")
+           for r in csv.DictReader(open(REPO / "results" / f"{experiment}.csv"))}
+    assert rows == own
+    table = (tmp_path / "both.md").read_text()
+    assert "Regenerate: `s2s-tables results/runs/multi30k_de_en results/runs/multi30k_de_en_2k --name both`" in table
+    # one paired table per system against the baseline: the 4096-token Transformer's three seeds, the 2k run's one
+    assert table.count("| seed | metric | gru (multi30k_de_en) |") == 2
+    header = "| seed | metric | gru (multi30k_de_en) | transformer (multi30k_de_en_2k) |"
+    paired = table.split(header, 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    assert [line.split(" | ")[:2] for line in paired] == [["| 1", "bleu"], ["| 1", "chrf"]]
+
+
+def test_a_table_cannot_mix_tasks(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as exit_info:
+        tables_main(["results/runs/multi30k_de_en", "results/runs/multi30k_en_de", "--name", "mixed",
+                     "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "table 'mixed' would mix the tasks ['multi30k_de_en', 'multi30k_en_de']" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow
