@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from experiments import checkpoint
+from experiments.config import MODEL_SCHEMAS
 from experiments.errors import CheckpointError, UserError
 
 
@@ -45,12 +47,23 @@ def average_weights(states: list[dict[str, torch.Tensor]], names: list[str]) -> 
     return out
 
 
+def model_config(state: dict[str, Any]) -> str:
+    """A snapshot's ``config.model`` with the schema's defaults filled in, as sorted JSON: a run resumed at a
+    later commit saves its later snapshots with model options that did not exist before (at their defaults,
+    so the same model), and those must still average with the earlier ones."""
+    section = state["config"]["model"]
+    schema = MODEL_SCHEMAS.get(section.get("name"))
+    if schema is not None:
+        section = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), section), enum_to_str=True)
+    return json.dumps(section, sort_keys=True)
+
+
 def average_files(paths: list[Path], out: Path, averaged: dict[str, Any]) -> dict[str, Any]:
     """Average the checkpoints at ``paths`` into ``out`` (written atomically); returns the state written."""
     if len(paths) < 1:
         raise CheckpointError("nothing to average: give at least one checkpoint")
     states = [checkpoint.load(p) for p in paths]
-    models = {json.dumps(s["config"]["model"], sort_keys=True) for s in states}
+    models = {model_config(s) for s in states}
     if len(models) > 1:
         raise CheckpointError(f"{', '.join(map(str, paths))} are not snapshots of one model config "
                               "(their config.model sections differ): average one run's snapshots")

@@ -90,6 +90,26 @@ def test_the_averaged_checkpoint_is_the_mean_of_its_snapshots_and_loads_like_any
     assert load_run(path).step == max(results["averaged"]["steps"])
 
 
+def test_snapshots_from_before_a_model_option_existed_average_with_later_ones(
+        averaged_run: tuple[Path, dict], tmp_path: Path) -> None:
+    """A run resumed at a later commit: its earlier snapshots lack an option the later ones hold at its default."""
+    from experiments.config import MODEL_SCHEMAS
+
+    run_dir, results = averaged_run
+    old, new = (checkpoint.load(checkpoint.snapshot_path(run_dir / "checkpoints", s))
+                for s in results["averaged"]["steps"][:2])
+    defaults = MODEL_SCHEMAS[old["config"]["model"]["name"]]()
+    at_default = next(k for k, v in old["config"]["model"].items() if k != "name" and v == getattr(defaults, k))
+    del old["config"]["model"][at_default]
+    checkpoint.save(old, tmp_path / "old.pt")
+    checkpoint.save(new, tmp_path / "new.pt")
+    averaging.average_files([tmp_path / "old.pt", tmp_path / "new.pt"], tmp_path / "avg.pt", {"by": "test"})
+    new["config"]["model"]["dropout"] += 0.1  # a real difference still refuses
+    checkpoint.save(new, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not snapshots of one model config"):
+        averaging.average_files([tmp_path / "old.pt", tmp_path / "other.pt"], tmp_path / "avg2.pt", {"by": "test"})
+
+
 def test_s2s_average_cli_writes_an_average_and_explains_what_is_missing(
         averaged_run: tuple[Path, dict], tmp_path: Path) -> None:
     run_dir, _ = averaged_run
