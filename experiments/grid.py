@@ -93,8 +93,9 @@ class Job:
         return self.committed is not None and (self.committed / "results.json").exists()
 
     def source(self) -> Path:
-        """Where its facts are read: the run folder, or the committed copy when only that exists."""
-        return self.committed if self.is_committed() and not (self.folder / "metrics.jsonl").exists() \
+        """Where its facts are read: the run folder, unless the job is done only in its committed copy (a run
+        folder without results.json then holds a retraining begun with --committed none, not the done run)."""
+        return self.committed if self.is_committed() and not (self.folder / "results.json").exists() \
             else self.folder
 
     def facts(self) -> dict[str, Any]:

@@ -132,3 +132,7 @@ def test_a_job_committed_under_results_runs_is_done_even_when_the_runs_folder_wa
     assert gru1.facts()["s_per_update"] == 2.5 and gru1.limit() == 3000  # read from the committed copy
     [unaware] = grid.plan("multi30k_de_en", tmp_path / "s2s-runs", [], {"seed": "1", "model": "gru"})
     assert unaware.state() == "missing"  # without the committed folder it would run again
+    # a retraining begun in the runs folder (--committed none) does not replace the done run's facts
+    gru1.folder.mkdir(parents=True, exist_ok=True)
+    (gru1.folder / "metrics.jsonl").write_text(json.dumps({"event": "valid", "step": 250, "bleu": 5.0}) + "\n")
+    assert gru1.state() == "done" and gru1.facts()["best"] == 40.0 and gru1.facts()["step"] == 3000
