@@ -18,7 +18,7 @@ Nothing in the written files is typed by hand.
 Runs of several presets make one table with ``--name``; each row then names
 its preset, so a recipe variant sits beside the models it is compared with:
 
-    s2s-tables results/runs/multi30k_de_en results/runs/multi30k_de_en_dropout --name multi30k_de_en_dropout_vs
+    s2s-tables results/runs/multi30k_de_en results/runs/multi30k_de_en_dropout --name multi30k_de_en_dropout_study
 """
 
 from __future__ import annotations
