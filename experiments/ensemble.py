@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments.atomic import write_text
-from experiments.builders import autocast_for
+from experiments.builders import autocast_for, resolve_precision
 from experiments.errors import UserError
 from experiments.evaluate import LoadedRun, decode_split, load_run, score
+from experiments.runtime import git_commit, hardware
 from models.ensemble import Ensemble
 
 
@@ -57,6 +58,14 @@ def load_models(targets: list[str], overrides: list[str] | None = None) -> tuple
     return LoadedRun(first.cfg, first.data, ensemble, first.device, first.run_dir, first.step), members
 
 
+def trained_at(run: LoadedRun) -> str | None:
+    """The commit a member was trained at, from its run folder's ``results.json`` (absent until the run ends)."""
+    try:
+        return json.loads((run.run_dir / "results.json").read_text()).get("commit")
+    except (OSError, ValueError):
+        return None
+
+
 def evaluate_system(targets: list[str], split: str, beam: int) -> tuple[dict[str, Any], list[str]]:
     """Decode ``split`` with one run or an ensemble; its report row and its hypotheses."""
     run, members = load_models(targets)
@@ -66,9 +75,11 @@ def evaluate_system(targets: list[str], split: str, beam: int) -> tuple[dict[str
     return {
         "system": " + ".join(run_label(m) for m in members),
         "members": [{"target": t, "model": m.cfg.model.name, "run_dir": str(m.run_dir), "step": m.step,
-                     "seed": m.cfg.seed} for t, m in zip(targets, members)],
+                     "seed": m.cfg.seed, "trained_at": trained_at(m)} for t, m in zip(targets, members)],
         "task": run.cfg.task.name,
         "upstream_split": run.cfg.task.splits[split],
+        "decoded_on": {"hardware": hardware(run.device), "commit": git_commit(),
+                       "precision": resolve_precision(run.device, run.cfg.trainer.precision)},
         "decode_seconds": decoded.seconds,
         **score(run.data, split, decoded.hypotheses),
     }, decoded.hypotheses
@@ -88,6 +99,12 @@ def report(rows: list[dict[str, Any]], command: str, split: str, beam: int, note
         "with the mean of its members' log-probabilities at every step (greedy and beam search unchanged, "
         "each member with its own cache). Metric signature: `" + signature + "`.",
     ]
+    where = first["decoded_on"]
+    trained = sorted({m["trained_at"] or "unknown (no results.json)" for row in rows for m in row["members"]})
+    machine = where["hardware"].get("gpu") or f"{where['hardware']['cpu']} ({where['hardware']['cores']} cores)"
+    lines += ["", f"Decoded at commit {where['commit']} on {machine}, torch {where['hardware']['torch']}, "
+              f"{where['precision']}; the members were trained at commit{'s' if len(trained) > 1 else ''} "
+              f"{', '.join(trained)}."]
     if note:
         lines += ["", f"**{note}**"]
     lines += ["", "| system | members | " + " | ".join(names[m] for m in metrics) + " | decode s |",

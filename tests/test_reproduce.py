@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from experiments.tables import main as tables_main
 from tests.conftest import HUNG_S, REPO
@@ -86,6 +87,29 @@ def test_every_committed_experiment_is_in_a_committed_table() -> None:
     tabled = {arg.removeprefix("results/runs/") for table in COMMITTED
               for arg in regenerate_command(REPO / "results" / table)}
     assert experiments and experiments <= tabled
+
+
+ENSEMBLE_REPORTS = sorted(p.name for p in (REPO / "results").glob("ensembles*.json"))
+
+
+@pytest.mark.parametrize("report", ENSEMBLE_REPORTS)
+def test_committed_ensemble_scores_are_what_their_committed_outputs_give(report: str) -> None:
+    """Every system of a committed ``s2s-ensemble`` report is scored again, by the repo's metric code, from its
+    committed outputs and the dataset's references: the same numbers to the last digit."""
+    from experiments.metrics import task_metrics
+    from experiments.textfiles import read_lines
+    from tests.conftest import data_root
+
+    root = data_root()
+    systems = json.loads((REPO / "results" / report).read_text())["systems"]
+    assert systems
+    for system in systems:
+        task = OmegaConf.load(REPO / "conf" / "task" / f"{system['task']}.yaml")
+        assert task.loader == "multi30k", "only Multi30k ensembles are committed; teach this test the others' refs"
+        refs = read_lines(root / "multi30k" / f"{system['upstream_split']}.{task.tgt_lang}.gz")
+        hyps = (REPO / system["hyps"]).read_text(encoding="utf-8").splitlines()
+        scores = task_metrics(str(task.kind), hyps, [[r] for r in refs])
+        assert (scores["bleu"], scores["chrf"]) == (system["bleu"], system["chrf"]), system["system"]
 
 
 @pytest.mark.parametrize("table", COMMITTED)

@@ -22,6 +22,7 @@ from experiments.builders import autocast_for
 from experiments.ensemble import load_models
 from experiments.errors import UserError
 from experiments.evaluate import LoadedRun, decode_split, evaluate_checkpoint, load_run, search
+from experiments.runtime import git_commit
 from experiments.train import run as train
 from models.ensemble import Ensemble
 from tests.attention_runs import tiny
@@ -88,6 +89,11 @@ def test_gru_plus_transformer_ensemble_report(runs: dict[str, Path], pair: Loade
     assert (tmp_path / "hyps" / "3.txt").read_text() == "".join(h + "\n" for h in hypotheses)
     md = out.with_suffix(".md").read_text()
     assert md.count("\n| gru ") == 2 and "**tiny runs**" in md and f"`s2s-ensemble --system {gru}" in md
+    # Provenance: where it was decoded, and the commit each member was trained at (from its results.json).
+    trained = json.loads((runs["gru"] / "results.json").read_text())["commit"]
+    assert report["systems"][0]["members"][0]["trained_at"] == trained
+    assert report["systems"][0]["decoded_on"]["commit"] == git_commit()
+    assert f"Decoded at commit {git_commit()} on " in md and f"trained at commit {trained}." in md
 
 
 def score_of(run: LoadedRun, hypotheses: list[str]) -> float:
