@@ -93,10 +93,9 @@ class Job:
         return self.committed is not None and (self.committed / "results.json").exists()
 
     def source(self) -> Path:
-        """Where its facts are read: the run folder, unless the job is done only in its committed copy (a run
-        folder without results.json then holds a retraining begun with --committed none, not the done run)."""
-        return self.committed if self.is_committed() and not (self.folder / "results.json").exists() \
-            else self.folder
+        """Where its facts are read: the committed copy where there is one (it is what the tables report; a run
+        folder beside it holds a retraining with --committed none, begun or finished), else the run folder."""
+        return self.committed if self.is_committed() else self.folder
 
     def facts(self) -> dict[str, Any]:
         """Step, best validation value and step, seconds per update, from metrics.jsonl (empty before it exists)."""

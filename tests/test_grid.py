@@ -136,3 +136,7 @@ def test_a_job_committed_under_results_runs_is_done_even_when_the_runs_folder_wa
     gru1.folder.mkdir(parents=True, exist_ok=True)
     (gru1.folder / "metrics.jsonl").write_text(json.dumps({"event": "valid", "step": 250, "bleu": 5.0}) + "\n")
     assert gru1.state() == "done" and gru1.facts()["best"] == 40.0 and gru1.facts()["step"] == 3000
+    # nor does a finished one (retrained for its checkpoints): the committed copy is what the tables report
+    (gru1.folder / "results.json").write_text("{}")
+    (gru1.folder / "metrics.jsonl").write_text(json.dumps({"event": "valid", "step": 3000, "bleu": 39.0}) + "\n")
+    assert gru1.state() == "done" and gru1.facts()["best"] == 40.0
