@@ -46,6 +46,7 @@ from experiments.batching import collate
 from experiments.builders import autocast_for
 from experiments.errors import UserError
 from experiments.evaluate import LoadedRun, load_run, search
+from experiments.runs import shown_path
 from experiments.tracking import Tracker
 
 
@@ -177,7 +178,8 @@ def render_runs(args: argparse.Namespace, command: str) -> list[Path]:
     if args.html or args.examples:
         split = None if args.text is not None else {
             "key": args.split, "name": runs[0].cfg.task.splits[args.split], "size": len(runs[0].data.split(args.split))}
-        data = attention_page.page_data(runs[0].cfg.task, split, page_runs(runs, args.runs, tags, args.beam), items,
+        shown = [shown_path(r) for r in args.runs]  # not this machine's absolute paths: a reader's own runs folder
+        data = attention_page.page_data(runs[0].cfg.task, split, page_runs(runs, shown, tags, args.beam), items,
                                         maps, args.note, command)
         target = (Path(args.out) if args.out else runs[0].run_dir / "attention") / "attention.html"
         write_text(target, attention_page.render(data))
@@ -207,7 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.beam < 1 or (args.examples is not None and args.examples < 1):
         parser.error("--beam and --examples must be at least 1")
     try:
-        written = render_runs(args, shlex.join(["s2s-attention", *(sys.argv[1:] if argv is None else argv)]))
+        given = sys.argv[1:] if argv is None else argv
+        written = render_runs(args, shlex.join(["s2s-attention", *(shown_path(a) if a in args.runs else a
+                                                                   for a in given)]))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -57,15 +57,12 @@ from omegaconf import OmegaConf
 from experiments.compute_plan import embed_plan
 from experiments.errors import ConfigError, UserError
 from experiments.deadline import Deadline, clock, parse_until
+from experiments.runs import default_runs_dir, shown_path
 from experiments.runtime import usable_cores
 from experiments.train import CONF_DIR
 
 
 COMMITTED = Path(CONF_DIR).parent / "results" / "runs"  # where s2s-tables --export puts finished runs
-
-
-def default_runs_dir() -> Path:
-    return Path(os.environ.get("S2S_RUNS_DIR") or Path.home() / "s2s-runs")
 
 
 @dataclass
@@ -96,6 +93,12 @@ class Job:
         """Where its facts are read: the committed copy where there is one (it is what the tables report; a run
         folder beside it holds a retraining with --committed none, begun or finished), else the run folder."""
         return self.committed if self.is_committed() else self.folder
+
+    def where(self, runs_dir: Path) -> str:
+        """Its folder as --status shows it: relative to the runs folder, or its exported copy when only that exists."""
+        if self.is_committed() and not (self.folder / "metrics.jsonl").exists():  # (a lock file is not a run)
+            return f"{shown_path(self.committed)} (exported copy; no run folder here)"
+        return shown_path(self.folder, runs_dir)
 
     def facts(self) -> dict[str, Any]:
         """Step, best validation value and step, seconds per update, from metrics.jsonl (empty before it exists)."""
@@ -382,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if args.status:
         for job in jobs:
-            print(f"{job.state():12s} {job.name:28s} {job.progress():70s} {job.folder}")
+            print(f"{job.state():12s} {job.name:28s} {job.progress():70s} {job.where(args.runs_dir)}")
         if args.readme:
             embed_plan(args.readme, jobs, " ".join(args.items))
         return

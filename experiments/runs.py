@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,27 @@ from experiments.sources import default_cache_dir, default_data_root, iter_text,
 
 KEPT = ("results.json", "metrics.jsonl", "config.yaml")
 
+
+
+def default_runs_dir() -> Path:
+    """Where ``s2s-grid`` keeps its job folders: ``$S2S_RUNS_DIR``, else ``~/s2s-runs`` (outside the work tree)."""
+    return Path(os.environ.get("S2S_RUNS_DIR") or Path.home() / "s2s-runs")
+
+
+def shown_path(path: str | Path, runs_dir: Path | None = None) -> str:
+    """``path`` as a reader on another machine needs it: relative to the runs folder (or the working folder).
+
+    A report that names ``/home/alice/s2s-runs/multi30k_de_en/gru/seed1`` tells
+    nobody else where to look; ``multi30k_de_en/gru/seed1`` (in their own runs
+    folder) does. Paths outside both folders are shown as given.
+    """
+    resolved = Path(path).expanduser().resolve()
+    for base in (runs_dir or default_runs_dir(), Path.cwd()):
+        try:
+            return str(resolved.relative_to(base.expanduser().resolve()))
+        except ValueError:
+            continue
+    return str(path)
 
 def find_runs(roots: list[Path]) -> list[dict[str, Any]]:
     """Every ``results.json`` below ``roots``, each with ``run_dir`` set to its folder."""

@@ -164,14 +164,15 @@ def test_word_level_figures_merge_the_pieces(loaded: dict[str, LoadedRun]) -> No
                                merge_words(amap.weights[-1].mean(axis=0), tgt_groups, src_groups))
 
 
-def test_cli_writes_pngs_and_logs_them_to_wandb(runs: dict[str, Path]) -> None:
+def test_cli_writes_pngs_and_logs_them_to_wandb(runs: dict[str, Path], loaded: dict[str, LoadedRun]) -> None:
     for name, run_dir in runs.items():
+        step = loaded[name].step  # the best checkpoint's: where it falls depends on the CPU's arithmetic
         result = subprocess.run([sys.executable, "-m", "experiments.attention", str(run_dir), "--text", TEXT],
                                 capture_output=True, text=True, cwd=REPO)
         assert result.returncode == 0, result.stderr
         pngs = sorted((run_dir / "attention").glob("text-*.png"))
         expected = [""] if name == "gru" else ["_grid", "_last-layer"]
-        assert [p.name.split(f"{name}-seed1-step300_beam1")[1] for p in pngs] == [f"{s}.png" for s in expected]
+        assert [p.name.split(f"{name}-seed1-step{step}_beam1")[1] for p in pngs] == [f"{s}.png" for s in expected]
         assert all(p.read_bytes().startswith(PNG) and matplotlib.image.imread(p).ndim == 3 for p in pngs)
         logged = b"".join(f.read_bytes() for f in (run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
         stem = pngs[0].name.split("_")[0]
@@ -186,15 +187,22 @@ def page_data(path: Path) -> dict:
 
 
 def test_html_page_embeds_every_run_and_example_as_data(runs: dict[str, Path], loaded: dict[str, LoadedRun],
-                                                        tmp_path: Path) -> None:
+                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S2S_RUNS_DIR", str(runs["gru"].parent))  # both runs live in this runs folder
     main([str(runs["gru"]), str(runs["transformer"]), "--examples", "2", "--out", str(tmp_path), "--no-wandb"])
     page = (tmp_path / "attention.html").read_text()
     assert not re.search(r"<(link|img)\b|\bsrc=|https?://|@import|url\(", page)  # nothing to fetch
     data = page_data(tmp_path / "attention.html")
     split = loaded["gru"].data.split("test")
     assert data["split"] == {"key": "test", "name": "test", "size": len(split)}
-    assert [r["tag"] for r in data["runs"]] == ["gru-seed1-step300", "transformer-seed1-step300"]
+    steps = {name: run.step for name, run in loaded.items()}  # the best checkpoints': CPU-dependent
+    assert [r["tag"] for r in data["runs"]] == [f"gru-seed1-step{steps['gru']}",
+                                               f"transformer-seed1-step{steps['transformer']}"]
     assert [(r["layers"], r["heads"]) for r in data["runs"]] == [(0, 0), (2, 2)]
+    # Paths as a reader elsewhere needs them: relative to the runs folder, never this machine's absolute path.
+    assert [r["path"] for r in data["runs"]] == [runs["gru"].name, runs["transformer"].name]
+    assert str(runs["gru"]) not in page and f"s2s-attention {runs['gru'].name} {runs['transformer'].name} " \
+        in data["command"]
     for i, example in enumerate(data["examples"]):
         assert example["src"] == split.sources()[i] and example["refs"] == split.references()[i]
         for out, run in zip(example["outputs"], loaded.values()):
@@ -204,7 +212,7 @@ def test_html_page_embeds_every_run_and_example_as_data(runs: dict[str, Path], l
             np.testing.assert_allclose(out["entropy"], head_stats(amap.weights)[0], atol=5e-4)
             assert out["scores"]["BLEU"] == round(sentence_scores("translation", amap.hypothesis,
                                                                   example["refs"])["BLEU"], 1)
-    assert len(list(tmp_path.glob("test-1_transformer-seed1-step300_beam1_last-layer.png"))) == 1
+    assert len(list(tmp_path.glob(f"test-1_transformer-seed1-step{steps['transformer']}_beam1_last-layer.png"))) == 1
 
 
 def test_errors_are_one_line_with_exit_2(runs: dict[str, Path], tmp_path: Path, capsys) -> None:

@@ -320,6 +320,18 @@ def test_only_the_bf16_configurations_run_in_bf16(monkeypatch: pytest.MonkeyPatc
     assert {k for k, p in precision.items() if p == "bf16"} == {k for k in precision if "bf16" in k[2]}
 
 
+def test_every_cpu_configuration_runs_with_the_threads_it_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No configuration is left to trainer.num_threads=0, which counts the cores a busy moment leaves free."""
+    monkeypatch.setattr(plan, "usable_cores", lambda: 2)
+    specs, _ = plan.build_specs(cli.parse_args(["--tiny", "--profile", "traces", "--time-to-bleu", "1"]),
+                                torch.device("cpu"))
+    threads = {(s.kind, s.preset, s.name): compose(s.overrides).trainer.num_threads for s in specs}
+    assert threads[("train", "transformer_tiny", "base")] == 2 and threads[("train", "gru_tiny", "bf16")] == 2
+    assert {k for k, n in threads.items() if n != 2} == {("train", "gru_tiny", "threads1"),
+                                                         ("train", "transformer_tiny", "threads1")}
+    assert all(threads[k] == 1 for k in threads if k[2] == "threads1")
+
+
 def test_plots_label_their_axes_and_every_line_and_start_at_zero() -> None:
     meta = {"task": "multi30k_de_en", "cpu": "Some CPU", "cores": 2, "gpu": None, "torch": "2.0", "batch_tokens": 4096}
     report = {

@@ -129,6 +129,9 @@ def test_a_job_committed_under_results_runs_is_done_even_when_the_runs_folder_wa
     assert (gru1.state(), transformer1.state()) == ("done", "missing")
     assert grid.run_job(gru1, 1) == (gru1, f"done (committed in {copy})")
     assert not gru1.folder.exists() or not (gru1.folder / "metrics.jsonl").exists()  # nothing was run
+    # --status says where to look: the exported copy, since this machine has no run folder for it
+    assert gru1.where(tmp_path / "s2s-runs") == f"{copy} (exported copy; no run folder here)"
+    assert transformer1.where(tmp_path / "s2s-runs") == "multi30k_de_en/transformer/seed1"
     assert gru1.facts()["s_per_update"] == 2.5 and gru1.limit() == 3000  # read from the committed copy
     [unaware] = grid.plan("multi30k_de_en", tmp_path / "s2s-runs", [], {"seed": "1", "model": "gru"})
     assert unaware.state() == "missing"  # without the committed folder it would run again

@@ -161,11 +161,15 @@ def base_overrides(args: argparse.Namespace, device: torch.device, preset: str) 
 
     fp32 is pinned: the trainer's default precision (auto) is bf16 where the
     hardware has it, and only the bf16 configurations are meant to measure that.
+    So are the threads on a CPU (every usable core): the trainer's default
+    (``num_threads=0``) takes the cores other processes leave free at its start,
+    so a configuration measured a moment after a busy one would run on fewer.
     """
     task = TINY_TASK if args.tiny else [f"task={args.task}"]
+    threads = [f"trainer.num_threads={usable_cores()}"] if device.type == "cpu" else []
     return [*task, f"model={preset}", "logger=none", "trainer.progress=false", f"trainer.device={device}",
             "trainer.precision=fp32", f"trainer.batch_tokens={args.batch_tokens}", f"seed={args.seed}",
-            *args.overrides]
+            *threads, *args.overrides]
 
 
 def build_specs(args: argparse.Namespace, device: torch.device) -> tuple[list[Spec], list[str]]:

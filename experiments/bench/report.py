@@ -100,7 +100,7 @@ def under_load(report: dict[str, Any], image_prefix: str) -> list[str]:
                      and "error" not in r), None)
         rows = []
         if idle:
-            rows.append(["idle, auto (the base row)", 0, idle["threads"], "default", fmt(idle["tokens_per_s"]),
+            rows.append(["idle, all cores (the base row)", 0, idle["threads"], "default", fmt(idle["tokens_per_s"]),
                          fmt(idle["step_s"], ".3f"), fmt(idle.get("cpu_s_per_step"), ".3f"), "1.00x"])
         for r in loaded:
             if "error" in r:
