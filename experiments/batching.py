@@ -47,12 +47,16 @@ def make_batches(
     seed: int = 0,
     epoch: int = 0,
     pool_size: int = 0,
+    sort: bool = True,
 ) -> list[np.ndarray]:
     """The batches (arrays of example indices) of one epoch.
 
     ``pool_size`` is the number of examples sorted together; 0 sorts the whole
     split (least padding, least randomness). Without ``shuffle`` the split is
-    sorted once and batches come in length order (for evaluation).
+    sorted once and batches come in length order (for evaluation). Without
+    ``sort`` (training only) the shuffled split is cut as it comes, JoeyNMT's
+    token batches: the same budget holds about half the real tokens, since
+    every batch pads to its longest example.
     """
     longest = np.maximum(src_lens, tgt_lens)
     too_long = int((longest > max_tokens).sum())
@@ -66,6 +70,8 @@ def make_batches(
         return cut_sorted(np.lexsort((tgt_lens, src_lens)), longest, max_tokens)
     rng = np.random.default_rng([seed, epoch])
     permutation = rng.permutation(n)
+    if not sort:
+        return cut_sorted(permutation, longest, max_tokens)  # "sorted" in name only: cut in the shuffled order
     pool = pool_size or n
     batches: list[np.ndarray] = []
     for start in range(0, n, pool):

@@ -128,6 +128,11 @@ class Positions(str, Enum):
     learned = "learned"
 
 
+class EmbedInit(str, Enum):
+    normal = "normal"
+    xavier = "xavier"
+
+
 class Norm(str, Enum):
     pre = "pre"
     post = "post"
@@ -150,9 +155,15 @@ class TransformerConfig:
     share_embeddings: bool = True
     tie_embeddings: bool = True
     max_positions: int = 1024
+    embed_init: EmbedInit = EmbedInit.normal  # normal: N(0, d^-1/2); xavier: xavier-uniform (JoeyNMT's)
 
 
 MODEL_SCHEMAS = {"gru": GRUConfig, "transformer": TransformerConfig}
+
+
+class Batching(str, Enum):
+    sorted = "sorted"
+    random = "random"
 
 
 class Schedule(str, Enum):
@@ -195,6 +206,7 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # CPU threads for torch; 0 = the cores this process may use
     pool_size: int = 0  # examples length-sorted together; 0 = the whole split
+    batching: Batching = Batching.sorted  # sorted: length-bucketed (pool_size); random: unsorted, as JoeyNMT
     eval_every: int = 500
     eval_max_sentences: int = 0  # 0 = the whole validation split
     val_beam_size: int = 1

@@ -175,6 +175,7 @@ class TaskData:
         rank: int = 0,
         world_size: int = 1,
         pool_size: int = 0,
+        sort: bool = True,
         limit: int = 0,
     ) -> list[np.ndarray]:
         """This rank's batches (example indices) of one epoch of split ``name``.
@@ -186,7 +187,7 @@ class TaskData:
         if limit:
             src_lens, tgt_lens = src_lens[:limit], tgt_lens[:limit]
         batches = make_batches(src_lens, tgt_lens, max_tokens, shuffle=shuffle, seed=seed, epoch=epoch,
-                               pool_size=pool_size)
+                               pool_size=pool_size, sort=sort)
         return shard(batches, rank, world_size)
 
     def batches(self, name: str, plan: list[np.ndarray]) -> Iterator[Batch]:

@@ -214,7 +214,8 @@ class Trainer:
         p = self.progress
         while p.epoch < self.tc.max_epochs:
             plan = self.data.plan("train", self.tc.batch_tokens, shuffle=True, seed=self.cfg.seed, epoch=p.epoch,
-                                  rank=self.rank, world_size=self.world_size, pool_size=self.tc.pool_size)
+                                  rank=self.rank, world_size=self.world_size, pool_size=self.tc.pool_size,
+                                  sort=self.tc.batching == "sorted")
             start = p.batch_in_epoch
             for offset, batch in enumerate(self.data.batches("train", plan[start:])):
                 yield start + offset + 1, batch

@@ -117,6 +117,24 @@ def test_truncation_is_counted_and_applied(tmp_path: Path, make_cfg) -> None:
     assert batch.src.size(1) <= 9 and batch.tgt_in.size(1) <= 7
 
 
+def test_random_batches_cut_the_shuffled_split_as_it_comes_within_the_budget() -> None:
+    """JoeyNMT's token batches: no length sorting, so the same budget pads more and holds fewer real tokens."""
+    rng = np.random.default_rng(0)
+    src, tgt = rng.integers(1, 40, size=2000), rng.integers(1, 40, size=2000)
+    unsorted = make_batches(src, tgt, 600, shuffle=True, seed=3, epoch=2, sort=False)
+    sorted_ = make_batches(src, tgt, 600, shuffle=True, seed=3, epoch=2)
+    order = np.concatenate(unsorted)
+    assert np.array_equal(np.sort(order), np.arange(2000))  # each example once
+    assert np.array_equal(order, np.random.default_rng([3, 2]).permutation(2000))  # in the shuffled order
+    longest = np.maximum(src, tgt)
+    assert all(len(b) * longest[b].max() <= 600 for b in unsorted)
+    assert all((len(unsorted[i]) + 1) * max(longest[unsorted[i]].max(), longest[unsorted[i + 1][0]]) > 600
+               for i in range(len(unsorted) - 1))  # each batch closed only when the next example would overflow
+    assert len(unsorted) > 1.1 * len(sorted_)  # more padding, so more batches for the same examples
+    again = make_batches(src, tgt, 600, shuffle=True, seed=3, epoch=2, sort=False)  # a pure function: resumable
+    assert len(again) == len(unsorted) and all(np.array_equal(a, b) for a, b in zip(again, unsorted))
+
+
 def test_shards_cover_the_epoch_once_with_equal_step_counts() -> None:
     rng = np.random.default_rng(0)
     lens = rng.integers(1, 40, size=1001)

@@ -349,6 +349,22 @@ def test_invalid_options_are_rejected():
         tiny_model("transformer", positions="rotary")
     with pytest.raises(ValueError):
         tiny_model("transformer", heads=3)
+    with pytest.raises(ValueError):
+        tiny_model("transformer", embed_init="uniform")
+
+
+def test_xavier_embed_init_is_joeynmts_scale_and_reaches_the_tied_output():
+    """JoeyNMT's xavier-uniform over (8000, 256): std sqrt(2 / 8256) ~ 0.0156, 4x below N(0, 256^-1/2)."""
+    stds = {}
+    for init in ("normal", "xavier"):
+        torch.manual_seed(0)
+        model = TransformerSeq2Seq(src_vocab_size=8000, tgt_vocab_size=8000, pad_id=PAD, d_model=256, heads=8,
+                                   enc_layers=1, dec_layers=1, share_embeddings=True, embed_init=init)
+        weight = model.src_emb.weight
+        assert model.output.weight is weight and (weight[PAD] == 0).all()
+        stds[init] = weight.std().item()
+    assert stds["normal"] == pytest.approx(256**-0.5, rel=0.02)
+    assert stds["xavier"] == pytest.approx((2 / (8000 + 256)) ** 0.5, rel=0.02)
 
 
 def test_transformer_rejects_positions_beyond_the_table():

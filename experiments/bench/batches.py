@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 from omegaconf import DictConfig
 
-from experiments.batching import Batch, cut_sorted
+from experiments.batching import Batch
 from experiments.data import TaskData
 
 
@@ -18,12 +18,8 @@ def epoch_plan(data: TaskData, cfg: DictConfig, batching: str, epoch: int) -> li
     budget without sorting (JoeyNMT's token batches): the padding baseline.
     """
     tc = cfg.trainer
-    if batching == "random":
-        split = data.split("train")
-        longest = np.maximum(split.src_lens, split.tgt_lens)
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(longest))
-        return cut_sorted(order, longest, tc.batch_tokens)
-    return data.plan("train", tc.batch_tokens, shuffle=True, seed=cfg.seed, epoch=epoch, pool_size=tc.pool_size)
+    return data.plan("train", tc.batch_tokens, shuffle=True, seed=cfg.seed, epoch=epoch, pool_size=tc.pool_size,
+                     sort=batching != "random")
 
 
 def batch_stream(data: TaskData, cfg: DictConfig, batching: str) -> Iterator[Batch]:
