@@ -186,6 +186,8 @@ class AverageBy(str, Enum):
 @dataclass
 class TrainerConfig:
     max_steps: int = 10000
+    max_tokens: int = 0  # also stop once this many real target tokens were trained on (0 = off): a budget that
+                         # means the same for every batch size, as a search's trials need
     max_epochs: int = 1000
     batch_tokens: int = 4096
     accum_steps: int = 1
@@ -253,6 +255,16 @@ class LoggerConfig:
 
 
 @dataclass
+class SearchConfig:
+    """A random search's space (experiments/search.py); a trial is a run whose seed is the trial's number."""
+
+    name: Optional[str] = None  # None: this run is no search trial
+    seed: int = 0  # with the model's name and the trial, fixes every draw
+    param_budget: list[float] = field(default_factory=list)  # [min, max] parameters of a drawn model; [] = any
+    space: dict[str, Any] = field(default_factory=dict)  # "shared" and model names -> {config key: distribution}
+
+
+@dataclass
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: Any = None  # GRUConfig or TransformerConfig, chosen by model.name
@@ -262,6 +274,7 @@ class Config:
     seed: int = 1
     cache_dir: Optional[str] = None  # default: $S2S_CACHE_DIR, else ~/.cache/s2s-compare/cache
     experiment: Optional[str] = None  # the preset's name, recorded with the results
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -320,6 +333,8 @@ def check_values(cfg: DictConfig) -> None:
     if unknown:
         raise ConfigError(f"trainer.test_splits names {unknown}, which are not test splits of task {cfg.task.name!r}; "
                           f"its test splits are {[s for s in splits if s not in ('train', 'valid')]}")
+    if cfg.trainer.max_tokens < 0:
+        raise ConfigError(f"trainer.max_tokens={cfg.trainer.max_tokens} must be 0 (no token limit) or more")
     if cfg.decoding.min_len < 0:
         raise ConfigError(f"decoding.min_len={cfg.decoding.min_len} must be 0 (no minimum) or more")
     if not 1 <= cfg.decoding.n_best <= cfg.decoding.beam_size:

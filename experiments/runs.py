@@ -56,6 +56,7 @@ def shown_path(path: str | Path, runs_dir: Path | None = None) -> str:
             continue
     return str(path)
 
+
 def find_runs(roots: list[Path]) -> list[dict[str, Any]]:
     """Every ``results.json`` below ``roots``, each with ``run_dir`` set to its folder."""
     runs = []

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from experiments import distributed
 from experiments.config import check_groups, check_override_keys, validate
 from experiments.errors import UserError
+from experiments.search import apply_trial
 from experiments.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     Every process of a distributed job calls this; they join one process group
     and work in rank 0's ``run_dir``.
     """
-    cfg = validate(cfg)
+    cfg = validate(apply_trial(cfg))  # a search trial's drawn settings first, so config.yaml records them
     if distributed.launched_by_submitit() and (run_dir / "checkpoints" / "last.pt").exists():
         # The launcher requeues a preempted or timed-out job into the same folder: go on from its last.pt.
         cfg.trainer.resume = True

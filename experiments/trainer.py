@@ -260,7 +260,7 @@ class Trainer:
         bar = tqdm(total=tc.max_steps, initial=p.step, disable=not show, dynamic_ncols=True, desc="train")
         stream = self.batch_stream()
         segment_start = time.perf_counter()  # the window's time since it (or the last validation) began
-        while p.step < tc.max_steps and not p.stopped_early:
+        while not self.budget_spent() and not p.stopped_early:
             group = []
             for position, batch in stream:
                 group.append(batch)
@@ -279,7 +279,7 @@ class Trainer:
             bar.update(1)
             if self.cores and p.step % THREAD_CHECK_EVERY == 0:
                 self.adapt_threads()
-            if p.step % tc.log_every == 0 or p.step == tc.max_steps:
+            if p.step % tc.log_every == 0 or self.budget_spent():
                 elapsed = p.window_seconds + time.perf_counter() - segment_start
                 values = {"loss": distributed.mean(p.window_loss) / p.window_tokens,
                           "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_s": p.window_tokens / elapsed,
@@ -291,14 +291,19 @@ class Trainer:
                              values["tokens_per_s"])
                 p.window_loss, p.window_tokens, p.window_seconds = 0.0, 0, 0.0
                 segment_start = time.perf_counter()
-            if p.step % tc.eval_every == 0 or p.step == tc.max_steps:
+            if p.step % tc.eval_every == 0 or self.budget_spent():
                 p.window_seconds += time.perf_counter() - segment_start
                 self.validate()
                 segment_start = time.perf_counter()
         bar.close()
-        if self.progress.step % tc.eval_every and self.progress.step != tc.max_steps:
+        if self.progress.step % tc.eval_every and not self.budget_spent():
             self.validate()  # the epoch limit ended training between validations
         return final.finish(self)
+
+    def budget_spent(self) -> bool:
+        """Whether the update limit, or the real-target-token limit (trainer.max_tokens), is reached."""
+        p, tc = self.progress, self.tc
+        return p.step >= tc.max_steps or 0 < tc.max_tokens <= p.tokens
 
     def set_threads(self, threads: int) -> int:
         """torch's intra-op threads on a CPU (a count: auto is resolved before); on a GPU, whatever torch has."""
