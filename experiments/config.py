@@ -204,7 +204,7 @@ class TrainerConfig:
     precision: Precision = Precision.auto
     compile: bool = False
     skip_target_padding: bool = True  # logits (and the GRU's CPU decoder steps) at real target positions only
-    fused_adamw: bool = True  # used where the device supports it (CUDA)
+    fused_adamw: bool = True  # used where torch has it (CUDA, CPU: experiments/optim.py)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # CPU threads for torch; 0 = the cores this process may use
     pool_size: int = 0  # examples length-sorted together; 0 = the whole split

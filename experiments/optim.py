@@ -13,8 +13,18 @@ from typing import Any
 import torch
 
 
+# Where torch has a fused (single-kernel) AdamW step: CUDA, and CPUs since torch 2.4 (about 4x faster a step for
+# our 7.6M parameters on 2 CPU threads: tests/test_benchmark.py checks it takes the same step as the loop).
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
+
+
+def fused_adamw(cfg: Any, device: torch.device) -> bool:
+    """Whether the optimizer uses torch's fused AdamW: asked for (trainer.fused_adamw) and available on ``device``."""
+    return bool(cfg.fused_adamw) and device.type in FUSED_ADAMW_DEVICES
+
+
 def make_optimizer(model: torch.nn.Module, cfg: Any, device: torch.device) -> torch.optim.Optimizer:
-    fused = bool(cfg.fused_adamw and device.type == "cuda")
+    fused = fused_adamw(cfg, device)
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                              fused=fused)
 

@@ -233,14 +233,18 @@ def test_torch_compile_gives_the_same_loss(toy: TaskData, tmp_path: Path) -> Non
     assert compiled == pytest.approx(plain, rel=1e-5, abs=1e-6)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="fused AdamW is CUDA only (the bench reports n/a on CPU)")
-def test_fused_adamw_takes_the_same_step(toy: TaskData, tmp_path: Path) -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device here"))])
+def test_fused_adamw_takes_the_same_step(device: str, toy: TaskData, tmp_path: Path) -> None:
     losses = []
     for fused in ("true", "false"):
-        trainer = Trainer(tiny_cfg("transformer", "seed=3", "trainer.device=cuda", f"trainer.fused_adamw={fused}",
-                                   "model.dropout=0.0"), tmp_path / fused, data=toy)
+        trainer = Trainer(tiny_cfg("transformer", "seed=3", f"trainer.device={device}", f"trainer.fused_adamw={fused}",
+                                   "model.dropout=0.0", "trainer.precision=fp32"), tmp_path / fused, data=toy)
+        assert isinstance(trainer.optimizer, torch.optim.AdamW) and trainer.optimizer.defaults["fused"] == (
+            fused == "true")
         batch = fixed_batch(toy)
-        losses.append([trainer.train_step([batch])[0] for _ in range(2)])  # the second loss follows the update
+        losses.append([trainer.train_step([batch])[0] for _ in range(3)])  # the later losses follow the updates
+    assert losses[0][0] == losses[1][0]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 

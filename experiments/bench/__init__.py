@@ -20,7 +20,7 @@ that its peak memory, thread setting and compile caches are its own):
   length beside the references'), or with a trained run (``--decode-run``);
 * the fast paths, each measured off and on: bf16 autocast, ``torch.compile``
   (Transformer), the CPU thread count, sorted token-budget batches (against a
-  small sorting pool and unsorted random batches), fused AdamW (CUDA only),
+  small sorting pool and unsorted random batches), fused AdamW (CUDA and CPU),
   the Transformer's KV cache (against re-running the decoder over the whole
   prefix at every step, a baseline that exists only here) and batched beam
   search (against one sentence at a time);

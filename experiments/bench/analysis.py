@@ -68,11 +68,7 @@ def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.dev
     if pool:
         pair(f"sorted batches (whole split vs pools of {by[(model, pool)]['pool_size']})", pool, "base",
              padding(pool, "base"))
-    if device.type == "cuda":
-        pair("fused AdamW", "unfused", "base")
-    else:
-        rows.append({"fast_path": "fused AdamW", "model": model, "speedup": None,
-                     "note": "n/a on CPU (fused AdamW is CUDA only)"})
+    pair("fused AdamW", "unfused", "base")
     pair("target padding skipped (output layer" + ("; the decoder loop's steps" if model == "gru" and
                                                      device.type == "cpu" else "") + ")", "padded-targets", "base",
          padding("base"))

@@ -29,6 +29,7 @@ from experiments.bench.peak import measure_peak, peak_dtype, utilisation
 from experiments.bench.plan import Spec, compose, model_kind
 from experiments.bench.ttb import time_to_bleu
 from experiments.data import TaskData
+from experiments.optim import fused_adamw
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def measure_config(spec: Spec, data: TaskData | None) -> dict[str, Any]:
         "model": model_kind(spec.preset), "config": spec.name, "batching": spec.batching,
         "precision": trainer.precision, "compile": bool(tc.compile), "threads": trainer.threads,
         "batch_tokens": int(tc.batch_tokens), "pool_size": int(tc.pool_size), "device": trainer.device.type,
-        "fused_adamw": bool(tc.fused_adamw and trainer.device.type == "cuda"), "params": trainer.n_params}
+        "fused_adamw": fused_adamw(tc, trainer.device), "params": trainer.n_params}
     if spec.kind == "ttb":
         result.update(time_to_bleu(trainer, spec.ttb or {}))
     elif spec.kind == "profile":

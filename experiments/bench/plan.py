@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.builders import resolve_precision
 from experiments.errors import UserError
+from experiments.optim import FUSED_ADAMW_DEVICES
 from experiments.runtime import usable_cores
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -74,7 +75,7 @@ def config_variants(model: str, device: torch.device, *, small_pool: int, compil
 
     ``base`` is the plain path (``base_overrides``): fp32, eager, all usable
     cores, the whole split length-sorted into batches (trainer.pool_size=0),
-    fused AdamW where CUDA has it. Every other configuration changes one thing
+    fused AdamW where torch has it (CUDA, CPU). Every other configuration changes one thing
     (bf16+compile two). ``wanted``: names to keep ("all", or names; "pool"
     matches any pool size).
     """
@@ -96,7 +97,7 @@ def config_variants(model: str, device: torch.device, *, small_pool: int, compil
         variants["threads1"] = Variant(["trainer.num_threads=1"])
     variants[f"pool{small_pool}"] = Variant([f"trainer.pool_size={small_pool}"])
     variants["random"] = Variant([], "random")
-    if device.type == "cuda":
+    if device.type in FUSED_ADAMW_DEVICES:
         variants["unfused"] = Variant(["trainer.fused_adamw=false"])
     if "all" in wanted:
         if not native and "bf16+compile" in variants and "bf16+compile" not in wanted:
