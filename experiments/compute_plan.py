@@ -15,17 +15,21 @@ def plan_table(jobs: list[Any]) -> str:
     lines = ["| preset | model | seed | state | updates | best validation | s/update | hours left |",
              "|---|---|---|---|---|---|---|---|"]
     facts = {id(job): job.facts() for job in jobs}
-    paces = {(j.experiment, j.params.get("model")): facts[id(j)]["s_per_update"] for j in jobs
-             if "s_per_update" in facts[id(j)]}
+    paces = {(j.experiment, j.params.get("model"), unit): facts[id(j)][unit] for j in jobs
+             for unit in ("s_per_update", "s_per_token") if unit in facts[id(j)]}
     for job in jobs:
-        f, limit = facts[id(job)], job.limit()
-        pace = f.get("s_per_update") or paces.get((job.experiment, job.params.get("model")))
-        guess = "" if "s_per_update" in f else "~"  # at the pace of the same model in the same preset
-        left = "0" if job.state() == "done" else (f"{guess}{(limit - f['step']) * pace / 3600:.1f}" if pace else "–")
+        f, (limit, tokens) = facts[id(job)], job.limits()
+        # A token budget (a search's trials) ends a run before its update cap: count what is left in tokens.
+        unit, done, total = ("s_per_token", f.get("tokens", 0), tokens) if tokens else ("s_per_update", f["step"], limit)
+        pace = f.get(unit) or paces.get((job.experiment, job.params.get("model"), unit))
+        guess = "" if unit in f else "~"  # at the pace of the same model in the same preset
+        left = "0" if job.state() == "done" else (f"{guess}{(total - done) * pace / 3600:.1f}" if pace else "–")
         best = f"{f['metric']} {f['best']:.2f} (step {f['best_step']})" if "metric" in f else "–"
+        updates = f"{f['step']} / {limit}" + (f" ({f.get('tokens', 0) / 1e6:.2f}M / {tokens / 1e6:.2f}M tokens)"
+                                              if tokens else "")
         pace = f"{f['s_per_update']:.2f}" if "s_per_update" in f else "–"
         lines.append(f"| {job.experiment} | {job.params.get('model', '–')} | {job.params.get('seed', '–')} | "
-                     f"{job.state()} | {f['step']} / {limit} | {best} | {pace} | {left} |")
+                     f"{job.state()} | {updates} | {best} | {pace} | {left} |")
     return "\n".join(lines) + "\n"
 
 
@@ -37,6 +41,7 @@ def embed_plan(readme: Path, jobs: list[Any], command: str) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     body = (f"Written by `s2s-grid {command} --status --readme {readme.name}` on {stamp}; s/update is the mean "
             "training time per update so far (validation excluded) on the machine that ran it, hours left assume "
-            "that pace up to the update limit (~: the pace of the same model in the same preset; early stopping may end a run sooner).\n\n" + plan_table(jobs))
+            "that pace up to the update limit, or the token budget where a run has one (~: the pace of the same model in "
+            "the same preset; early stopping may end a run sooner).\n\n" + plan_table(jobs))
     head, rest = text.split(start, 1)
     write_text(readme, head + start + "\n" + body + end + rest.split(end, 1)[1])

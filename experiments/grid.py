@@ -111,19 +111,26 @@ class Job:
             best = max(valid, key=lambda r: r[key])
             out.update(metric=key, best=best[key], best_step=best["step"])
         timed = [r for r in valid if r.get("train_seconds")]
-        if timed:  # training seconds per update so far (validation not included)
+        if timed:  # training seconds per update (and per real target token) so far, validation not included
             out["s_per_update"] = timed[-1]["train_seconds"] / timed[-1]["step"]
+            if timed[-1].get("tokens"):
+                out["tokens"], out["s_per_token"] = timed[-1]["tokens"], timed[-1]["train_seconds"] / timed[-1]["tokens"]
         return out
 
-    def limit(self) -> int:
-        """The job's update limit: from its run folder's (or committed copy's) config, else from the preset."""
+    def limits(self) -> tuple[int, int]:
+        """The job's update limit and real-target-token limit (0: none), from its run folder's (or committed
+        copy's) config, else from the preset."""
         config = self.source() / "config.yaml"
         if config.exists():
-            return int(OmegaConf.load(config).trainer.max_steps)
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=[f"experiment={self.experiment}", *self.overrides,
-                                               *(f"{k}={v}" for k, v in self.params.items())])
-        return int(cfg.trainer.max_steps)
+            trainer = OmegaConf.load(config).trainer
+        else:
+            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+                trainer = compose("config", overrides=[f"experiment={self.experiment}", *self.overrides,
+                                                       *(f"{k}={v}" for k, v in self.params.items())]).trainer
+        return int(trainer.max_steps), int(trainer.get("max_tokens") or 0)
+
+    def limit(self) -> int:
+        return self.limits()[0]
 
     def progress(self) -> str:
         f = self.facts()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from experiments import grid
-from experiments.compute_plan import embed_plan
+from experiments.compute_plan import embed_plan, plan_table
 from experiments.errors import ConfigError
 from tests.conftest import REPO
 
@@ -115,6 +115,20 @@ def test_the_compute_plan_is_written_from_the_run_folders(tmp_path: Path) -> Non
     plain.write_text("nothing here\n")
     with pytest.raises(ConfigError, match="no <!-- compute-plan -->"):
         embed_plan(plain, jobs, "x")
+
+
+def test_a_search_trial_is_planned_by_its_token_budget(tmp_path: Path) -> None:
+    """A trial ends at trainer.max_tokens, long before its update cap: hours left count the tokens left."""
+    first, _, second, _ = grid.plan("tune_multi30k_de_en", tmp_path, [], {"seed": "1,2"})  # gru 1, tr 1, gru 2, tr 2
+    first.folder.mkdir(parents=True)
+    (first.folder / "metrics.jsonl").write_text(json.dumps(
+        {"event": "valid", "step": 500, "bleu": 20.0, "tokens": 1_280_000, "train_seconds": 640.0}) + "\n")
+    (first.folder / "config.yaml").write_text("trainer:\n  max_steps: 20000\n  max_tokens: 5120000\n")
+    table = plan_table([first, second])
+    # 3.84M tokens left at 0.5 ms each: 0.53 h; the second trial, not begun, at its sibling's pace: 0.71 h
+    assert "| tune_multi30k_de_en | gru | 1 | missing | 500 / 20000 (1.28M / 5.12M tokens) | bleu 20.00 (step 500) " \
+           "| 1.28 | 0.5 |" in table
+    assert "| tune_multi30k_de_en | gru | 2 | missing | 0 / 20000 (0.00M / 5.12M tokens) | – | – | ~0.7 |" in table
 
 
 def test_a_job_committed_under_results_runs_is_done_even_when_the_runs_folder_was_lost(tmp_path: Path) -> None:
