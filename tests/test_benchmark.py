@@ -82,6 +82,10 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
         assert r["tokens_per_s"] > 0 and r["step_s"] > 0 and r["peak_rss_mb"] > 0 and r["steps"] == r["steps_asked"]
         assert 0 <= r["pad_tgt"] < 1 and 0 <= r["pad_src"] < 1
     by = {(r["model"], r["config"]): r for r in training}
+    for r in (r for r in training if "peak" in r):  # the square sampled between the 3 timed updates, then twice
+        square = r["peak"]["square"]
+        assert square["samples"] == 3 + 2 and square["min"] <= square["median"] <= square["gflops"]
+        assert r["mfu_padded"] == pytest.approx(r["model_gflops_padded"] / square["gflops"])  # against the fastest
     assert by[("transformer", "random")]["pad_tgt"] > by[("transformer", "base")]["pad_tgt"]
     assert by[("transformer", "bf16")]["precision"] == "bf16" and by[("transformer", "base")]["precision"] == "fp32"
 

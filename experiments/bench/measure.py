@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.bench.batches import batch_stream, epoch_plan, plan_padding
 from experiments.bench.decode import decoding_model, measure_decoding
 from experiments.bench.flops import model_shapes, training_flops
-from experiments.bench.peak import measure_peak, peak_dtype, utilisation
+from experiments.bench.peak import SquarePeak, measure_peak, peak_dtype, utilisation
 from experiments.bench.plan import Spec, compose, model_kind
 from experiments.bench.ttb import time_to_bleu
 from experiments.data import TaskData
@@ -119,13 +119,15 @@ def model_config(cfg: DictConfig) -> dict[str, Any]:
 
 def machine_limit(trainer: Any, data: TaskData, cfg: DictConfig, result: dict[str, Any],
                   peak_args: dict[str, int]) -> dict[str, Any]:
-    """The matmul peak in this process's setting (run right after the timed updates) and their MFU against it.
+    """The matmul peak in this process's setting (sampled between and right after the timed updates) and their MFU
+    against it.
 
     The model's shapes are taken at the median measured batch; the peak's dtype
     is the configuration's where it is native (``peak.peak_dtype``).
     """
     shapes = model_shapes(model_config(cfg), data.tgt_vocab_size, result["batch_sentences"], result["batch_tgt_width"])
-    peak = measure_peak(shapes, peak_dtype(trainer.device, trainer.precision), trainer.device, **peak_args)
+    peak = measure_peak(shapes, peak_dtype(trainer.device, trainer.precision), trainer.device, **peak_args,
+                        square_samples=result.pop("square_samples"))
     return {"peak": peak, **utilisation(result["model_flops"], result["measured_s"], peak)}
 
 
@@ -157,6 +159,9 @@ def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> di
     sentences, widths = [], []  # the measured batches' shapes
     measured = 0.0
     cpu_start = 0.0
+    # The square peak, sampled between timed updates so that its maximum sees the machine as the updates did.
+    sampler = SquarePeak(spec.peak["size"], peak_dtype(trainer.device, trainer.precision), trainer.device,
+                         every=spec.steps // max(1, spec.peak["repeats"])) if spec.peak else None
     for i in range(spec.warmup + spec.steps):
         if i == spec.warmup:
             cpu_start = time.process_time()
@@ -178,6 +183,8 @@ def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> di
                 flops[kind] += count
             sentences.append(batch.src.size(0))
             widths.append(batch.tgt_in.size(1))
+            if sampler:
+                sampler.after_update(i + 1 - spec.warmup)
             if spec.max_seconds and measured > spec.max_seconds and i + 1 - spec.warmup >= MIN_MEASURED:
                 break
     cpu = time.process_time() - cpu_start
@@ -202,6 +209,7 @@ def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> di
         "batch_tgt_width": int(np.median(widths)) if n else 0,
         "first_loss": losses[0],
         "last_loss": losses[-1],
+        "square_samples": sampler.samples if sampler else [],
         "rss_before_mb": rss_before,
         "peak_rss_mb": peak_rss_mb(),
     }

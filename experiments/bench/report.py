@@ -172,8 +172,11 @@ def machine_limit(report: dict[str, Any], image_prefix: str) -> list[str]:
         dtype = peak["dtype"] + (" (bf16 emulated)" if r["precision"] != peak["dtype"] else "")
         shapes = "; ".join(f"{name} {'x'.join(map(str, s['shape']))}: {fmt(s['gflops'], '.1f')}"
                            for name, s in peak["shapes"].items())
+        square = peak["square"]
+        spread = (f" ({fmt(square['min'], '.0f')}–{fmt(square['gflops'], '.0f')} over {square['samples']})"
+                  if "samples" in square else "")  # reports before the spread was kept show the rate alone
         rows.append([r["model"], r["config"], peak["threads"], dtype, fmt(r["model_gflops_padded"], ".1f"),
-                     fmt(r["model_gflops_real"], ".1f"), fmt(peak["square"]["gflops"], ".1f"), shapes,
+                     fmt(r["model_gflops_real"], ".1f"), fmt(square["gflops"], ".1f") + spread, shapes,
                      f"{fmt(r['mfu_padded'], '.1%')} / {fmt(r['mfu_real'], '.1%')}"])
     size = runs[0]["peak"]["square"]["shape"][0]
     return ["## Against the machine's limit", "",
@@ -181,8 +184,10 @@ def machine_limit(report: dict[str, Any], image_prefix: str) -> list[str]:
             "`experiments/bench/flops.py`) per second of the same wall time as tok/s, over the positions the update "
             "computes (padding included where it is computed; the output layer and the GRU's CPU decoder loop skip it) "
             "and over real tokens only. Peak: torch's matmul rate measured in the same "
-            f"worker right after its timed updates, same threads and dtype, at a {size}-cubed square and at the "
-            "model's own dominant shapes (m x k x n, at the median batch). MFU = model FLOP/s / square peak: the "
+            f"worker, same threads and dtype, at a {size}-cubed square (sampled between the timed updates and right "
+            "after them: the fastest sample, with the slowest–fastest range and the number of samples, which shows "
+            "how busy the machine was) and at the model's own dominant shapes (m x k x n, at the median batch, "
+            "fastest of the repeats right after). MFU = model FLOP/s / the fastest square sample: the "
             "share of the machine's matmul rate the training gets; the rest goes to elementwise work, softmax, "
             "layer norm, the optimizer, small matmuls and framework overhead.", "",
             md_table(["model", "config", "threads", "dtype", "model GFLOP/s (padded)", "model GFLOP/s (real tokens)",
