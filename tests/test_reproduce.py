@@ -176,8 +176,9 @@ def test_tables_on_an_empty_folder_says_what_is_missing(tmp_path: Path, capsys) 
     assert "no results.json under" in capsys.readouterr().err
 
 
-# One-model studies of the Transformer, not comparison tables: its sample efficiency by batch size, its dropout placement
-STUDIES = ("multi30k_de_en_2k", "multi30k_de_en_dropout")
+# One-model studies of the Transformer, not comparison tables: its sample efficiency by batch size, its dropout
+# placement, JoeyNMT's embedding init (a parity ablation)
+STUDIES = ("multi30k_de_en_2k", "multi30k_de_en_dropout", "multi30k_de_en_parity_xavier")
 TABLE_PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")
                        if not p.stem.startswith("tune_") and p.stem not in ("quickstart", "smoke", *STUDIES))
 

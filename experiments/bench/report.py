@@ -172,9 +172,8 @@ def machine_limit(report: dict[str, Any], image_prefix: str) -> list[str]:
         dtype = peak["dtype"] + (" (bf16 emulated)" if r["precision"] != peak["dtype"] else "")
         shapes = "; ".join(f"{name} {'x'.join(map(str, s['shape']))}: {fmt(s['gflops'], '.1f')}"
                            for name, s in peak["shapes"].items())
-        square = peak["square"]
-        spread = (f" ({fmt(square['min'], '.0f')}–{fmt(square['gflops'], '.0f')} over {square['samples']})"
-                  if "samples" in square else "")  # reports before the spread was kept show the rate alone
+        square = peak["square"]  # reports from before the spread was kept show the rate alone
+        spread = f" ({square['min']:.0f}–{square['gflops']:.0f} over {square['samples']})" if "samples" in square else ""
         rows.append([r["model"], r["config"], peak["threads"], dtype, fmt(r["model_gflops_padded"], ".1f"),
                      fmt(r["model_gflops_real"], ".1f"), fmt(square["gflops"], ".1f") + spread, shapes,
                      f"{fmt(r['mfu_padded'], '.1%')} / {fmt(r['mfu_real'], '.1%')}"])
