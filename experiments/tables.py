@@ -1,7 +1,11 @@
 """``s2s-tables``: the comparison tables under ``results/``, rebuilt from run outputs alone.
 
-    s2s-tables ~/s2s-runs/multi30k_de_en --export results/runs --out results --readme README.md
-    s2s-tables results/runs/multi30k_de_en --out results        # the same table, from the committed outputs
+    s2s-tables results/runs/multi30k_de_en     # the committed table again, into outputs/tables/: diff it
+    s2s-tables ~/s2s-runs/multi30k_de_en --export results/runs --out results --readme docs/results.md
+
+Tables go to ``outputs/tables/`` unless ``--out`` says otherwise: ``--out
+results`` replaces the committed table (and ``--readme docs/results.md`` the
+copy between its markers there), which a plain run in a clone never does.
 
 Every ``results.json`` below the given folders is one run. ``--export DIR``
 first copies each run's summary, events, config and gzipped test outputs into
@@ -37,6 +41,7 @@ from omegaconf import OmegaConf
 from experiments import baselines, buckets, curves, metrics
 from experiments.atomic import write_text
 from experiments.errors import UserError
+from experiments.outdirs import default_out, out_help, say_wrote
 from experiments.plotting import plt, save_figure
 from experiments.runs import export, find_runs, hypotheses, task_of, texts
 
@@ -257,12 +262,13 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("roots", nargs="+", type=Path, help="folders holding run folders (searched recursively)")
-    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, default=default_out("tables"), help=out_help("tables"))
     parser.add_argument("--export", type=Path, metavar="DIR",
                         help="copy each run's outputs to DIR/<experiment>/<model>/seed<k> and tabulate that copy")
     parser.add_argument("--name", help="table name (default: the runs' experiment preset)")
-    parser.add_argument("--readme", type=Path, help="also copy each table into this file, between the markers "
-                        "<!-- table:NAME --> and <!-- /table:NAME --> (so the README never holds a hand-typed number)")
+    parser.add_argument("--readme", type=Path, help="also copy each table into this file (docs/results.md), between "
+                        "the markers <!-- table:NAME --> and <!-- /table:NAME --> (so no document holds a hand-typed "
+                        "number)")
     args = parser.parse_args(argv)
     try:
         found = find_runs(args.roots)
@@ -280,7 +286,9 @@ def main(argv: list[str] | None = None) -> None:
             source = str(args.export / name) if args.export else " ".join(map(str, args.roots))
             regenerate = f"s2s-tables {source}" + (f" --name {args.name}" if args.name else "")  # any --out
             table = write_table(name, by_preset(runs), args.out, regenerate)
-            print(f"wrote {table} ({len(runs)} runs)")
+            written = [f"{name}{end}" for end in (".md", ".csv", "_length.png", "_curves.png")]
+            say_wrote(args.out, [f for f in written if (args.out / f).exists()])
+            print(f"table {name}: {len(runs)} runs")
             if args.readme:
                 embed(args.readme, name, table.read_text())
     except UserError as e:
