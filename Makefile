@@ -31,6 +31,8 @@ install: $(VENV)/.installed
 # make run OVERRIDES="trainer.max_steps=100": Hydra overrides reach both trainings.
 run: $(VENV)/.core
 	$(PY) -m experiments.demo $(OVERRIDES)
+	@test -f $(VENV)/.installed || echo "The README's other recipes (tests, Optuna and Slurm sweeps, s2s-compare, s2s-align \
+	--eflomal) need the extras: make install (about a minute more: eflomal compiles)."
 
 test: install
 	$(PY) -m pytest -q --durations=20

@@ -25,6 +25,7 @@ from experiments.align import attention_links, pharaoh
 from experiments.atomic import write_text
 from experiments.errors import UserError
 from experiments.evaluate import load_run
+from experiments.extras import require
 from experiments.outdirs import default_out, say_wrote
 from experiments.score import read_pairs
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(["s2s-align", *(sys.argv[1:] if argv is None else argv)])
     try:
         if args.eflomal:
+            require(("eflomal",), "analysis", "s2s-align --eflomal")
             # Imported here: only the report needs eflomal and matplotlib.
             from experiments.alignment_report import write_report
 

@@ -41,6 +41,7 @@ from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 from experiments.builders import autocast_for
 from experiments.errors import DataError, UserError
 from experiments.evaluate import LoadedRun, decode_split, load_run
+from experiments.extras import install, require
 from experiments.outdirs import default_out, out_help
 
 COMPARE_MT_ARGS = ["--compare_scores", "score_type=bleu", "score_type=length", "--seed", "1"]
@@ -87,7 +88,7 @@ def run_compare_mt(folder: Path, ref: list[str], outs: list[list[str]], src: lis
     done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        hint = " Install compare-mt 0.2.10 and six." if "ModuleNotFoundError" in last else ""
+        hint = f" Install compare-mt 0.2.10 and six: {install('analysis')}." if "ModuleNotFoundError" in last else ""
         raise UserError(f"compare-mt failed (exit {done.returncode}): {last}.{hint}")
     return done.stdout
 
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     command = shlex.join(["s2s-compare", *(sys.argv[1:] if argv is None else argv)])
     try:
+        require(("compare_mt", "six"), "analysis", "s2s-compare")  # before the decoding, not after it
         page = compare(args.runs, args.split, args.out, args.beam, args.hyps, command, args.note)
         print(f"wrote {args.out}/: the compare-mt report; open {page}")
     except UserError as e:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from experiments import distributed
 from experiments.config import check_groups, check_override_keys, validate
 from experiments.errors import UserError
+from experiments.extras import check_sweep
 from experiments.search import apply_trial
 from experiments.trainer import Trainer
 
@@ -107,6 +108,7 @@ def main() -> None:
     setting = os.environ.get("HYDRA_FULL_ERROR")
     try:
         overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+        check_sweep(overrides)  # before Hydra looks for a plugin that is not installed
         check_groups(overrides, Path(CONF_DIR))
         check_override_keys(overrides)
         if distributed.torchrun_rank() > 0:
