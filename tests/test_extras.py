@@ -13,6 +13,7 @@ def test_a_bare_optuna_sweeper_is_refused_with_the_override_that_fixes_it() -> N
         extras.check_sweep(["-m", "hydra/sweeper=optuna", "task=toy_reverse"])
     extras.check_sweep(["hydra/sweeper=optuna", "hydra.sweeper.direction=maximize"])
     extras.check_sweep(["experiment=tune_transformer", "task=multi30k_de_en"])  # the preset sets it
+    assert extras.uses_optuna("tune_gru") and not extras.uses_optuna("multi30k_de_en")
 
 
 @pytest.mark.parametrize("overrides", [["experiment=tune_gru"], ["hydra/sweeper=optuna",
