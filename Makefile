@@ -1,7 +1,9 @@
 # make run   : fresh machine -> virtualenv -> install -> a small GRU and Transformer on Multi30k de->en,
 #              their comparison table and attention page under outputs/demo/ (python -m experiments.demo)
 # make test  : the test suite (real-data tests read $S2S_DATA_DIR, default ../shared/data)
-# make reproduce / make bench: the comparison tables / the speed report under results/
+# make reproduce / make tables: the comparison tables under results/ and docs/results.md
+# make bench: the speed report under outputs/bench/ (BENCH_ARGS="--out results --readme docs/performance.md"
+#              replaces the committed one)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The offline mirror beside the clone when there is one; else the default data root (downloads go there).
@@ -29,6 +31,8 @@ install: $(VENV)/.installed
 # make run OVERRIDES="trainer.max_steps=100": Hydra overrides reach both trainings.
 run: $(VENV)/.core
 	$(PY) -m experiments.demo $(OVERRIDES)
+	@test -f $(VENV)/.installed || echo "The README's other recipes (tests, Optuna and Slurm sweeps, s2s-compare, s2s-align \
+	--eflomal) need the extras: make install (about a minute more: eflomal compiles)."
 
 test: install
 	$(PY) -m pytest -q --durations=20
@@ -40,13 +44,14 @@ EXPERIMENT ?= multi30k_de_en_cpu
 OVERRIDES ?=
 reproduce: install
 	$(VENV)/bin/s2s-train -m experiment=$(EXPERIMENT) hydra.sweep.dir=multirun/$(EXPERIMENT) $(OVERRIDES); status=$$?; \
-	$(VENV)/bin/s2s-tables multirun/$(EXPERIMENT) --out results --readme README.md && exit $$status
+	$(VENV)/bin/s2s-tables multirun/$(EXPERIMENT) --out results --readme docs/results.md && exit $$status
 
 # make grid: the converged reference tables on this machine, resumable. Run it again after any
 # interruption: finished jobs are skipped, interrupted ones resume from last.pt, two one-thread jobs
 # side by side. Run folders: $(S2S_RUNS_DIR) (default ~/s2s-runs), outside the work tree.
 # make grid UNTIL=06:50: only what can end by then (s2s-grid --until).
-# make tables: export the finished runs' outputs to results/runs/ and rebuild the tables from them.
+# make tables: export the finished runs' outputs to results/runs/ and rebuild the tables from them (results/*.md and
+# their copies in docs/results.md).
 GRID ?= multi30k_de_en samsum:1 aeslc:1 multi30k_en_de:1 samsum:2,3 aeslc:2,3
 S2S_RUNS_DIR ?= $(HOME)/s2s-runs
 grid: install
@@ -58,9 +63,10 @@ grid: install
 tables: install
 	for e in $(sort $(foreach g,$(GRID),$(firstword $(subst :, ,$(g))))); do \
 	  if ls $(S2S_RUNS_DIR)/$$e/*/*/results.json >/dev/null 2>&1; then \
-	    $(VENV)/bin/s2s-tables $(S2S_RUNS_DIR)/$$e --export results/runs --out results --readme README.md || exit 1; fi; done
+	    $(VENV)/bin/s2s-tables $(S2S_RUNS_DIR)/$$e --export results/runs --out results --readme docs/results.md || exit 1; fi; done
+	$(VENV)/bin/s2s-tables --out results --summary README.md
 
-# make bench BENCH_ARGS="--joeynmt": the speed report (results/benchmarks.md, .json, benchmarks_scaling.png).
+# make bench BENCH_ARGS="--joeynmt": the speed report (outputs/bench/benchmarks.md, .json, benchmarks_scaling.png).
 bench: install
 	$(VENV)/bin/s2s-bench $(BENCH_ARGS)
 

@@ -2,14 +2,15 @@
 
     s2s-align RUN --src test.de --tgt test.en > test.align                # Pharaoh "i-j", one line a pair
     s2s-align RUN --src test.de --tgt test.en --map L2H5                  # one Transformer layer and head
-    s2s-align GRU_RUN TRANSFORMER_RUN --eflomal --split test --out results/alignment
+    s2s-align GRU_RUN TRANSFORMER_RUN --eflomal --split test     # outputs/alignment/alignment.{md,json,png}
 
 How a map becomes word links: ``experiments/align.py``.
 
 ``--eflomal`` trains eflomal on the task's training split plus ``--split``
 (whitespace words, lowercased by eflomal), symmetrizes its two directions with
 grow-diag-final-and, and reports how well every map of every run agrees with
-it on ``--split`` (precision, recall, F1, AER): ``<out>.md``, ``.json`` and ``.png``.
+it on ``--split`` (precision, recall, F1, AER): ``<out>.md``, ``.json`` and ``.png``
+(``--out results/alignment`` replaces the committed report).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from experiments.align import attention_links, pharaoh
 from experiments.atomic import write_text
 from experiments.errors import UserError
 from experiments.evaluate import load_run
+from experiments.extras import require
+from experiments.outdirs import default_out, say_wrote
 from experiments.score import read_pairs
 
 
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tgt", type=Path, help="their translations, line-aligned with --src")
     parser.add_argument("--map", default=None, help="attention (GRU), mean (Transformer, default) or L<l>H<h>")
     parser.add_argument("--out", type=Path, help="Pharaoh file (default: standard output); with --eflomal: the "
-                        "report's path without suffix (default results/alignment)")
+                        "report's path without suffix (default outputs/alignment/alignment)")
     parser.add_argument("--eflomal", action="store_true", help="report agreement with eflomal on --split")
     parser.add_argument("--split", default="test", help="with --eflomal: the split to align")
     parser.add_argument("--note", default="", help="with --eflomal: a line printed in bold under the header")
@@ -59,11 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(["s2s-align", *(sys.argv[1:] if argv is None else argv)])
     try:
         if args.eflomal:
+            require(("eflomal",), "analysis", "s2s-align --eflomal")
             # Imported here: only the report needs eflomal and matplotlib.
             from experiments.alignment_report import write_report
 
-            for path in write_report(args.runs, args.split, args.out or Path("results/alignment"), command, args.note):
-                print(path)
+            out = args.out or default_out("alignment") / "alignment"
+            say_wrote(out.parent, write_report(args.runs, args.split, out, command, args.note))
             return
         text = "".join(line + "\n" for line in align_files(args.runs[0], args.src, args.tgt, args.map))
     except UserError as e:
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if args.out:
         write_text(args.out, text)
+        say_wrote(args.out.parent, [args.out])
     else:
         sys.stdout.write(text)
 

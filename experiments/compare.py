@@ -1,13 +1,14 @@
 """``s2s-compare``: a compare-mt report (HTML) on two runs' outputs for one split.
 
-    s2s-compare GRU_RUN TRANSFORMER_RUN --split test --out results/compare_mt
+    s2s-compare GRU_RUN TRANSFORMER_RUN --split test     # the report in outputs/compare_mt/
     s2s-compare RUN_A RUN_B --hyps a.txt b.txt      # outputs decoded before (e.g. by s2s-eval): no decoding
 
 Both runs decode the split (beam ``--beam``, default each run's
 ``decoding.beam_size``) unless ``--hyps`` gives their outputs. The sources, the
 references (the first of each sentence) and the two outputs are tokenized with
 sacreBLEU's 13a tokenizer and handed to compare-mt (Neubig et al., 2019),
-which writes ``index.html``, its figures and its example pages into ``--out``;
+which writes ``index.html``, its figures and its example pages into ``--out``
+(default ``outputs/compare_mt/``; ``--out results/compare_mt`` replaces the committed report);
 the exact command is written at the top of the page. Its BLEU is then the
 sacreBLEU BLEU of our tables, except that compare-mt counts at least one n-gram
 of every order in every sentence, which lowers it a little where outputs are
@@ -40,6 +41,8 @@ from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 from experiments.builders import autocast_for
 from experiments.errors import DataError, UserError
 from experiments.evaluate import LoadedRun, decode_split, load_run
+from experiments.extras import install, require
+from experiments.outdirs import default_out, out_help
 
 COMPARE_MT_ARGS = ["--compare_scores", "score_type=bleu", "score_type=length", "--seed", "1"]
 BLEU_NOTE = ("Inputs tokenized with sacreBLEU's 13a tokenizer: BLEU here is sacreBLEU's (as in s2s-eval and "
@@ -85,7 +88,7 @@ def run_compare_mt(folder: Path, ref: list[str], outs: list[list[str]], src: lis
     done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        hint = " Install compare-mt 0.2.10 and six." if "ModuleNotFoundError" in last else ""
+        hint = f" Install compare-mt 0.2.10 and six: {install('analysis')}." if "ModuleNotFoundError" in last else ""
         raise UserError(f"compare-mt failed (exit {done.returncode}): {last}.{hint}")
     return done.stdout
 
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test", help="the split to decode (default: test)")
     parser.add_argument("--beam", type=int, help="beam size (default: each run's decoding.beam_size)")
     parser.add_argument("--hyps", nargs=2, type=Path, metavar="FILE", help="the two runs' outputs: do not decode")
-    parser.add_argument("--out", type=Path, default=Path("results/compare_mt"), help="report folder (replaced)")
+    parser.add_argument("--out", type=Path, default=default_out("compare_mt"),
+                        help=out_help("compare_mt", "report folder, replaced"))
     parser.add_argument("--note", default="", help="a line printed in bold at the top, e.g. the runs' state")
     args = parser.parse_args(argv)
     if args.beam is not None and args.beam < 1:
@@ -139,7 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     command = shlex.join(["s2s-compare", *(sys.argv[1:] if argv is None else argv)])
     try:
-        print(compare(args.runs, args.split, args.out, args.beam, args.hyps, command, args.note))
+        require(("compare_mt", "six"), "analysis", "s2s-compare")  # before the decoding, not after it
+        page = compare(args.runs, args.split, args.out, args.beam, args.hyps, command, args.note)
+        print(f"wrote {args.out}/: the compare-mt report; open {page}")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,4 +1,4 @@
-"""The compute plan: a grid's jobs as a Markdown table (state, progress, pace, hours left), for the README."""
+"""The compute plan: a grid's jobs as a Markdown table (state, progress, pace, hours left), for docs/reproducing.md."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def embed_plan(readme: Path, jobs: list[Any], command: str) -> None:
     if start not in text or end not in text:
         raise ConfigError(f"{readme} has no {start} ... {end} markers: add them where the plan belongs")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    body = (f"Written by `s2s-grid {command} --status --readme {readme.name}` on {stamp}; s/update is the mean "
+    body = (f"Written by `s2s-grid {command} --status --readme {readme.as_posix()}` on {stamp}; s/update is the mean "
             "training time per update so far (validation excluded) on the machine that ran it, hours left assume "
             "that pace up to the update limit, or the token budget where a run has one (~: the pace of the same model in "
             "the same preset; early stopping may end a run sooner).\n\n" + plan_table(jobs))

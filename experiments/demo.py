@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     table = out / f"{preset}.md"
     print(f"\n{table.read_text()}")
     print(f"Done in {(time.time() - started) / 60:.1f} min. A short budget: it shows the pipeline, not what "
-          "the models reach (the README's tables and `s2s-grid multi30k_de_en` are that).\n"
+          "the models reach (docs/results.md's tables and `s2s-grid multi30k_de_en` are that).\n"
           f"  comparison table: {table} (the .csv and the plots beside it)\n"
           f"  attention maps:   {out / 'attention' / 'attention.html'}\n"
           f"  run folders:      {'  '.join(seed_one)}")

@@ -1,7 +1,7 @@
 """Load several runs as one ensemble, and ``s2s-ensemble``: score single runs and ensembles on a split.
 
     s2s-ensemble --system GRU_RUN --system TRANSFORMER_RUN --system GRU_RUN TRANSFORMER_RUN --split test --beam 5
-    s2s-ensemble --system T1 T2 T3 --out results/ensembles --hyps outputs/ensembles --note "3 seeds"
+    s2s-ensemble --system T1 T2 T3 --out outputs/ensembles/report --hyps outputs/ensembles --note "3 seeds"
 
 Every ``--system`` is one run (a run folder or any checkpoint file of ours, an
 averaged one included) or several, decoded together as an ``models.Ensemble``:
@@ -11,6 +11,8 @@ own cache, members of any architecture. The members must share one tokenizer
 task, the decoding rules and the precision. The report (``<out>.md`` and
 ``.json``) starts with the exact command that wrote it; ``--hyps DIR`` also
 keeps every system's outputs (``DIR/<n>.txt``, e.g. for ``s2s-compare --hyps``).
+Without ``--out`` the report is only printed: nothing is written unless asked
+(``--out results/ensembles`` replaces the committed report).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from experiments.atomic import write_text
 from experiments.builders import autocast_for, resolve_precision
 from experiments.errors import UserError
 from experiments.evaluate import LoadedRun, decode_split, load_run, score
+from experiments.outdirs import say_wrote
 from experiments.runtime import git_commit, hardware
 from models.ensemble import Ensemble
 
@@ -150,6 +153,10 @@ def main(argv: list[str] | None = None) -> None:
         write_text(args.out.with_suffix(".json"), json.dumps(payload, indent=2) + "\n")
         write_text(args.out.with_suffix(".md"), text)
     print(text, end="")
+    if args.hyps:
+        say_wrote(args.hyps, [f"{n}.txt" for n in range(1, len(rows) + 1)])
+    if args.out:
+        say_wrote(args.out.parent, [args.out.with_suffix(".md"), args.out.with_suffix(".json")])
 
 
 if __name__ == "__main__":

@@ -198,6 +198,8 @@ def evaluate_checkpoint(target: str, overrides: list[str]) -> dict[str, Any]:
     if decoded.n_best:
         write_text(out / f"{stem}.nbest.tsv", "".join(n_best_tsv(i, e) for i, e in enumerate(decoded.n_best)))
     write_text(out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
+    written = [f"{stem}.txt", *([f"{stem}.nbest.tsv"] if decoded.n_best else []), f"{stem}.json"]
+    log.info("wrote %s/: %s", out, ", ".join(written))
     return result
 
 

@@ -55,6 +55,7 @@ def finish(t: Trainer) -> dict[str, Any]:
     }
     if t.is_main:
         write_text(t.run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        log.info("wrote %s/: results.json, metrics.jsonl, hyps/, checkpoints/", t.run_dir)
     t.tracker.summary({f"test/{split}/{k}": v for split, vals in tests.items() for k, v in vals.items()}
                       | {"best_step": p.best_step, f"valid/best_{t.primary}": p.best})
     t.tracker.finish()
@@ -71,9 +72,15 @@ def test_best(t: Trainer) -> dict[str, Any]:
 def decode_tests(t: Trainer, suffix: str) -> dict[str, Any]:
     """Decode and score every test split with the current weights; hypotheses to hyps/<split>-beamK<suffix>.txt."""
     tests: dict[str, Any] = {}
-    for split in evaluation_splits(t.cfg):
+    which = "the average of the kept snapshots" if suffix else "the best checkpoint"
+    splits = evaluation_splits(t.cfg)
+    for n, split in enumerate(splits, start=1):
+        log.info("test %d/%d: decoding %s (%d sentences, beam %d) with %s ...", n, len(splits), split,
+                 len(t.data.split(split)), t.cfg.decoding.beam_size, which)
         decoded = decode_split(t.model, t.data, split, t.cfg.decoding, t.device, t.autocast)
         tests[split] = {**score(t.data, split, decoded.hypotheses), "decode_seconds": decoded.seconds}
+        log.info("test %d/%d: %s %s %.2f in %.0f s", n, len(splits), split, t.primary,
+                 tests[split].get(t.primary, float("nan")), decoded.seconds)
         write_text(t.run_dir / "hyps" / f"{split}-beam{t.cfg.decoding.beam_size}{suffix}.txt",
                    "\n".join(decoded.hypotheses) + "\n")
         t.record(split + suffix.replace("-", "_"), tests[split])

@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="restrict the grid, e.g. --only seed=1 --only model=gru")
     parser.add_argument("--status", action="store_true", help="print each job's state and progress, run nothing")
     parser.add_argument("--readme", type=Path, help="with --status: write the jobs as a Markdown table between "
-                        "<!-- compute-plan --> and <!-- /compute-plan --> in this file")
+                        "<!-- compute-plan --> and <!-- /compute-plan --> in this file (docs/reproducing.md)")
     args = parser.parse_intermixed_args(argv)  # presets and overrides may come before or after the options
     overrides = [i for i in args.items if "=" in i]
     presets = [i for i in args.items if "=" not in i]

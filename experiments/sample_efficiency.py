@@ -12,13 +12,16 @@ curve first reaches ``--threshold``, and the curves against updates, tokens
 and hours.
 
     python -m experiments.sample_efficiency results/runs/multi30k_de_en results/runs/multi30k_de_en_2k \\
-        --model transformer --threshold 38.9 --out results --readme README.md
+        --model transformer --threshold 38.9 --out results --readme docs/performance.md
+
+Without ``--out`` the report goes to ``outputs/sample_efficiency/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from omegaconf import OmegaConf
 
 from experiments import curves
 from experiments.atomic import write_text
+from experiments.outdirs import default_out, out_help, say_wrote
 from experiments.errors import UserError
 from experiments.tables import embed, markdown_table
 
@@ -123,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="transformer", help="model.name of the runs to compare")
     parser.add_argument("--metric", default="bleu", help="validation metric (a key of metrics.jsonl)")
     parser.add_argument("--threshold", type=float, help="report the tokens at which each curve first reaches it")
-    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, default=default_out("sample_efficiency"),
+                        help=out_help("sample_efficiency"))
     parser.add_argument("--name", default="sample_efficiency", help="file name of the report and its plot")
     parser.add_argument("--readme", type=Path, help="also copy the report into this file, between "
                         "<!-- table:NAME --> and <!-- /table:NAME -->")
@@ -141,9 +146,10 @@ def main(argv: list[str] | None = None) -> None:
                 args.out / f"{args.name}.png", threshold=args.threshold)
     path = args.out / f"{args.name}.md"
     write_text(path, text)
-    print(f"wrote {path} and {args.name}.png")
-    if args.readme:
-        embed(args.readme, args.name, text.replace(f"]({args.name}.png)", f"]({args.out / args.name}.png)"))
+    say_wrote(args.out, [path, f"{args.name}.png"])
+    if args.readme:  # the plot's link, relative to the document it is copied into
+        plot = Path(os.path.relpath(args.out.resolve(), args.readme.resolve().parent)) / f"{args.name}.png"
+        embed(args.readme, args.name, text.replace(f"]({args.name}.png)", f"]({plot.as_posix()})"))
 
 
 if __name__ == "__main__":

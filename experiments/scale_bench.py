@@ -11,8 +11,8 @@ tokenize the training split (``datasets.map`` with ``--num-proc`` workers),
 build one epoch's batch plan (and rank 0's shard of 8) and read the first
 batches. Each stage is timed; the peak resident memory of the process and of
 its largest tokenization worker (``getrusage``) shows what the corpus costs in
-memory. Writes ``results/scale.md`` and ``results/scale.json``; exits 1 when a
-peak passes ``--max-rss-mib``.
+memory. Writes ``outputs/scale/scale.md`` and ``scale.json`` (``--out results``
+replaces the committed report); exits 1 when a peak passes ``--max-rss-mib``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
+
+from experiments.outdirs import default_out, out_help, say_wrote
 
 REPO = Path(__file__).resolve().parent.parent
 SHARD = 100_000  # pairs a training file
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-batches", type=int, default=200)
     parser.add_argument("--max-rss-mib", type=int, default=2048)
     parser.add_argument("--workdir", type=Path, default=REPO / ".bench" / "scale")
-    parser.add_argument("--out", type=Path, default=REPO / "results")
+    parser.add_argument("--out", type=Path, default=default_out("scale"), help=out_help("scale"))
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one measurement, JSON spec
     args = parser.parse_args(argv)
     if args.measure:
@@ -330,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "measure"}
     (args.out / "scale.json").write_text(json.dumps({"machine": machine, "settings": settings, "runs": runs},
                                                     indent=2) + "\n")
-    print(f"wrote {args.out / 'scale.md'}")
+    say_wrote(args.out, ["scale.md", "scale.json"])
     worst = max(max(r["peak_rss_mib"], r["peak_rss_workers_mib"]) for r in runs)
     if worst > args.max_rss_mib:
         print(f"peak RSS {worst:,.0f} MiB is over the {args.max_rss_mib:,} MiB limit", file=sys.stderr)

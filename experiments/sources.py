@@ -197,7 +197,7 @@ def jsonl_split(task: Any, split: str, data_root: Path) -> RawSplit:
     path = require(
         data_root / task.dataset_dir / f"{split}.jsonl.gz",
         f"Set S2S_DATA_DIR (or task.data_root) to a folder holding {task.dataset_dir}/ "
-        "(see the README's Data section for where to obtain it).",
+        "(see docs/design.md, Data, for where to obtain it).",
     )
     sums = known_checksums(task.checksums) if task.checksums and task.verify_checksums else None
     fields = [task.src_field, task.tgt_field]

@@ -1,7 +1,11 @@
 """``s2s-tables``: the comparison tables under ``results/``, rebuilt from run outputs alone.
 
-    s2s-tables ~/s2s-runs/multi30k_de_en --export results/runs --out results --readme README.md
-    s2s-tables results/runs/multi30k_de_en --out results        # the same table, from the committed outputs
+    s2s-tables results/runs/multi30k_de_en     # the committed table again, into outputs/tables/: diff it
+    s2s-tables ~/s2s-runs/multi30k_de_en --export results/runs --out results --readme docs/results.md
+
+Tables go to ``outputs/tables/`` unless ``--out`` says otherwise: ``--out
+results`` replaces the committed table (and ``--readme docs/results.md`` the
+copy between its markers there), which a plain run in a clone never does.
 
 Every ``results.json`` below the given folders is one run. ``--export DIR``
 first copies each run's summary, events, config and gzipped test outputs into
@@ -34,9 +38,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from experiments import baselines, buckets, curves, metrics
+from experiments import baselines, buckets, curves, metrics, summary
 from experiments.atomic import write_text
 from experiments.errors import UserError
+from experiments.outdirs import default_out, out_help, say_wrote
 from experiments.plotting import plt, save_figure
 from experiments.runs import export, find_runs, hypotheses, task_of, texts
 
@@ -256,36 +261,57 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="s2s-tables", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("roots", nargs="+", type=Path, help="folders holding run folders (searched recursively)")
-    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("roots", nargs="*", type=Path, help="folders holding run folders (searched recursively)")
+    parser.add_argument("--out", type=Path, default=default_out("tables"), help=out_help("tables"))
+    parser.add_argument("--summary", type=Path, metavar="FILE",
+                        help="also write the summary of every task's table in --out (both models, mean ± std) into "
+                        "FILE between <!-- table:summary --> markers: s2s-tables --out results --summary README.md")
     parser.add_argument("--export", type=Path, metavar="DIR",
                         help="copy each run's outputs to DIR/<experiment>/<model>/seed<k> and tabulate that copy")
     parser.add_argument("--name", help="table name (default: the runs' experiment preset)")
-    parser.add_argument("--readme", type=Path, help="also copy each table into this file, between the markers "
-                        "<!-- table:NAME --> and <!-- /table:NAME --> (so the README never holds a hand-typed number)")
+    parser.add_argument("--readme", type=Path, help="also copy each table into this file (docs/results.md), between "
+                        "the markers <!-- table:NAME --> and <!-- /table:NAME --> (so no document holds a hand-typed "
+                        "number)")
     args = parser.parse_args(argv)
+    if not args.roots and not args.summary:
+        parser.error("give the folders holding run folders (or --summary FILE alone)")
     try:
-        found = find_runs(args.roots)
-        if args.export:  # tabulate everything the export holds for these experiments: earlier seeds too
-            experiments = sorted({export(run, args.export).parents[1] for run in found})
-            found = find_runs(experiments)
-        groups: dict[str, list[dict]] = defaultdict(list)
-        for run in found:
-            groups[args.name or run.get("experiment") or run["task"]].append(run)
-        for name, runs in groups.items():
-            tasks = sorted({run["task"] for run in runs})
-            if len(tasks) > 1:
-                raise UserError(f"table {name!r} would mix the tasks {tasks}: one table compares runs on one task; "
-                                "give the folders of one task")
-            source = str(args.export / name) if args.export else " ".join(map(str, args.roots))
-            regenerate = f"s2s-tables {source}" + (f" --name {args.name}" if args.name else "")  # any --out
-            table = write_table(name, by_preset(runs), args.out, regenerate)
-            print(f"wrote {table} ({len(runs)} runs)")
-            if args.readme:
-                embed(args.readme, name, table.read_text())
+        if args.roots:
+            tabulate(args)
+        if args.summary:
+            text = summary.summarise(args.out, args.summary)
+            if not text:
+                raise UserError(f"{args.out} has no comparison table of both models built from {args.out}/runs: "
+                                "--out results summarises the committed tables")
+            embed(args.summary, "summary", "# summary\n\n" + text)
+            print(f"wrote the summary of {args.out}/ into {args.summary}")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def tabulate(args: argparse.Namespace) -> None:
+    """Each table of the runs below ``args.roots`` (exported first with ``--export``), and its copy in --readme."""
+    found = find_runs(args.roots)
+    if args.export:  # tabulate everything the export holds for these experiments: earlier seeds too
+        experiments = sorted({export(run, args.export).parents[1] for run in found})
+        found = find_runs(experiments)
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for run in found:
+        groups[args.name or run.get("experiment") or run["task"]].append(run)
+    for name, runs in groups.items():
+        tasks = sorted({run["task"] for run in runs})
+        if len(tasks) > 1:
+            raise UserError(f"table {name!r} would mix the tasks {tasks}: one table compares runs on one task; "
+                            "give the folders of one task")
+        source = str(args.export / name) if args.export else " ".join(map(str, args.roots))
+        regenerate = f"s2s-tables {source}" + (f" --name {args.name}" if args.name else "")  # any --out
+        table = write_table(name, by_preset(runs), args.out, regenerate)
+        written = [f"{name}{end}" for end in (".md", ".csv", "_length.png", "_curves.png")]
+        say_wrote(args.out, [f for f in written if (args.out / f).exists()])
+        print(f"table {name}: {len(runs)} runs")
+        if args.readme:
+            embed(args.readme, name, table.read_text())
 
 
 if __name__ == "__main__":

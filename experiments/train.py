@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from experiments import distributed
 from experiments.config import check_groups, check_override_keys, validate
 from experiments.errors import UserError
+from experiments.extras import check_sweep
 from experiments.search import apply_trial
 from experiments.trainer import Trainer
 
@@ -52,6 +53,8 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if distributed.torchrun_rank() == 0:  # before the data is read: where to look while it trains
+        log.info("run folder: %s", run_dir)
     try:
         results = run(cfg, run_dir)
     except UserError as e:
@@ -105,6 +108,7 @@ def main() -> None:
     setting = os.environ.get("HYDRA_FULL_ERROR")
     try:
         overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+        check_sweep(overrides)  # before Hydra looks for a plugin that is not installed
         check_groups(overrides, Path(CONF_DIR))
         check_override_keys(overrides)
         if distributed.torchrun_rank() > 0:

@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from experiments import averaging, checkpoint, distributed, final, metrics
 from experiments.builders import autocast_for, build_model, resolve_precision
@@ -258,6 +260,15 @@ class Trainer:
         p, tc = self.progress, self.tc
         show = tc.progress and self.is_main and sys.stderr.isatty() and not os.environ.get("CI")
         bar = tqdm(total=tc.max_steps, initial=p.step, disable=not show, dynamic_ncols=True, desc="train")
+        with bar, logging_redirect_tqdm() if show else nullcontext():  # log lines above the bar, not through it
+            self.train_loop(bar, show)
+        if self.progress.step % tc.eval_every and not self.budget_spent():
+            self.validate()  # the epoch limit ended training between validations
+        return final.finish(self)
+
+    def train_loop(self, bar: tqdm, show: bool) -> None:
+        """Updates until the step or epoch limit or early stopping, validating every ``eval_every``."""
+        p, tc = self.progress, self.tc
         stream = self.batch_stream()
         segment_start = time.perf_counter()  # the window's time since it (or the last validation) began
         while not self.budget_spent() and not p.stopped_early:
@@ -295,10 +306,6 @@ class Trainer:
                 p.window_seconds += time.perf_counter() - segment_start
                 self.validate()
                 segment_start = time.perf_counter()
-        bar.close()
-        if self.progress.step % tc.eval_every and not self.budget_spent():
-            self.validate()  # the epoch limit ended training between validations
-        return final.finish(self)
 
     def budget_spent(self) -> bool:
         """Whether the update limit, or the real-target-token limit (trainer.max_tokens), is reached."""

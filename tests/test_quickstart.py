@@ -23,12 +23,14 @@ SHORT = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.eval_max_senten
 
 
 def make_run_command() -> list[str]:
-    """The command line of `make run`'s last recipe line (from `make -n`), the interpreter left out."""
+    """The command line of `make run`'s recipe line that runs the virtualenv's interpreter (from `make -n`; the
+    note on the extras follows it), the interpreter left out."""
     # --no-print-directory: under `make test` this make is nested and would add "Leaving directory" lines.
     dry = subprocess.run(["make", "-n", "--no-print-directory", "run", "VENV=/nonexistent", "OVERRIDES="], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
-    line = dry.strip().splitlines()[-1].split()
-    assert line[0] == "/nonexistent/bin/python", line  # the virtualenv's interpreter, after the install steps
+    runs = [line.split() for line in dry.strip().splitlines() if line.startswith("/nonexistent/bin/python ")]
+    assert runs, dry
+    line = runs[-1]  # the virtualenv's interpreter, after the install steps
     return line[1:]
 
 

@@ -404,14 +404,16 @@ def test_compare_mt_bleu_agrees_with_ours_overall_and_by_length() -> None:
     assert theirs(short, refs) < ours(short, refs)
 
 
-def test_s2s_compare_writes_the_html_report(runs: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+def test_s2s_compare_writes_the_html_report(runs: dict[str, Path], tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    out = Path("compare_mt")  # relative: compare-mt runs in another folder
+    out = Path("outputs/compare_mt")  # the default (never results/): relative, as compare-mt runs in another folder
     hyps = []
     for name in ("gru", "transformer"):
         evaluate_checkpoint(str(runs[name]), ["split=test", "decoding.beam_size=2"])
         hyps.append(str(runs[name] / "eval" / "test-beam2.txt"))
-    compare.main([str(runs["gru"]), str(runs["transformer"]), "--hyps", *hyps, "--out", str(out), "--note", "tiny"])
+    capsys.readouterr()
+    compare.main([str(runs["gru"]), str(runs["transformer"]), "--hyps", *hyps, "--note", "tiny"])
+    assert capsys.readouterr().out.startswith(f"wrote {out}/: ")
     page = (out / "index.html").read_text()
     assert "Produced by <code>s2s-compare " in page and "gru-" in page and "transformer-" in page
     assert "<p><b>tiny</b></p>" in page

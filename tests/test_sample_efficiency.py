@@ -61,7 +61,7 @@ def test_report_and_plot(runs: Path, tmp_path: Path) -> None:
     assert (out / "sample_efficiency.png").stat().st_size > 0
     text = readme.read_text()
     assert "STALE" not in text and text.startswith("before\n") and text.endswith("after\n")
-    assert f"]({out / 'sample_efficiency'}.png)" in text
+    assert "](results/sample_efficiency.png)" in text  # relative to the document it is copied into
 
 
 def test_no_matching_run_is_a_clear_error(runs: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,9 @@
     s2s-bench --from-json results/benchmarks.json   # measure nothing: write the report and plots again
 
 What is measured is described in ``experiments/bench/__init__.py``. The report
-goes to ``results/benchmarks.md`` and ``results/benchmarks.json`` (``--out``)
-with the CPU, core count, GPU (where one was used), torch version, commit and date.
+goes to ``outputs/bench/benchmarks.md`` and ``.json`` (``--out``; ``--out
+results`` replaces the committed report) with the CPU, core count, GPU (where
+one was used), torch version, commit and date.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from experiments.bench.report import load_report, write_report
 from experiments.bench.runner import Runner, worker_main
 from experiments.data import TaskData
 from experiments.errors import UserError
+from experiments.outdirs import default_out, out_help, say_wrote
 from experiments.runtime import git_commit, hardware, pick_device
 
 
@@ -116,15 +118,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "by side (Hydra's local launcher) against the same jobs one after the other")
     p.add_argument("--sweep-steps", type=int, default=None, help="updates per job of the --load sweeps "
                                                                  "(default 20; --tiny 2)")
-    p.add_argument("--out", default="results", help="report folder")
+    p.add_argument("--out", default=str(default_out("bench")), help=out_help("bench"))
     p.add_argument("--report", default="benchmarks",
                    help="report name: OUT/NAME.md, OUT/NAME.json, OUT/NAME_scaling.png, "
                         "OUT/NAME_curve.png (time to BLEU)")
     p.add_argument("--from-json", metavar="REPORT_JSON", default=None,
                    help="measure nothing: write the Markdown, plots and README tables again from a saved report")
     p.add_argument("--readme", type=Path, default=None,
-                   help="also copy the headline sections into this file between <!-- table:NAME --> and "
-                        "<!-- /table:NAME --> (NAME = --report), so the README holds no hand-typed number")
+                   help="also copy the headline sections into this file (docs/performance.md) between "
+                        "<!-- table:NAME --> and <!-- /table:NAME --> (NAME = --report), so no document holds a "
+                        "hand-typed number")
     p.add_argument("--work-dir", default=".bench", help="scratch folder (worker runs, JoeyNMT venv and data)")
     p.add_argument("--in-process", action="store_true",
                    help="measure in this process (faster start; peak RSS is then the whole process's)")
@@ -202,7 +205,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
               "scaling": scaling_rows(results, scaled), "scaling_plot": None, "joeynmt": joeynmt,
               "profiles": profiles, "time_to_bleu": ttb, "ttb_plot": None, "sweeps": sweeps}
     write_report(report, args.report, out_dir, args.readme)
-    runner.say(f"wrote {out_dir / args.report}.md and .json")
+    say_written(out_dir, args.report)
     return report
 
 
@@ -262,7 +265,14 @@ def rerender(args: argparse.Namespace) -> dict[str, Any]:
     """--from-json: plots, Markdown and README tables again from a saved report, nothing measured."""
     report = load_report(Path(args.from_json))
     write_report(report, args.report, Path(args.out), args.readme)
+    say_written(Path(args.out), args.report)
     return report
+
+
+def say_written(out_dir: Path, name: str) -> None:
+    """Name the folder and the report's files (a plot is left out where the report had nothing to plot)."""
+    files = [f"{name}{end}" for end in (".md", ".json", "_scaling.png", "_curve.png", "_curve_tokens.png")]
+    say_wrote(out_dir, [f for f in files if (out_dir / f).exists()])
 
 
 def prepare_data(args: argparse.Namespace, device: torch.device) -> TaskData:

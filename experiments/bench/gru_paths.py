@@ -33,6 +33,7 @@ import torch
 
 from experiments.atomic import write_text
 from experiments.bench.plan import GRU_BEFORE_CPU_PATHS, TINY_TASK
+from experiments.outdirs import say_wrote
 from experiments.runtime import cpu_name, git_commit
 from models.gru import GRUSeq2Seq
 
@@ -163,6 +164,7 @@ def save(text: str, out: Path | None, readme: Path | None) -> None:
 
     if out:
         write_text(out, text)
+        say_wrote(out.parent, [out])
     if readme:
         embed(readme, out.stem, text)
 
