@@ -29,8 +29,9 @@ from omegaconf import OmegaConf
 
 from experiments.atomic import write_text
 from experiments.errors import UserError
+from experiments.outdirs import default_out, out_help, say_wrote
 from experiments.plotting import plt, save_figure
-from experiments.runs import shown_path
+from experiments.runs import export, shown_path
 from experiments.tables import embed, markdown_table
 
 
@@ -81,6 +82,7 @@ def load_trial(folder: Path) -> Trial:
             raise UserError(f"{path}: cannot read it ({e}); export the trial again from its run folder") from None
 
     run, cfg, events = read("results.json"), read("config.yaml"), read("metrics.jsonl")
+    run["run_dir"] = str(folder)
     search = cfg.get("search") or {}
     if not search.get("name"):
         raise UserError(f"{folder}: not a search trial (its config.yaml has no search.name); pass the folder of a "
@@ -196,13 +198,19 @@ def plot(trials: dict[str, list[Trial]], title: str, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.expected_max", description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, help="a search's trials: <runs>/<model>/seed<k> (results/runs/tune_...)")
-    parser.add_argument("--out", type=Path, default=Path("outputs"),
-                        help="folder for <search>_evp.md / .png (default outputs/; results/ for the committed one)")
+    parser.add_argument("--out", type=Path, default=default_out("expected_max"),
+                        help=out_help("expected_max", "folder for <search>_evp.md / .png"))
+    parser.add_argument("--export", type=Path, metavar="DIR",
+                        help="first copy each finished trial to DIR/<search>/<model>/seed<k> (results/runs: with "
+                             "its best validation outputs, re-scorable) and report from that copy")
     parser.add_argument("--readme", type=Path, help="also embed the report between <!-- table:<search>_evp --> "
                                                     "markers in this file")
     args = parser.parse_args(argv)
     try:
         trials, unfinished = load_trials(args.runs)
+        if args.export:
+            args.runs = {export(t.run, args.export).parents[1] for ts in trials.values() for t in ts}.pop()
+            trials, _ = load_trials(args.runs)
     except UserError as e:
         parser.exit(2, f"error: {e}\n")
     name = f"{args.runs.name}_evp"
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     plot(trials, f"Expected best validation score vs tuning budget: {args.runs.name}", args.out / f"{name}.png")
     if args.readme:
         embed(args.readme, name, text)
-    print(f"wrote {args.out / name}.md and .png")
+    say_wrote(args.out, [f"{name}.md", f"{name}.png"])
 
 
 if __name__ == "__main__":

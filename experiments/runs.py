@@ -97,12 +97,22 @@ def export(run: dict[str, Any], into: Path) -> Path:
     for name in KEPT:
         with atomic_path(target / name) as tmp:
             shutil.copyfile(source / name, tmp)
-    for split in run["test"]:
-        for averaged in (False, True) if run.get("averaged") else (False,):
-            text = "\n".join(hypotheses(run, split, averaged)) + "\n"
-            with atomic_path(target / "hyps" / (output_name(run, split, averaged) + ".gz")) as tmp:
-                tmp.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))  # mtime 0: the same bytes every time
+    outputs = {output_name(run, split, averaged): "\n".join(hypotheses(run, split, averaged)) + "\n"
+               for split in run["test"] for averaged in ((False, True) if run.get("averaged") else (False,))}
+    if not run["test"]:  # a search trial decodes no test set: its claim is the best validation, kept re-scorable
+        best = f"valid-step{run['best_step']}.txt"
+        outputs[best] = read_text_file(source / "hyps" / best)
+    for name, text in outputs.items():
+        with atomic_path(target / "hyps" / (name + ".gz")) as tmp:
+            tmp.write_bytes(gzip.compress(text.encode("utf-8"), mtime=0))  # mtime 0: the same bytes every time
     return target
+
+
+def read_text_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{path} cannot be read ({e.strerror}): the run folder is incomplete") from None
 
 
 def task_of(run: dict[str, Any]) -> Any:

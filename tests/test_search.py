@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 from pathlib import Path
@@ -38,6 +39,7 @@ def trial_cfg(model: str, trial: int, space: dict | None = None, budget: list[fl
     cfg = compose_cfg(overrides)
     with open_dict(cfg):
         cfg.search = {"name": "tune_toy", "seed": 7, "param_budget": budget or [], "space": space or SPACE}
+        cfg.experiment = "tune_toy"
     return cfg
 
 
@@ -144,6 +146,18 @@ def test_the_report_gives_each_models_expected_best_and_its_trials(search_runs: 
     assert "| gru | 2 / 3 |" in text and "| transformer | 2 / 2 |" in text
     assert "batch_tokens=" in text and "up to 3,000 real target tokens" in text
     assert (tmp_path / f"{search_runs.name}_evp.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_export_keeps_each_trials_best_validation_outputs_re_scorable(search_runs: Path, tmp_path: Path) -> None:
+    evp_main([str(search_runs), "--export", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    for model, trial in itertools.product(("gru", "transformer"), (1, 2)):
+        copy = tmp_path / "runs" / "tune_toy" / model / f"seed{trial}"
+        best = json.loads((copy / "results.json").read_text())["best_step"]
+        assert sorted(p.name for p in copy.rglob("*") if p.is_file()) == [
+            "config.yaml", "metrics.jsonl", "results.json", f"valid-step{best}.txt.gz"]
+        original = (search_runs / model / f"seed{trial}" / "hyps" / f"valid-step{best}.txt").read_bytes()
+        assert gzip.decompress((copy / "hyps" / f"valid-step{best}.txt.gz").read_bytes()) == original
+    assert (tmp_path / "out" / "tune_toy_evp.md").read_text().count("| 2 | ") >= 1
 
 
 def test_the_report_refuses_a_folder_without_trials(tmp_path: Path) -> None:
