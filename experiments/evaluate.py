@@ -42,8 +42,9 @@ def split_loss(model: torch.nn.Module, data: TaskData, split: str, batch_tokens:
         batch = batch.to(device)
         with autocast():
             tgt_mask = batch.tgt_mask
-            logits, _ = model(batch.src, batch.src_mask, batch.tgt_in, tgt_mask)  # (N, V)
-        total += float(sequence_loss(logits, batch.tgt_out[tgt_mask], data.pad_id, 0.0))
+            outputs, _ = model(batch.src, batch.src_mask, batch.tgt_in, tgt_mask)  # (N, V)
+        total += float(sequence_loss(outputs, batch.tgt_out[tgt_mask], data.pad_id, 0.0,
+                                     log_probs=model.outputs_log_probs))
         tokens += batch.n_tgt_tokens
     loss = total / max(tokens, 1)
     return {"loss": loss, "ppl": float(torch.tensor(loss).exp())}

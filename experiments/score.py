@@ -35,6 +35,7 @@ from experiments.errors import DataError, UserError
 from experiments.ensemble import load_models
 from experiments.evaluate import LoadedRun
 from experiments.textfiles import TextFile, read_lines
+from models.interface import log_probs
 
 
 @dataclass
@@ -70,8 +71,8 @@ def forced_decode(run: LoadedRun, src_ids: list[list[int]], tgt_ids: list[list[i
                         max_src_len=int(src_lens.max()), max_tgt_len=int(tgt_lens.max()),
                         pad_id=data.pad_id, bos_id=data.bos_id, eos_id=data.eos_id).to(run.device)
         with autocast():
-            logits, weights = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V), (B, [..,] T, S)
-        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, batch.tgt_out.unsqueeze(-1)).squeeze(-1)
+            outputs, weights = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V), (B, [..,] T, S)
+        logp = log_probs(model, outputs).gather(-1, batch.tgt_out.unsqueeze(-1)).squeeze(-1)
         for row, i in enumerate(indices.tolist()):
             n = int(tgt_lens[i])
             logprobs[i] = logp[row, :n].tolist()

@@ -241,11 +241,12 @@ class Trainer:
             batch = batch.to(self.device)
             with distributed.no_sync(self.ddp, skip=i < len(group) - 1):  # all-reduce once, on the last backward
                 with self.autocast():
-                    # logits of the real target positions only (N, V): the output layer skips the padding
+                    # logits (or log-probs) of the real target positions only (N, V): the output layer skips padding
                     tgt_mask = batch.tgt_mask if self.tc.skip_target_padding else None
-                    logits, _ = self.forward(batch.src, batch.src_mask, batch.tgt_in, tgt_mask)
+                    outputs, _ = self.forward(batch.src, batch.src_mask, batch.tgt_in, tgt_mask)
                 target = batch.tgt_out if tgt_mask is None else batch.tgt_out[tgt_mask]
-                loss = sequence_loss(logits, target, self.data.pad_id, self.tc.label_smoothing) / tokens_per_rank
+                loss = sequence_loss(outputs, target, self.data.pad_id, self.tc.label_smoothing,
+                                     log_probs=self.model.outputs_log_probs) / tokens_per_rank
                 loss.backward()
             total += float(loss.detach())
         if self.tc.clip_norm > 0:

@@ -5,7 +5,9 @@ share the target vocabulary (the caller checks that their tokenizers are one).
 
 * Combination: at every step the mean of the members' log-probabilities
   (a product of experts, i.e. the normalised geometric mean of their
-  distributions). ``decode_step`` returns that mean as its logits; the
+  distributions), each member's from its own outputs (``log_probs``: logits,
+  or a copy mixture's log-probabilities). ``decode_step`` returns that mean as
+  its logits (``outputs_log_probs`` is False: it does not sum to one); the
   searches' ``log_softmax`` renormalises it. (fairseq averages probabilities,
   log-mean-exp, instead; the geometric mean gives a token only as much
   probability as all members agree to give it.)
@@ -29,7 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from models.interface import Cache
+from models.interface import Cache, log_probs
 
 
 def _member_cache(cache: Cache, i: int) -> Cache:
@@ -51,6 +53,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.names = names
         self.pad_id = members[0].pad_id
+        self.outputs_log_probs = False  # the mean of log-probabilities is a logit vector (see above)
         # Per member, fixed by its architecture: the memory width (D_i) and the attention shape
         # between batch and source axes (() for the GRU, (L, H) for the Transformer). Recorded by
         # encode / decode_step, read by decode_step / split_attention.
@@ -74,16 +77,16 @@ class Ensemble(nn.Module):
         self, tokens: Tensor, memory: Tensor, src_mask: Tensor, cache: Cache
     ) -> tuple[Tensor, Cache, Tensor]:
         """Mean of the members' log-probabilities (B, V) in float32, every member's cache, attention (B, N, S)."""
-        log_probs, new_cache, attention = [], {}, []
+        member_log_probs, new_cache, attention = [], {}, []
         for i, (member, member_memory) in enumerate(zip(self.members, memory.split(self._widths, dim=-1))):
             logits, member_cache, weights = member.decode_step(tokens, member_memory, src_mask,
                                                                _member_cache(cache, i))
-            log_probs.append(torch.log_softmax(logits.float(), dim=-1))
+            member_log_probs.append(log_probs(member, logits))
             new_cache.update({f"{i}.{key}": value for key, value in member_cache.items()})
             attention.append(weights.float())
         self._attention_shapes = [tuple(w.shape[1:-1]) for w in attention]
         flat = [w.reshape(w.size(0), -1, w.size(-1)) for w in attention]  # (B, n_i, S)
-        return torch.stack(log_probs).mean(dim=0), new_cache, torch.cat(flat, dim=1)
+        return torch.stack(member_log_probs).mean(dim=0), new_cache, torch.cat(flat, dim=1)
 
     def split_attention(self, weights: Tensor) -> dict[str, Tensor]:
         """One hypothesis's ensemble attention (N, T, S) -> each member's, by name: (T, S) or (L, H, T, S)."""

@@ -47,6 +47,7 @@ def runs_handwritten_loop(decoder_loop: str, device_type: str) -> bool:
 
 class GRUSeq2Seq(nn.Module):
     source_cache_keys = ("keys",)  # the attention's projected memory, computed once per source
+    outputs_log_probs = False  # logits (models/interface.py)
 
     def __init__(
         self,

@@ -18,6 +18,12 @@ Conventions shared by every model:
 * Cross-attention comes back from the very calls that produce the logits:
   GRU ``(B, T, S)``; Transformer ``(B, L, H, T, S)`` (layers, heads).
   ``decode_step`` returns the same with the ``T`` axis removed.
+* What ``forward`` and ``decode_step`` return over the vocabulary is logits,
+  unless the model's ``outputs_log_probs`` is True: then it is already
+  normalised log-probabilities (a copy mechanism's mixture, models/copy.py,
+  has no logits). Whoever needs log-probabilities calls ``log_probs(model,
+  outputs)``; the training loss is told which it gets. That flag is the one
+  place the difference lives.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ Cache = dict[str, Any]
 class Seq2SeqModel(Protocol):
     pad_id: int
     source_cache_keys: tuple[str, ...]
+    outputs_log_probs: bool  # False: the outputs are logits; True: log-probabilities (see ``log_probs``)
 
     def encode(self, src: Tensor, src_mask: Tensor) -> tuple[Tensor, Cache]:
         """Encode a source batch.
@@ -45,14 +52,14 @@ class Seq2SeqModel(Protocol):
     ) -> tuple[Tensor, Cache, Tensor]:
         """One decoder step for ``tokens`` (B,), the previous output token.
 
-        Returns logits (B, V), the updated cache and the cross-attention of
+        Returns logits (or log-probabilities) (B, V), the updated cache and the cross-attention of
         this step ((B, S) for the GRU, (B, L, H, S) for the Transformer).
         """
 
     def forward(
         self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, tgt_mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Teacher-forced pass: logits (B, T, V) and cross-attention.
+        """Teacher-forced pass: logits (or log-probabilities) (B, T, V) and cross-attention.
 
         With ``tgt_mask`` (B, T), True on each sentence's real target positions
         (a prefix of its row, at least one), the logits are only those
@@ -71,6 +78,16 @@ def target_lengths(tgt_mask: Tensor) -> Tensor:
         raise ValueError("tgt_mask must be a bool (B, T) tensor, True on a non-empty prefix of each row "
                          "(the real target positions, as tgt_out != pad_id)")
     return lengths
+
+
+def log_probs(model: Seq2SeqModel, outputs: Tensor) -> Tensor:
+    """Log-probabilities (..., V) in fp32, a fresh tensor the caller may edit in place, of what ``model``'s
+    ``forward`` or ``decode_step`` returned: their log-softmax, or themselves if ``model.outputs_log_probs``.
+
+    A model that does not say (a test's stand-in) gives logits."""
+    if getattr(model, "outputs_log_probs", False):
+        return outputs.to(torch.float32, copy=True)
+    return torch.log_softmax(outputs.float(), dim=-1)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -214,6 +214,7 @@ class PositionalEncoding(nn.Module):
 
 class TransformerSeq2Seq(nn.Module):
     source_cache_keys = ("cross_k", "cross_v")  # cross-attention keys/values, computed once per source
+    outputs_log_probs = False  # logits (models/interface.py)
 
     def __init__(
         self,

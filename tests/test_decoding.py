@@ -7,6 +7,7 @@ import torch
 
 from models import beam_search, greedy_search
 # one_thread is an autouse fixture of test_models: imported, it applies here too.
+from models.interface import log_probs
 from tests.test_models import BOS, EOS, PAD, make_batch, one_thread, tiny_model  # noqa: F401
 
 UNK, A, B = 0, 4, 5
@@ -170,7 +171,7 @@ def test_beam_hypotheses_are_sorted_and_rescore_under_forward(name, overrides, l
         n_src = int(src_mask[j].sum())
         alone, alone_mask = src[j : j + 1, :n_src], src_mask[j : j + 1, :n_src]
         logits, attention = model(alone, alone_mask, torch.tensor([[BOS] + tokens]))
-        logp = logits.log_softmax(dim=-1)[0].gather(1, torch.tensor([tokens + [EOS]]).T).sum()
+        logp = log_probs(model, logits)[0].gather(1, torch.tensor([tokens + [EOS]]).T).sum()
         lp = ((5 + len(tokens) + 1) / 6) ** length_penalty
         torch.testing.assert_close(hyps.scores[i], logp / lp, atol=1e-4, rtol=0)
         torch.testing.assert_close(hyps.attention[i], attention[0], atol=1e-5, rtol=0)

@@ -8,6 +8,7 @@ import torch
 from models import beam_search, greedy_search
 from models.ensemble import Ensemble
 # one_thread is an autouse fixture.
+from models.interface import log_probs
 from tests.test_models import BOS, EOS, make_batch, one_thread, tiny_model  # noqa: F401
 
 SEARCH = dict(bos_id=BOS, eos_id=EOS, max_len_a=1.0, max_len_b=6)
@@ -37,7 +38,7 @@ def forced_ensemble_score(members: list[torch.nn.Module], src: torch.Tensor, src
     tgt_in = torch.tensor([[BOS] + tokens])
     tgt_out = torch.tensor(tokens + [EOS])
     with torch.inference_mode():
-        mean = torch.stack([torch.log_softmax(m(src, src_mask, tgt_in)[0][0].float(), dim=-1) for m in members]).mean(0)
+        mean = torch.stack([log_probs(m, m(src, src_mask, tgt_in)[0][0]) for m in members]).mean(0)
     return float(torch.log_softmax(mean, dim=-1).gather(1, tgt_out.unsqueeze(1)).sum())
 
 

@@ -31,6 +31,7 @@ class Wrapped:
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self.pad_id = model.pad_id
+        self.outputs_log_probs = model.outputs_log_probs
 
     def eval(self) -> Wrapped:
         self.model.eval()
