@@ -16,9 +16,10 @@ as the source, into the memory's gradient: once per target position. Here:
   positions are padding);
 * the backward walks the steps once, doing per step only what the recurrence
   needs (the gradients of the hidden states, of the fed-back attentional
-  vector and of the attention's query); every weight's gradient, the memory's
-  and, for the multiplicative scores, the keys' are one matmul over all steps
-  at the end.
+  vector and of the attention's query; the attention weights' own gradient
+  joins there when the loss reads them, as a copy mechanism's does); every
+  weight's gradient, the memory's and, for the multiplicative scores, the
+  keys' are one matmul over all steps at the end.
 
 The computation is the one of ``GRUSeq2Seq._step`` (see models/gru.py), on the
 model's own parameters, so checkpoints are the same whichever loop runs; the
@@ -179,12 +180,10 @@ class _DecoderLoop(torch.autograd.Function):
         ctx.spec, ctx.dtypes = spec, (gates_emb.dtype, memory.dtype, keys.dtype, h0.dtype)
         ctx.steps, ctx.layers = steps, layers
         ctx.save_for_backward(memory, keys, *weights)
-        alphas = torch.cat(steps["alpha"])  # (N, S)
-        ctx.mark_non_differentiable(alphas)
-        return torch.cat(steps["out"]), alphas  # (N, H), (N, S)
+        return torch.cat(steps["out"]), torch.cat(steps["alpha"])  # (N, H), (N, S)
 
     @staticmethod
-    def backward(ctx, d_out: Tensor, _: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx, d_out: Tensor, d_alphas: Tensor) -> tuple[Tensor | None, ...]:
         spec, steps, layers = ctx.spec, ctx.steps, ctx.layers
         memory, keys, *weights = ctx.saved_tensors
         B, H = memory.size(0), memory.size(-1)
@@ -219,7 +218,8 @@ class _DecoderLoop(torch.autograd.Function):
                 dc, dq = dcq[:, :H], dcq[:, H:]
                 d_c.append(dc)
                 alpha = steps["alpha"][t]
-                d_alpha = matvec(memory_mm[:rows], dc.to(mm)).to(dtype)  # (rows, S)
+                # (rows, S): through the context, and from the loss if it reads the weights (a copy mechanism)
+                d_alpha = matvec(memory_mm[:rows], dc.to(mm)).to(dtype) + d_alphas[end:end + rows].to(dtype)
                 ds = alpha * (d_alpha - (alpha * d_alpha).sum(dim=-1, keepdim=True))  # through the softmax
                 d_s.append(ds)
                 if w.query is not None:
