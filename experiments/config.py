@@ -124,6 +124,7 @@ class GRUConfig:
     share_embeddings: bool = True
     recurrence: GRURecurrence = GRURecurrence.auto
     decoder_loop: GRUDecoderLoop = GRUDecoderLoop.auto
+    copy: bool = False  # pointer-generator: mix the vocabulary with a copy of the attended source pieces
 
 
 class Positions(str, Enum):
@@ -159,6 +160,7 @@ class TransformerConfig:
     tie_embeddings: bool = True
     max_positions: int = 1024
     embed_init: EmbedInit = EmbedInit.normal  # normal: N(0, d^-1/2); xavier: xavier-uniform (JoeyNMT's)
+    copy: bool = False  # pointer-generator: mix the vocabulary with a copy of the attended source pieces
 
 
 MODEL_SCHEMAS = {"gru": GRUConfig, "transformer": TransformerConfig}
@@ -347,6 +349,9 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.average_checkpoints={cfg.trainer.average_checkpoints} must be between 0 (off) "
                           f"and trainer.keep_checkpoints={cfg.trainer.keep_checkpoints}: keep at least the snapshots "
                           "you average")
+    if cfg.model["copy"] and not cfg.task.tokenizer.joint:  # ["copy"]: .copy is DictConfig's method
+        raise ConfigError("model.copy=true copies source pieces into the output by their ids, so it needs one joint "
+                          "vocabulary: set task.tokenizer.joint=true")
     if cfg.trainer.lr <= 0:
         raise ConfigError(f"trainer.lr={cfg.trainer.lr} must be positive")
     if cfg.task.loader == Loader.hf and not cfg.task.hf.path:

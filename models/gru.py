@@ -13,6 +13,12 @@ Decoder, per step t (Luong's "attentional" decoder, whatever the score function)
     a_t = tanh(W_c [c_t; h_t])                    attentional vector
     logits_t = W_out a_t
 
+With ``copy`` (a pointer-generator, See et al., 2017) the output is the
+mixture of models/copy.py, log-probabilities: the copy distribution is
+alpha_t, the very attention that builds c_t, and p_gen = sigmoid(w_g a_t + b_g)
+reads the vector the output layer reads (as OpenNMT-py's copy generator does),
+so every decoder path below gives it unchanged.
+
 ``forward`` and ``decode_step`` run the very same ``_step``; ``forward`` only
 embeds the whole target and applies the output layer once at the end. Training
 on a CPU runs the same steps in models/decoder_loop.py, whose backward is
@@ -27,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.attention import build_attention
+from models.copy import copy_log_probs, teacher_forced_copy
 from models.interface import Cache, target_lengths
 from models.decoder_loop import teacher_forced_loop
 from models.recurrence import bidirectional_gru
@@ -46,9 +53,6 @@ def runs_handwritten_loop(decoder_loop: str, device_type: str) -> bool:
 
 
 class GRUSeq2Seq(nn.Module):
-    source_cache_keys = ("keys",)  # the attention's projected memory, computed once per source
-    outputs_log_probs = False  # logits (models/interface.py)
-
     def __init__(
         self,
         *,
@@ -66,10 +70,14 @@ class GRUSeq2Seq(nn.Module):
         share_embeddings: bool = False,
         recurrence: str = "auto",
         decoder_loop: str = "auto",
+        copy: bool = False,
     ) -> None:
         super().__init__()
         if hidden_size % 2:
             raise ValueError(f"hidden_size must be even (two encoder directions): {hidden_size}")
+        if copy and src_vocab_size != tgt_vocab_size:
+            raise ValueError("copy puts a source piece's probability on its own id: it needs one joint vocabulary, "
+                             f"got src_vocab_size={src_vocab_size}, tgt_vocab_size={tgt_vocab_size}")
         if share_embeddings and src_vocab_size != tgt_vocab_size:
             raise ValueError(
                 "share_embeddings needs one joint vocabulary, "
@@ -87,6 +95,8 @@ class GRUSeq2Seq(nn.Module):
         # Training's decoder loop: under autograd, or with models/decoder_loop.py's hand-written backward
         # (faster on a CPU); the same parameters and the same numbers either way.
         self.decoder_loop = decoder_loop
+        self.copy = copy
+        self.outputs_log_probs = copy  # the copy mixture has no logits (models/interface.py)
 
         self.src_emb = nn.Embedding(src_vocab_size, emb_dim, padding_idx=pad_id)
         self.tgt_emb = (
@@ -121,6 +131,7 @@ class GRUSeq2Seq(nn.Module):
         self.output = nn.Linear(emb_dim if tie_embeddings else hidden_size, tgt_vocab_size)
         if tie_embeddings:
             self.output.weight = self.tgt_emb.weight
+        self.copy_gate = nn.Linear(hidden_size, 1) if copy else None  # a_t -> the pre-sigmoid p_gen
 
         self._init_weights()
 
@@ -131,6 +142,12 @@ class GRUSeq2Seq(nn.Module):
         with torch.no_grad():
             self.src_emb.weight[self.pad_id].zero_()
             self.tgt_emb.weight[self.pad_id].zero_()
+
+    @property
+    def source_cache_keys(self) -> tuple[str, ...]:
+        """The cache entries computed once per source: the attention's projected memory, and with copy the
+        source ids the copy distribution scatters to."""
+        return ("keys", "src") if self.copy else ("keys",)
 
     def encode(self, src: Tensor, src_mask: Tensor) -> tuple[Tensor, Cache]:
         B, S = src.shape
@@ -147,6 +164,8 @@ class GRUSeq2Seq(nn.Module):
         cache: Cache = {"hidden": list(h0), "keys": self.attention.project_keys(memory)}
         if self.input_feeding:
             cache["feed"] = memory.new_zeros(B, memory.size(-1))  # a_0 = 0
+        if self.copy:
+            cache["src"] = src
         return memory, cache
 
     def _step(
@@ -165,7 +184,7 @@ class GRUSeq2Seq(nn.Module):
             x = h
         context, weights = self.attention(x, cache["keys"], memory, src_mask)  # (B, H), (B, S)
         attn_vec = self.dropout(torch.tanh(self.combine(torch.cat([context, x], dim=-1))))
-        new_cache: Cache = {"hidden": hidden, "keys": cache["keys"]}
+        new_cache: Cache = {**cache, "hidden": hidden}
         if self.input_feeding:
             new_cache["feed"] = attn_vec
         return attn_vec, new_cache, weights
@@ -175,7 +194,10 @@ class GRUSeq2Seq(nn.Module):
     ) -> tuple[Tensor, Cache, Tensor]:
         emb = self.dropout(self.tgt_emb(tokens))  # (B, E)
         attn_vec, cache, weights = self._step(emb, memory, src_mask, cache)
-        return self.output(self.pre_output(attn_vec)), cache, weights  # (B, V), _, (B, S)
+        out = self.output(self.pre_output(attn_vec))  # (B, V) logits
+        if self.copy:  # log-probabilities instead
+            out = copy_log_probs(out, self.copy_gate(attn_vec), weights, cache["src"])
+        return out, cache, weights  # (B, V), _, (B, S)
 
     def forward(
         self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, tgt_mask: Tensor | None = None
@@ -195,5 +217,7 @@ class GRUSeq2Seq(nn.Module):
             attn_vecs, weights = (torch.stack(x, dim=1) for x in zip(*steps))
         if tgt_mask is not None:
             attn_vecs = attn_vecs[tgt_mask]  # (N, H): only the positions asked for reach the output layer
-        logits = self.output(self.pre_output(attn_vecs))
-        return logits, weights  # (B, T, V) or (N, V), (B, T, S)
+        out = self.output(self.pre_output(attn_vecs))  # logits
+        if self.copy:  # log-probabilities instead
+            out = teacher_forced_copy(out, self.copy_gate(attn_vecs), weights, src, tgt_mask)
+        return out, weights  # (B, T, V) or (N, V), (B, T, S)

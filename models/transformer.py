@@ -8,6 +8,20 @@ the ones that multiplied V.
 ``forward`` and ``decode_step`` share ``_decode``: teacher forcing is decoding
 all target positions at once from an empty self-attention cache, incremental
 decoding is one position at a time from a filled one.
+
+With ``copy`` (a pointer-generator, See et al., 2017) the output is the mixture
+of models/copy.py, log-probabilities. p_gen = sigmoid(w_g x_t + b_g) reads the
+decoder's top state x_t, as the output layer does. The copy distribution is a
+dedicated single-head attention, softmax(x_t^T W_k m_i / sqrt(d)) over the
+memory, rather than the last layer's cross-attention averaged over heads,
+because (1) the mixture must sum to one, and cross-attention weights are
+dropped out in training (``attention_dropout``); (2) it is queried with x_t,
+the state that also decides between generating and copying, whereas the last
+cross-attention is queried before its layer's feed-forward, and its heads,
+trained to gather context, average to a blur of several alignments rather
+than a pointer. It costs a d x d key projection once per source (``copy_keys``
+in the cache) and a (T, S) score matrix. The returned cross-attention (the
+attention page's) stays that of the layers.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.attention import masked_softmax
+from models.copy import teacher_forced_copy
 from models.interface import Cache
 
 
@@ -213,9 +228,6 @@ class PositionalEncoding(nn.Module):
 
 
 class TransformerSeq2Seq(nn.Module):
-    source_cache_keys = ("cross_k", "cross_v")  # cross-attention keys/values, computed once per source
-    outputs_log_probs = False  # logits (models/interface.py)
-
     def __init__(
         self,
         *,
@@ -237,6 +249,7 @@ class TransformerSeq2Seq(nn.Module):
         tie_embeddings: bool = True,
         max_positions: int = 1024,
         embed_init: str = "normal",
+        copy: bool = False,
     ) -> None:
         super().__init__()
         if embed_init not in ("normal", "xavier"):
@@ -245,6 +258,9 @@ class TransformerSeq2Seq(nn.Module):
             raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
         if norm not in ("pre", "post"):
             raise ValueError(f"norm must be 'pre' or 'post', got {norm!r}")
+        if copy and src_vocab_size != tgt_vocab_size:
+            raise ValueError("copy puts a source piece's probability on its own id: it needs one joint vocabulary, "
+                             f"got src_vocab_size={src_vocab_size}, tgt_vocab_size={tgt_vocab_size}")
         if share_embeddings and src_vocab_size != tgt_vocab_size:
             raise ValueError(
                 "share_embeddings needs one joint vocabulary, "
@@ -254,6 +270,8 @@ class TransformerSeq2Seq(nn.Module):
         self.d_model = d_model
         self.heads = heads
         self.embed_init = embed_init
+        self.copy = copy
+        self.outputs_log_probs = copy  # the copy mixture has no logits (models/interface.py)
         pre_norm = norm == "pre"
 
         self.src_emb = nn.Embedding(src_vocab_size, d_model, padding_idx=pad_id)
@@ -273,6 +291,9 @@ class TransformerSeq2Seq(nn.Module):
         self.output = nn.Linear(d_model, tgt_vocab_size, bias=False)
         if tie_embeddings:
             self.output.weight = self.tgt_emb.weight
+        if copy:
+            self.copy_keys = nn.Linear(d_model, d_model, bias=False)  # W_k of the copy attention
+            self.copy_gate = nn.Linear(d_model, 1)  # x_t -> the pre-sigmoid p_gen
 
         self._init_weights()
 
@@ -302,6 +323,12 @@ class TransformerSeq2Seq(nn.Module):
         x = emb(tokens) * math.sqrt(self.d_model) + self.positions(start, tokens.size(1))
         return self.dropout(x)  # (B, T, D)
 
+    @property
+    def source_cache_keys(self) -> tuple[str, ...]:
+        """The cache entries computed once per source: cross-attention keys/values, and with copy the copy
+        attention's keys and the source ids its distribution scatters to."""
+        return ("cross_k", "cross_v", "copy_keys", "src") if self.copy else ("cross_k", "cross_v")
+
     def encode(self, src: Tensor, src_mask: Tensor) -> tuple[Tensor, Cache]:
         mask = src_mask[:, None, None, :]  # (B, 1, 1, S)
         x = self._embed(self.src_emb, src, 0)
@@ -318,6 +345,9 @@ class TransformerSeq2Seq(nn.Module):
             "cross_k": [k for k, _ in cross],  # (B, h, S, d_head)
             "cross_v": [v for _, v in cross],
         }
+        if self.copy:
+            cache["copy_keys"] = self.copy_keys(memory)  # (B, S, D)
+            cache["src"] = src
         return memory, cache
 
     def _decode(
@@ -325,8 +355,8 @@ class TransformerSeq2Seq(nn.Module):
     ) -> tuple[Tensor, Cache, Tensor]:
         """Decode ``tokens`` (B, T) following the positions already in ``cache``.
 
-        Returns logits (B, T, V) (or (N, V) at the ``positions`` (B, T) mask selects),
-        the extended cache and cross-attention (B, L, h, T, S).
+        Returns logits (B, T, V) (or (N, V) at the ``positions`` (B, T) mask selects; with copy,
+        log-probabilities), the extended cache and cross-attention (B, L, h, T, S).
         """
         start = cache["self_k"][0].size(2)
         if tokens.size(1) > 1 and start > 0:
@@ -342,20 +372,25 @@ class TransformerSeq2Seq(nn.Module):
             new_cache["self_k"].append(k)
             new_cache["self_v"].append(v)
             weights.append(w)
-        x = self.dec_norm(x)
-        logits = self.output(x if positions is None else x[positions])
-        return logits, new_cache, torch.stack(weights, dim=1)
+        x = self.dec_norm(x)  # (B, T, D)
+        top = x if positions is None else x[positions]  # (B, T, D) or (N, D)
+        out = self.output(top)  # logits
+        if self.copy:  # log-probabilities instead
+            scores = x @ cache["copy_keys"].transpose(1, 2) / math.sqrt(self.d_model)  # (B, T, S)
+            copy_attention = masked_softmax(scores.float(), mask[:, 0])  # (B, T, S)
+            out = teacher_forced_copy(out, self.copy_gate(top), copy_attention, cache["src"], positions)
+        return out, new_cache, torch.stack(weights, dim=1)
 
     def decode_step(
         self, tokens: Tensor, memory: Tensor, src_mask: Tensor, cache: Cache
     ) -> tuple[Tensor, Cache, Tensor]:
         """``memory`` is unused: its cross-attention keys/values are in ``cache``."""
-        logits, cache, weights = self._decode(tokens.unsqueeze(1), src_mask, cache)
-        return logits.squeeze(1), cache, weights.squeeze(3)  # (B, V), _, (B, L, h, S)
+        out, cache, weights = self._decode(tokens.unsqueeze(1), src_mask, cache)
+        return out.squeeze(1), cache, weights.squeeze(3)  # (B, V), _, (B, L, h, S)
 
     def forward(
         self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, tgt_mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         _, cache = self.encode(src, src_mask)
-        logits, _, weights = self._decode(tgt_in, src_mask, cache, tgt_mask)
-        return logits, weights  # (B, T, V) or (N, V), (B, L, h, T, S)
+        out, _, weights = self._decode(tgt_in, src_mask, cache, tgt_mask)
+        return out, weights  # (B, T, V) or (N, V), (B, L, h, T, S)

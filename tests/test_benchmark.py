@@ -278,8 +278,9 @@ def test_sorted_and_random_batches_give_the_same_total_loss(model: str, toy: Tas
     assert total(sorted_batches) == pytest.approx(total(unsorted_batches), rel=1e-5)
 
 
-def test_kv_cache_gives_the_logits_of_rerunning_the_decoder(toy: TaskData) -> None:
-    cfg = tiny_cfg("transformer", "seed=3")
+@pytest.mark.parametrize("copy", [False, True])
+def test_kv_cache_gives_the_logits_of_rerunning_the_decoder(toy: TaskData, copy: bool) -> None:
+    cfg = tiny_cfg("transformer", "seed=3", f"model.copy={str(copy).lower()}")
     torch.manual_seed(3)
     model = build_model(cfg.model, toy).eval()
     batch = fixed_batch(toy)

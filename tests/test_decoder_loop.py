@@ -13,6 +13,9 @@ CONFIGS = {
     "luong_dot, no input feeding": {"attention": "luong_dot", "input_feeding": False},
     "luong_general, 3 layers": {"attention": "luong_general", "dec_layers": 3},
     "bahdanau, 2 layers, untied": {"dec_layers": 2, "tie_embeddings": False, "share_embeddings": False},
+    # the loss reads the attention weights too: their gradient enters the hand-written backward
+    "luong_general, copy": {"attention": "luong_general", "copy": True},
+    "bahdanau, 2 layers, copy": {"dec_layers": 2, "copy": True},
 }
 
 
@@ -34,11 +37,16 @@ def batch(lengths: list[int], tgt_len: int = 6) -> tuple[torch.Tensor, torch.Ten
     return src, mask, tgt[:, :-1], tgt[:, 1:]
 
 
+def fp64_log_probs(model: GRUSeq2Seq, outputs: torch.Tensor) -> torch.Tensor:
+    """models.interface.log_probs without its cast to fp32: these tests compare in fp64."""
+    return outputs if model.outputs_log_probs else outputs.log_softmax(dim=-1)
+
+
 def loss_and_grads(model: GRUSeq2Seq, src, mask, tgt_in, gold, seed: int):
     torch.manual_seed(seed)  # the same dropout masks, if both loops draw them alike
     model.zero_grad()
     logits, weights = model(src, mask, tgt_in)
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), gold.flatten(), reduction="sum")
+    loss = torch.nn.functional.nll_loss(fp64_log_probs(model, logits).flatten(0, 1), gold.flatten(), reduction="sum")
     loss.backward()
     return logits, weights, {name: p.grad.clone() for name, p in model.named_parameters()}
 
@@ -90,7 +98,7 @@ def test_with_a_target_mask_the_loop_stops_each_sentence_at_its_end_and_agrees_o
         logits, weights = model(src, mask, tgt_in, tgt_mask if selected else None)
         if not selected:
             logits = logits[tgt_mask]
-        torch.nn.functional.cross_entropy(logits, gold[tgt_mask], reduction="sum").backward()
+        torch.nn.functional.nll_loss(fp64_log_probs(model, logits), gold[tgt_mask], reduction="sum").backward()
         return logits, weights, {name: p.grad.clone() for name, p in model.named_parameters()}
 
     expected, got = run(autograd, selected=False), run(handwritten, selected=True)

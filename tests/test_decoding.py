@@ -8,7 +8,7 @@ import torch
 from models import beam_search, greedy_search
 # one_thread is an autouse fixture of test_models: imported, it applies here too.
 from models.interface import log_probs
-from tests.test_models import BOS, EOS, PAD, make_batch, one_thread, tiny_model  # noqa: F401
+from tests.test_models import BOS, EOS, PAD, TGT_VOCAB, make_batch, one_thread, tiny_model  # noqa: F401
 
 UNK, A, B = 0, 4, 5
 
@@ -130,11 +130,13 @@ def test_finished_sentences_leave_the_batch():
         torch.testing.assert_close(beam.scores[3 * j:3 * j + 3], alone.scores, rtol=0, atol=0)
 
 
-# A GRU and a Transformer configuration; tests/test_models.py covers the others.
+# A GRU and a Transformer configuration, without and with copy; tests/test_models.py covers the others.
 MODEL_KINDS = pytest.mark.parametrize(
     "name, overrides",
-    [("gru", {"attention": "bahdanau"}), ("transformer", {"norm": "pre"})],
-    ids=["gru", "transformer"],
+    [("gru", {"attention": "bahdanau"}), ("transformer", {"norm": "pre"}),
+     ("gru", {"copy": True, "src_vocab_size": TGT_VOCAB}),  # copy: log-probabilities out, a joint vocabulary
+     ("transformer", {"copy": True, "src_vocab_size": TGT_VOCAB})],
+    ids=["gru", "transformer", "gru-copy", "transformer-copy"],
 )
 
 

@@ -9,15 +9,16 @@ from models import beam_search, greedy_search
 from models.ensemble import Ensemble
 # one_thread is an autouse fixture.
 from models.interface import log_probs
-from tests.test_models import BOS, EOS, make_batch, one_thread, tiny_model  # noqa: F401
+from tests.test_models import BOS, EOS, TGT_VOCAB, make_batch, one_thread, tiny_model  # noqa: F401
 
 SEARCH = dict(bos_id=BOS, eos_id=EOS, max_len_a=1.0, max_len_b=6)
 
 
 @pytest.mark.parametrize("name", ["gru", "transformer"])
 @pytest.mark.parametrize("beam", [1, 3])
-def test_ensemble_of_one_is_the_model(name: str, beam: int) -> None:
-    model = tiny_model(name, seed=3)
+@pytest.mark.parametrize("copy", [False, True])
+def test_ensemble_of_one_is_the_model(name: str, beam: int, copy: bool) -> None:
+    model = tiny_model(name, seed=3, **({"copy": True, "src_vocab_size": TGT_VOCAB} if copy else {}))
     ensemble = Ensemble([model])
     src, src_mask, _ = make_batch()
     if beam == 1:
@@ -43,10 +44,13 @@ def forced_ensemble_score(members: list[torch.nn.Module], src: torch.Tensor, src
 
 
 @pytest.mark.parametrize("beam", [1, 4])
-def test_gru_plus_transformer_scores_are_the_members_mean(beam: int) -> None:
+@pytest.mark.parametrize("copy", ["neither", "gru"])
+def test_gru_plus_transformer_scores_are_the_members_mean(beam: int, copy: str) -> None:
     """Every hypothesis's score equals the teacher-forced ensemble score: each member's cache was
-    expanded and reordered with the beams (a mixed-up cache would score other prefixes)."""
-    members = [tiny_model("gru", seed=1), tiny_model("transformer", seed=2)]
+    expanded and reordered with the beams (a mixed-up cache would score other prefixes). A member with copy
+    gives log-probabilities, the other logits."""
+    gru = {"copy": True, "src_vocab_size": TGT_VOCAB} if copy == "gru" else {}
+    members = [tiny_model("gru", seed=1, **gru), tiny_model("transformer", seed=2)]
     ensemble = Ensemble(members, ["gru", "transformer"])
     src, src_mask, _ = make_batch([6, 3, 5])
     if beam == 1:

@@ -30,6 +30,9 @@ CONFIGS = {
         {"norm": "pre", "positions": "learned", "tie_embeddings": False},
     ),
     "transformer-post-sinusoidal": ("transformer", {"norm": "post", "positions": "sinusoidal"}),
+    # the pointer-generator (models/copy.py): log-probabilities out, over the joint vocabulary it needs
+    "gru-copy": ("gru", {"copy": True, "src_vocab_size": TGT_VOCAB}),
+    "transformer-copy": ("transformer", {"copy": True, "src_vocab_size": TGT_VOCAB}),
 }
 
 TINY = {
@@ -59,7 +62,7 @@ def tiny_model(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
     """A small model of kind ``name`` in eval mode, deterministic given ``seed``."""
     torch.manual_seed(seed)
     kwargs = {"src_vocab_size": SRC_VOCAB, "tgt_vocab_size": TGT_VOCAB, "pad_id": PAD}
-    return MODELS[name](**kwargs, **{**TINY[name], **overrides}).eval()
+    return MODELS[name](**{**kwargs, **TINY[name], **overrides}).eval()
 
 
 def make_batch(

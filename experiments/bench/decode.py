@@ -45,17 +45,19 @@ class NoKVCache(Wrapped):
     """The Transformer decoded without its self-attention KV cache: the no-cache baseline of the bench.
 
     Every step re-runs the decoder over the whole prefix generated so far and
-    keeps the last position's logits. The encoder output and the
-    cross-attention keys/values are still computed once per sentence, so the
-    difference to the real model is exactly the self-attention cache. It
-    implements the decoding interface, so greedy and beam search run on it
-    unchanged (the prefix has the batch on dim 0 and is reordered with the beams).
+    keeps the last position's logits. The encoder output and what depends on
+    the source alone (``source_cache_keys``: the cross-attention keys/values,
+    and with copy the copy attention's keys) are still computed once per
+    sentence, so the difference to the real model is exactly the self-attention
+    cache. It implements the decoding interface, so greedy and beam search run
+    on it unchanged (the prefix has the batch on dim 0 and is reordered with the
+    beams).
     """
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.Tensor, Cache]:
         memory, cache = self.model.encode(src, src_mask)
-        return memory, {"prefix": src.new_zeros(src.size(0), 0), "cross_k": cache["cross_k"],
-                        "cross_v": cache["cross_v"]}
+        return memory, {"prefix": src.new_zeros(src.size(0), 0),
+                        **{key: cache[key] for key in self.model.source_cache_keys}}
 
     def decode_step(self, tokens: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
                     cache: Cache) -> tuple[torch.Tensor, Cache, torch.Tensor]:
@@ -63,7 +65,7 @@ class NoKVCache(Wrapped):
         layers = len(cache["cross_k"])
         empty = cache["cross_k"][0][:, :, :0]  # (B, h, 0, d_head)
         fresh = {"self_k": [empty] * layers, "self_v": [empty] * layers,
-                 "cross_k": cache["cross_k"], "cross_v": cache["cross_v"]}
+                 **{key: cache[key] for key in self.model.source_cache_keys}}
         logits, _, weights = self.model._decode(prefix, src_mask, fresh)  # (B, t + 1, V), (B, L, h, t + 1, S)
         return logits[:, -1], {**cache, "prefix": prefix}, weights[:, :, :, -1]
 
