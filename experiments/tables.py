@@ -19,6 +19,13 @@ the first per seed; the metric by source-length bucket with bucket sizes and 95%
 intervals; and compute-matched validation curves (experiments/curves.py).
 Nothing in the written files is typed by hand.
 
+A summarization task with extra references (``task.ref_fields``: AESLC's
+three annotated subjects) is scored two ways, side by side: against its target
+field alone (one reference: how published results on AESLC are scored), first,
+and against the best of all its references (per sentence and ROUGE type, the
+highest F1: what the runs record and select checkpoints by). The models' rows
+under the first are re-scored from their outputs.
+
 Runs of several presets make one table with ``--name``; each row then names
 its preset, so a recipe variant sits beside the models it is compared with:
 
@@ -33,6 +40,7 @@ import io
 import statistics
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,22 +57,50 @@ METRICS = {"translation": ["bleu", "chrf"], "summarization": ["rouge1", "rouge2"
 LENGTH_EDGES = {"translation": (8, 12, 16, 20, 25), "summarization": (50, 100, 150, 200, 300)}
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """One way to score a test split: against every reference (what the runs recorded), or against the target
+    field alone (``single``: each sentence's first reference). ``label`` names it in the tables ("" where a task
+    is scored one way only)."""
+
+    label: str
+    single: bool = False
+
+    def refs(self, refs: metrics.Refs) -> metrics.Refs:
+        return [r[:1] for r in refs] if self.single else refs
+
+    @property
+    def suffix(self) -> str:
+        """After a metric's name: `` (subject)``."""
+        return f" ({self.label})" if self.label else ""
+
+
+def scorings(task: Any, kind: str, refs: metrics.Refs) -> list[Scoring]:
+    """The test scorings of a task, the single-reference one first; ``refs`` of its test split, to count them."""
+    if kind != "summarization" or not task.ref_fields:
+        return [Scoring("")]
+    return [Scoring(task.tgt_field, single=True), Scoring(f"{max(map(len, refs))} refs")]
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def significance(kind: str, by_model: dict[str, list[dict]], refs: metrics.Refs) -> list[dict[str, Any]]:
+def significance(kind: str, by_model: dict[str, list[dict]], refs: metrics.Refs,
+                 ways: list[Scoring]) -> list[dict[str, Any]]:
     """sacreBLEU's paired bootstrap of every other system against the first (by name), best checkpoints, for
-    every seed both have."""
+    every seed both have, under every scoring."""
     first, *others = sorted(by_model)
     a = {r["seed"]: r for r in by_model[first]}
     tests = []
     for other in others:
         b = {r["seed"]: r for r in by_model[other]}
-        tests += [{"seed": seed, "model_a": first, "model_b": other,
-                   "test": metrics.paired_bootstrap(kind, hypotheses(a[seed], "test"), hypotheses(b[seed], "test"),
-                                                    refs)}
-                  for seed in sorted(set(a) & set(b))]
+        for seed in sorted(set(a) & set(b)):
+            each = [metrics.paired_bootstrap(kind, hypotheses(a[seed], "test"), hypotheses(b[seed], "test"),
+                                             way.refs(refs)) for way in ways]
+            test = {**each[0], "metrics": {f"{metric}{way.suffix}": result for way, t in zip(ways, each)
+                                           for metric, result in t["metrics"].items()}}  # rouge_mean (subject)
+            tests.append({"seed": seed, "model_a": first, "model_b": other, "test": test})
     return tests
 
 
@@ -95,15 +131,28 @@ def by_preset(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**run, "model": f"{run['model']} ({run.get('experiment') or run['task']})"} for run in runs]
 
 
-def model_rows(by_model: dict[str, list[dict]], metric_keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """One summary row per model and checkpoint kind (best; averaged where every seed averaged)."""
+def column(split: str, metric: str, way: Scoring) -> str:
+    """A metric's key in the CSV: ``test_rouge1``, and ``test_rouge1_subject`` under a single-reference scoring."""
+    return f"{split}_{metric}" + (f"_{way.label}" if way.single else "")
+
+
+def model_rows(kind: str, by_model: dict[str, list[dict]], metric_keys: list[tuple[str, str, Scoring]],
+               refs: dict[str, metrics.Refs]) -> list[dict[str, Any]]:
+    """One summary row per model and checkpoint kind (best; averaged where every seed averaged). The recorded
+    scoring comes from each run's results, a single-reference one from re-scoring its outputs against ``refs``
+    (by split)."""
     summary = []
     for model, group in sorted(by_model.items()):
-        kinds = [("best", lambda r: r["test"])]
+        kinds = [("best", False)]
         if all(r.get("averaged") for r in group):
             how = group[0]["averaged"]
-            kinds.append((f"average of {how['by']} {how['n']}", lambda r: r["averaged"]["test"]))
-        for checkpoint, tests in kinds:
+            kinds.append((f"average of {how['by']} {how['n']}", True))
+        for checkpoint, averaged in kinds:
+            recorded = [(r["averaged"] if averaged else r)["test"] for r in group]  # per run: split -> metrics
+            rescored = {(split, way): [metrics.task_metrics(kind, hypotheses(r, split, averaged), way.refs(refs[split]))
+                                       for r in group]
+                        for split, way in dict.fromkeys((s, w) for s, _, w in metric_keys if w.single)}
+
             row: dict[str, Any] = {
                 "model": model, "checkpoint": checkpoint, "params": group[0]["params"],
                 "seeds": " ".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"])),
@@ -112,14 +161,16 @@ def model_rows(by_model: dict[str, list[dict]], metric_keys: list[tuple[str, str
                 "train_hours": statistics.fmean(r["train_seconds"] / 3600 for r in group),
                 "tokens_per_s": statistics.fmean(r["train_tokens_per_s"] for r in group),
             }
-            for split, m in metric_keys:
-                row[f"{split}_{m}_mean"], row[f"{split}_{m}_std"] = mean_std([tests(r)[split][m] for r in group])
+            for split, m, way in metric_keys:
+                per_run = rescored[split, way] if way.single else [tests[split] for tests in recorded]
+                key = column(split, m, way)
+                row[f"{key}_mean"], row[f"{key}_std"] = mean_std([scores[m] for scores in per_run])
             summary.append(row)
     return summary
 
 
-def baseline_rows(task: Any, kind: str, metric_keys: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """The task's extractive reference rows, scored on every test split by the models' metric code."""
+def baseline_rows(task: Any, kind: str, metric_keys: list[tuple[str, str, Scoring]]) -> list[dict[str, Any]]:
+    """The task's extractive reference rows, scored on every test split, every way, by the models' metric code."""
     if kind != "summarization":
         return []
     _, train_refs = texts(task, "train")
@@ -128,12 +179,14 @@ def baseline_rows(task: Any, kind: str, metric_keys: list[tuple[str, str]]) -> l
     for name, summarise in baselines.baselines(task.name, train_targets).items():
         row: dict[str, Any] = {"model": name, "checkpoint": "extractive", "params": 0, "seeds": "",
                                "steps": 0, "best_step": 0, "train_hours": 0.0, "tokens_per_s": 0.0}
-        for split in sorted({s for s, _ in metric_keys}):
+        for split in sorted({s for s, _, _ in metric_keys}):
             sources, refs = texts(task, split)
-            scores = metrics.task_metrics(kind, [summarise(s) for s in sources], refs)
-            for s, m in metric_keys:
-                if s == split:
-                    row[f"{split}_{m}_mean"], row[f"{split}_{m}_std"] = scores[m], 0.0
+            summaries = [summarise(s) for s in sources]
+            for way in dict.fromkeys(w for s, _, w in metric_keys if s == split):
+                scores = metrics.task_metrics(kind, summaries, way.refs(refs))
+                for s, m, w in metric_keys:
+                    if (s, w) == (split, way):
+                        row[f"{column(s, m, w)}_mean"], row[f"{column(s, m, w)}_std"] = scores[m], 0.0
         rows.append(row)
     return rows
 
@@ -151,18 +204,21 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
         by_model[run["model"]].append(run)
     task = task_of(runs[0])
     test_splits = list(runs[0]["test"])
-    metric_keys = [(split, m) for split in test_splits for m in METRICS[kind]]
-    summary = model_rows(by_model, metric_keys) + baseline_rows(task, kind, metric_keys)
+    split_refs = {split: texts(task, split)[1] for split in test_splits}
+    ways = scorings(task, kind, split_refs["test"])
+    metric_keys = [(split, m, way) for split in test_splits for way in ways for m in METRICS[kind]]
+    summary = model_rows(kind, by_model, metric_keys, split_refs) + baseline_rows(task, kind, metric_keys)
     columns = ["model", "checkpoint", "params", "seeds", "updates", "best at", "train h"] + \
-        [f"{s} {m}" for s, m in metric_keys]
+        [f"{s} {m}{w.suffix}" for s, m, w in metric_keys]
     rows = [[r["model"], r["checkpoint"], f"{r['params']:,}" if r["params"] else "–", r["seeds"] or "–",
              f"{r['steps']:.0f}" if r["steps"] else "–", f"{r['best_step']:.0f}" if r["steps"] else "–",
              f"{r['train_hours']:.2f}" if r["steps"] else "–"]
-            + [f"{r[f'{s}_{m}_mean']:.2f}" + (f" ± {r[f'{s}_{m}_std']:.2f}" if " " in r["seeds"] else "")
-               for s, m in metric_keys] for r in summary]
+            + [f"{r[f'{column(s, m, w)}_mean']:.2f}"
+               + (f" ± {r[f'{column(s, m, w)}_std']:.2f}" if " " in r["seeds"] else "")
+               for s, m, w in metric_keys] for r in summary]
 
     sources, refs = texts(task, "test")
-    tests = significance(kind, by_model, refs)
+    tests = significance(kind, by_model, refs, ways)
     lengths = {model: buckets.by_length(kind, [len(s.split()) for s in sources],
                                         [hypotheses(r, "test") for r in group], refs, LENGTH_EDGES[kind])
                for model, group in sorted(by_model.items())}
@@ -187,9 +243,16 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
     md.write(markdown_table(columns, rows))
     if kind == "summarization":
         md.write("\nExtractive rows copy parts of the source (experiments/baselines.py), scored by the same code.\n")
+    if len(ways) > 1:
+        single, every = ways
+        md.write(f"Scored two ways: ({single.label}) against the `{task.tgt_field}` field alone, one reference, as "
+                 f"published results on the dataset are scored; ({every.label}) against the best of the "
+                 f"`{task.tgt_field}` and the `{'`, `'.join(task.ref_fields)}` (per sentence and ROUGE type, the "
+                 f"highest F1), what the runs record and select checkpoints by on validation. The length buckets "
+                 f"and the validation curves below are scored the latter way.\n")
     if tests:
         md.write(significance_text(tests))
-    md.write(f"\nTest {primary} by source length (words), mean over seeds, [95% bootstrap interval] "
+    md.write(f"\nTest {primary}{ways[-1].suffix} by source length (words), mean over seeds, [95% bootstrap interval] "
              f"(plot: `{name}_length.png`):\n\n")
     some = next(iter(lengths.values()))
     md.write(markdown_table(["bucket", "n"] + list(lengths), [
