@@ -10,16 +10,30 @@ probability goes to its own id (a scatter-add over the source ids) and any
 piece of the source can be produced, even one never seen as a target.
 Padding positions have attention exactly 0 and add nothing.
 
-Computed in log space, as log P = logaddexp(log p_gen + log_softmax(logits),
-log(1 - p_gen) + log copy), with log p_gen and log(1 - p_gen) as
-logsigmoid(+g) and logsigmoid(-g):
+Computed in log space, with log p_gen and log(1 - p_gen) as logsigmoid(+g)
+and logsigmoid(-g): log G = log p_gen + log_softmax(logits) everywhere, and
+for a piece of the source, whose copy probability C is the attention on all
+the positions holding it,
+
+    log P = logaddexp(log G, log(1 - p_gen) + log C) = log G + softplus(log(1 - p_gen) + log C - log G)
+
+so that
 
 * every vocabulary entry keeps a finite log-probability however confident
   the model is (a product in probability space underflows to 0, and the
   label-smoothed loss, which averages log P over the vocabulary, would be
   infinite);
-* at p_gen = 1 the copy term is -inf and the result is exactly
-  log_softmax(logits): the model without copy.
+* at p_gen = 1 (g = +inf) log(1 - p_gen) is -inf, the softplus 0, and the
+  result exactly log_softmax(logits): the model without copy;
+* only the (..., S) source positions get more than the (..., V) log G: the
+  correction is scatter-added there, each of a piece's k positions adding a
+  k-th of it (so that its gradient is counted once, not k times). A logaddexp
+  over the whole vocabulary made the mixture 15x slower than the loss itself
+  on a CPU (N = 384 positions, V = 8000); this way it is 3x.
+
+Adding the correction to log G loses a few ulps of |log G| where log G is far
+below log C (2e-5 at log G = -3000), and the gate must be finite (p_gen = 0
+exactly would make log G -inf everywhere).
 
 The result is fp32 whatever the inputs' dtype (bf16 under autocast), or fp64.
 """
@@ -42,11 +56,18 @@ def copy_log_probs(logits: Tensor, gate: Tensor, attention: Tensor, src: Tensor)
     dtype = torch.promote_types(logits.dtype, torch.float32)  # fp32, or fp64 where the model is
     gate = gate.to(dtype)
     log_generate = torch.log_softmax(logits.to(dtype), dim=-1) + F.logsigmoid(gate)  # (..., V)
-    copy = torch.zeros_like(log_generate).scatter_add_(-1, src, attention.to(dtype))  # (..., V), 0 off the source
-    absent = copy == 0
-    # log 0 = -inf without the NaN gradient log would give there (0 * 1/0): the log of 1, then -inf
-    log_copy = copy.masked_fill(absent, 1.0).log().masked_fill_(absent, float("-inf")) + F.logsigmoid(-gate)
-    return torch.logaddexp(log_generate, log_copy)  # (..., V)
+
+    def per_piece(values: Tensor) -> Tensor:
+        """For each source position (..., S), the sum of ``values`` (..., S) over the positions holding its piece."""
+        return torch.zeros_like(log_generate).scatter_add_(-1, src, values).gather(-1, src)
+
+    copied = per_piece(attention.to(dtype))  # (..., S) C of each position's piece
+    repeats = per_piece(torch.ones_like(copied))  # (..., S) k
+    copies = copied > 0  # False on padding, whose attention is 0
+    # log C, with log 1 where C = 0: no -inf, whose gradient would be NaN (0 * 1/0); masked out below
+    log_copy = copied.masked_fill(~copies, 1.0).log() + F.logsigmoid(-gate)  # (..., S)
+    gain = F.softplus(log_copy - log_generate.gather(-1, src)) / repeats  # (..., S)
+    return log_generate.scatter_add(-1, src, gain.masked_fill(~copies, 0.0))  # (..., V)
 
 
 def teacher_forced_copy(logits: Tensor, gate: Tensor, attention: Tensor, src: Tensor,

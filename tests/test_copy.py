@@ -49,6 +49,30 @@ def test_the_mixture_by_hand() -> None:
     assert got.dtype == torch.float32
 
 
+def test_value_and_gradients_are_the_textbook_formulas() -> None:
+    """Against log(p_gen softmax + (1 - p_gen) scatter_add(attention)) in fp64, with pieces repeated in the source
+    (their copy term must count once) and padding: the same values and the same gradient for every input."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 12, generator=g, dtype=torch.float64) * 3  # (B, T, V)
+    gate = torch.randn(3, 4, 1, generator=g, dtype=torch.float64)
+    src = torch.tensor([[5, 7, 5, 5, PAD], [4, 11, 9, PAD, PAD], [6, 6, 6, 6, 6]])[:, None].expand(3, 4, 5)
+    scores = torch.randn(3, 4, 5, generator=g, dtype=torch.float64).masked_fill(src == PAD, -math.inf)
+    inputs = [t.clone().requires_grad_() for t in (logits, gate, scores)]
+    upstream = torch.randn(3, 4, 12, generator=g, dtype=torch.float64)
+
+    def textbook(logits, gate, scores):
+        p_gen, attention = torch.sigmoid(gate), scores.softmax(-1)
+        return torch.log(p_gen * logits.softmax(-1) + (1 - p_gen) * torch.zeros_like(logits).scatter_add(-1, src,
+                                                                                                         attention))
+
+    ours_out, ref_out = copy_log_probs(inputs[0], inputs[1], inputs[2].softmax(-1), src), textbook(*inputs)
+    torch.testing.assert_close(ours_out, ref_out, rtol=0, atol=1e-12)
+    ours = torch.autograd.grad((ours_out * upstream).sum(), inputs)
+    ref = torch.autograd.grad((ref_out * upstream).sum(), inputs)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_confident_logits_keep_every_log_probability_finite() -> None:
     """In log space: a vocabulary probability that underflows in fp32 stays finite (the smoothed loss averages
     log P over the whole vocabulary), and under bf16 inputs the result is fp32."""
@@ -58,7 +82,8 @@ def test_confident_logits_keep_every_log_probability_finite() -> None:
     attention = torch.rand(4, 6, generator=g).softmax(-1)
     out = copy_log_probs(logits, torch.zeros(4, 1, dtype=torch.bfloat16), attention, src)
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
-    torch.testing.assert_close(out.logsumexp(-1), torch.zeros(4), atol=1e-5, rtol=0)
+    # the copy term is added to log G ~ -3000 here: a few ulps of 3000 (2.4e-4 each) are lost
+    torch.testing.assert_close(out.logsumexp(-1), torch.zeros(4), atol=1e-4, rtol=0)
 
 
 @KINDS
@@ -77,22 +102,23 @@ def test_the_output_is_a_distribution_over_the_vocabulary(name: str, bias: float
 
 @KINDS
 def test_all_copy_puts_the_mass_on_the_source_ids_and_none_on_padding(name: str) -> None:
-    """p_gen = 0: the probability of a piece is the attention on the positions that hold it (the GRU's own
-    attention; the Transformer's copy attention is its own, so only where the mass may go is checked)."""
+    """p_gen ~ 0 (1e-13): the probability of a piece is the attention on the positions that hold it (the GRU's own
+    attention; the Transformer's copy attention is its own, so only where the mass goes is checked there)."""
     model = copy_model(name)
     with torch.no_grad():
         model.copy_gate.weight.zero_()
-        model.copy_gate.bias.fill_(-math.inf)
+        model.copy_gate.bias.fill_(-30.0)
     src, src_mask, tgt_in = make_batch()
     out, attention = model(src, src_mask, tgt_in)
     probs = out.exp()  # (B, T, V)
     in_source = torch.zeros(src.size(0), TGT_VOCAB, dtype=torch.bool).scatter_(1, src.masked_fill(~src_mask, 0), True)
     in_source[:, 0] = (src == 0).any(dim=1)  # 0 stood in for padding above
-    assert (probs[~in_source[:, None].expand_as(probs)] == 0).all()
-    assert (probs[..., PAD] == 0).all()
+    assert probs[~in_source[:, None].expand_as(probs)].max() < 1e-12  # the generation share only
+    assert probs[..., PAD].max() < 1e-12
+    torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]), atol=1e-5, rtol=0)
     if name == "gru":
         expected = torch.zeros_like(probs).scatter_add_(-1, src[:, None].expand_as(attention), attention)
-        torch.testing.assert_close(probs, expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(probs, expected, atol=1e-5, rtol=0)
 
 
 @KINDS
@@ -158,7 +184,7 @@ def train_on_the_copy_task(name: str, copy: bool, steps: int = 150) -> torch.nn.
 def test_a_model_trained_to_copy_copies_pieces_it_never_saw(name: str, at_least: float) -> None:
     """Without copy no unseen piece comes out (the output layer never predicted one); with copy most do. The
     Transformer's copy attention learns to match content more than positions here, and an unseen piece's
-    untrained embedding misleads it: about half (0.62 measured), against the GRU's 0.92."""
+    untrained embedding misleads it: about half (0.62 measured; 0.42-0.62 over three seeds), against the GRU's 0.98."""
     src, src_mask, lengths = copy_task_batch(50, torch.Generator().manual_seed(1), unseen=True)
     unseen = src >= SEEN_END  # (50, S), one per row
     copied = {}
