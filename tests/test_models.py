@@ -395,10 +395,11 @@ def test_cpu_bf16_attention_runs_in_fp32_and_returns_bf16() -> None:
     assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in (q, k, v))
 
 
-def test_transformer_compiles_without_graph_breaks_under_dynamic_shapes() -> None:
+@pytest.mark.parametrize("copy", [False, True])
+def test_transformer_compiles_without_graph_breaks_under_dynamic_shapes(copy: bool) -> None:
     """Token-budget batches change (B, S, T) every step: a graph break would send part of every step to eager."""
     model = TransformerSeq2Seq(src_vocab_size=50, tgt_vocab_size=50, pad_id=1, d_model=32, heads=4, ff_size=64,
-                               enc_layers=1, dec_layers=2, share_embeddings=True)
+                               enc_layers=1, dec_layers=2, share_embeddings=True, copy=copy)
     src, tgt = torch.randint(2, 50, (3, 7)), torch.randint(2, 50, (3, 5))
     src_mask = torch.ones(3, 7, dtype=torch.bool)
     for t in (src, src_mask, tgt):
