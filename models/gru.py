@@ -16,8 +16,9 @@ Decoder, per step t (Luong's "attentional" decoder, whatever the score function)
 With ``copy`` (a pointer-generator, See et al., 2017) the output is the
 mixture of models/copy.py, log-probabilities: the copy distribution is
 alpha_t, the very attention that builds c_t, and p_gen = sigmoid(w_g a_t + b_g)
-reads the vector the output layer reads (as OpenNMT-py's copy generator does),
-so every decoder path below gives it unchanged.
+reads the vector the output layer reads (as OpenNMT-py's copy generator does;
+See et al. read c_t, h_t and x_t, which a_t is made of but for x_t). Both need
+only what every decoder path below returns, (a_t, alpha_t).
 
 ``forward`` and ``decode_step`` run the very same ``_step``; ``forward`` only
 embeds the whole target and applies the output layer once at the end. Training
