@@ -221,6 +221,8 @@ class TrainerConfig:
     average_by: AverageBy = AverageBy.best  # which N: the best by validation metric, or the last
     log_every: int = 50
     resume: bool = False
+    overwrite: bool = False  # a fresh start in a folder holding a run: move that run aside first (else: refused)
+    change_budget: bool = False  # resume with another max_steps / max_epochs (else: refused; experiments/resume.py)
     progress: bool = True
     test_after_training: bool = True
     test_splits: list[str] = field(default_factory=list)  # decoded after training; empty: all but train, valid

@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 from experiments.atomic import atomic_path
 from experiments.config import validate
 from experiments.errors import UserError
+from experiments.runfolder import REPLACED
 from experiments.sources import default_cache_dir, default_data_root, iter_text, raw_split
 
 KEPT = ("results.json", "metrics.jsonl", "config.yaml")
@@ -58,12 +59,17 @@ def shown_path(path: str | Path, runs_dir: Path | None = None) -> str:
 
 
 def find_runs(roots: list[Path]) -> list[dict[str, Any]]:
-    """Every ``results.json`` below ``roots``, each with ``run_dir`` set to its folder."""
+    """Every ``results.json`` below ``roots``, each with ``run_dir`` set to its folder.
+
+    Runs that ``trainer.overwrite=true`` moved aside (``<name>.replaced-<time>``) were replaced: left out.
+    """
     runs = []
     for root in roots:
         if not root.exists():
             raise UserError(f"{root} does not exist: pass the folder(s) holding the runs (e.g. multirun/<name>)")
         for path in sorted(root.rglob("results.json")):
+            if any(REPLACED in part for part in path.relative_to(root).parts):
+                continue
             result = json.loads(path.read_text())
             result["run_dir"] = str(path.parent)
             runs.append(result)
