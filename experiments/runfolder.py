@@ -12,6 +12,7 @@ in a folder that already holds a run is refused too, unless
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from experiments import distributed, locks
 from experiments.atomic import storage_error
-from experiments.errors import RunFolderError, UserError
+from experiments.errors import RunFolderError, StorageError, UserError
 
 # What a run that got as far as training leaves in its folder; a start that failed earlier leaves at most
 # config.yaml and tokenizer/, which a fresh start rewrites.
@@ -29,6 +30,30 @@ RUN_FILES = ("metrics.jsonl", "results.json", "checkpoints", "hyps", "attention"
 STAYS = (".hydra", *locks.NAMES)
 LOGS = ("train.log", "grid.log")
 REPLACED = ".replaced-"  # in the name of a run moved aside by trainer.overwrite=true
+
+
+def check_writable(overrides: list[str]) -> None:
+    """A ``hydra.run.dir=PATH`` of the command line must be a folder this process can write.
+
+    Checked before Hydra writes its own files there, which would end in a
+    traceback: a file of that name, or a read-only place, is one line instead.
+    """
+    given = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")), None)
+    if given is None or "${" in given:
+        return
+    folder = Path(given)
+    if folder.exists() and not folder.is_dir():
+        raise StorageError(f"hydra.run.dir={given} is a file, not a folder: name a folder for the run (it is made "
+                           "if it does not exist)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise storage_error(folder, e, "run again") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise storage_error(folder / ".hydra", e, "run again") from None  # the first thing Hydra writes there
 
 
 def previous_run(run_dir: Path) -> list[str]:

@@ -114,6 +114,8 @@ def main() -> None:
         check_sweep(overrides)  # before Hydra looks for a plugin that is not installed
         check_groups(overrides, Path(CONF_DIR))
         check_override_keys(overrides)
+        if not {"-m", "--multirun"} & set(sys.argv[1:]):
+            runfolder.check_writable(overrides)
         if distributed.torchrun_rank() > 0:
             sys.argv += distributed.QUIET_HYDRA
         os.environ["HYDRA_FULL_ERROR"] = "1"

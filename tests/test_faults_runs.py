@@ -28,7 +28,7 @@ from experiments.evaluate import load_run
 from experiments.train import run
 from experiments.trainer import Trainer
 from tests.conftest import REPO, compose_cfg
-from tests.faults import TINY, no_temporaries
+from tests.faults import TINY, no_temporaries, read_only
 
 SHORT = [*TINY, "trainer.max_steps=20", "trainer.eval_every=10", "trainer.log_every=4", "trainer.warmup_steps=5"]
 
@@ -300,6 +300,15 @@ def one_error_line(status: int, output: list[str], message: str) -> None:
 def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path, in_process_cli, args: list[str], message: str) -> None:
     one_error_line(*in_process_cli(*args, f"hydra.run.dir={tmp_path}"), message)
     assert "HYDRA_FULL_ERROR" not in os.environ
+
+
+def test_a_run_folder_that_is_a_file_or_read_only_is_one_line(tmp_path: Path, in_process_cli) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    one_error_line(*in_process_cli(*TINY, f"hydra.run.dir={tmp_path / 'file'}"),
+                   r"hydra\.run\.dir=.*file is a file, not a folder: name a folder for the run")
+    with read_only(tmp_path / "ro"):
+        one_error_line(*in_process_cli(*TINY, f"hydra.run.dir={tmp_path / 'ro'}"),
+                       r"cannot write .*ro/\.hydra: .*\. Make .*ro writable, or write elsewhere")
 
 
 def test_cli_error_inside_a_job_exits_2_with_one_line(tmp_path: Path) -> None:
