@@ -110,22 +110,35 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         except OSError as e:
             raise failed_write(target, e) from None
         return
+    with owned_temporary(real, target) as tmp:
+        tmp_target = tmp / real.name
+        try:
+            yield tmp_target
+            if real.is_dir():
+                if not tmp_target.is_dir():
+                    raise StorageError(f"cannot write {target}: a folder stands there; name a file (or move the "
+                                       "folder away)")
+                shutil.rmtree(real)
+            os.replace(tmp_target, real)
+        except OSError as e:
+            raise failed_write(target, e) from None
+
+
+@contextmanager
+def owned_temporary(beside: Path, named: Path | None = None) -> Iterator[Path]:
+    """A new folder beside ``beside``, named for it and for this process, removed at the end of the block.
+
+    A writer killed inside the block leaves the folder, and ``remove_stale``
+    knows it by its name (``.<name>.<host>-<pid>.<random>.tmp``). ``named``:
+    the path an error names (default ``beside``).
+    """
     try:
-        real.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.{owner()}.", suffix=".tmp", dir=real.parent))
+        beside.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.{owner()}.", suffix=".tmp", dir=beside.parent))
     except OSError as e:
-        raise failed_write(target, e) from None
-    tmp_target = tmp / real.name
+        raise failed_write(named or beside, e) from None
     try:
-        yield tmp_target
-        if real.is_dir():
-            if not tmp_target.is_dir():
-                raise StorageError(f"cannot write {target}: a folder stands there; name a file (or move the "
-                                   "folder away)")
-            shutil.rmtree(real)
-        os.replace(tmp_target, real)
-    except OSError as e:
-        raise failed_write(target, e) from None
+        yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
