@@ -94,16 +94,21 @@ class Split:
 
 class TaskData:
     def __init__(self, task: Any, cache_dir: str | Path | None = None, tokenizer_dir: Path | None = None) -> None:
-        """``tokenizer_dir``: a run's saved tokenizer (``src.model``, ``tgt.model``), used instead of the cache."""
+        """``tokenizer_dir``: a run's saved tokenizer (``src.model``, ``tgt.model``), used instead of the cache.
+
+        With a saved tokenizer the training split is not read until a split is
+        asked for, so a trained run translates and scores new text on a machine
+        without the task's corpus.
+        """
         self.task = task
         self.data_root = Path(task.data_root) if task.data_root else default_data_root()
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         for folder in ("spm", "tokenized"):
             remove_stale(self.cache_dir / folder)
-        train, self.train_key = raw_split(task, task.splits["train"], self.data_root, self.cache_dir)
         if tokenizer_dir is not None and (tokenizer_dir / "src.model").exists():
             self.tokenizer = load_saved(tokenizer_dir)
         else:
+            train = self.raw_train[0]
             self.tokenizer = load_or_train(
                 task.tokenizer,
                 self.train_key,
@@ -112,6 +117,15 @@ class TaskData:
                 self.cache_dir,
             )
         self._splits: dict[str, Split] = {}
+
+    @functools.cached_property
+    def raw_train(self) -> tuple[datasets.Dataset, str]:
+        """The training split as read from the corpus, and its content key."""
+        return raw_split(self.task, self.task.splits["train"], self.data_root, self.cache_dir)
+
+    @property
+    def train_key(self) -> str:
+        return self.raw_train[1]
 
     @property
     def src_vocab_size(self) -> int:

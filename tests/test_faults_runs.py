@@ -23,7 +23,7 @@ import torch
 
 from experiments import checkpoint, tracking
 from experiments.atomic import owner
-from experiments.errors import CheckpointError, ConfigError, StorageError
+from experiments.errors import CheckpointError, ConfigError, DataError, StorageError
 from experiments.evaluate import load_run
 from experiments.train import run
 from experiments.trainer import Trainer
@@ -114,6 +114,22 @@ def test_s2s_eval_uses_the_trainers_thread_count(saved_run: Path) -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_trained_run_scores_new_text_without_the_task_corpus(saved_run: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    from experiments import data, score
+
+    def no_corpus(task, upstream, *args):
+        raise DataError(f"the {upstream} corpus is not on this machine")
+
+    monkeypatch.setattr(data, "raw_split", no_corpus)
+    (tmp_path / "src.txt").write_text("ba ko di\nmu\n")
+    (tmp_path / "out.txt").write_text("di ko ba\nmu\n")
+    records, summary = score.score_files([str(saved_run)], tmp_path / "src.txt", tmp_path / "out.txt")
+    assert len(records) == 2 and summary["tokens"] > 0
+    with pytest.raises(DataError, match="the test corpus is not on this machine"):  # its references: the corpus
+        load_run(saved_run).data.split("test")
 
 
 # ---------------------------------------------------------------------------
