@@ -32,16 +32,25 @@ LOGS = ("train.log", "grid.log")
 REPLACED = ".replaced-"  # in the name of a run moved aside by trainer.overwrite=true
 
 
-def check_writable(overrides: list[str]) -> None:
-    """A ``hydra.run.dir=PATH`` of the command line must be a folder this process can write.
+def in_use(run_dir: Path, other: str) -> RunFolderError:
+    return RunFolderError(f"{run_dir} is in use by s2s-train {other} (it holds {run_dir / locks.TRAIN}): wait for "
+                          "that run to end, or choose another hydra.run.dir")
 
-    Checked before Hydra writes its own files there, which would end in a
-    traceback: a file of that name, or a read-only place, is one line instead.
+
+def check_run_dir(overrides: list[str]) -> None:
+    """A ``hydra.run.dir=PATH`` of the command line must be a folder this process can write, not in use.
+
+    Checked before Hydra writes its own files there (``.hydra/``), which would
+    end in a traceback for a file of that name or a read-only place, and would
+    rewrite a live run's record of its command line.
     """
     given = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir=")), None)
     if given is None or "${" in given:
         return
     folder = Path(given)
+    other = locks.holder(folder, locks.TRAIN)
+    if other:  # refused before Hydra rewrites the live run's .hydra/ (the run itself takes the lock)
+        raise in_use(folder, other)
     if folder.exists() and not folder.is_dir():
         raise StorageError(f"hydra.run.dir={given} is a file, not a folder: name a folder for the run (it is made "
                            "if it does not exist)")
@@ -127,8 +136,7 @@ def owned(run_dir: Path, fresh: bool, overwrite: bool) -> Iterator[str]:
     with locks.hold(run_dir, locks.TRAIN) as other:
         try:
             if other:
-                raise RunFolderError(f"{run_dir} is in use by s2s-train {other} (it holds {run_dir / locks.TRAIN}): "
-                                     "wait for that run to end, or choose another hydra.run.dir")
+                raise in_use(run_dir, other)
             note = claim(run_dir, overwrite) if fresh else ""
         except UserError as e:
             distributed.broadcast(e)

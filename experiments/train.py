@@ -115,7 +115,7 @@ def main() -> None:
         check_groups(overrides, Path(CONF_DIR))
         check_override_keys(overrides)
         if not {"-m", "--multirun"} & set(sys.argv[1:]):
-            runfolder.check_writable(overrides)
+            runfolder.check_run_dir(overrides)
         if distributed.torchrun_rank() > 0:
             sys.argv += distributed.QUIET_HYDRA
         os.environ["HYDRA_FULL_ERROR"] = "1"

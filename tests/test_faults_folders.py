@@ -73,6 +73,7 @@ def test_a_folder_in_use_is_one_error_line_and_exit_2_from_the_command_line(tmp_
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, lines
     assert f"error: {tmp_path} is in use by s2s-train pid {os.getpid()} on host {socket.gethostname()}" in lines[0]
+    assert not (tmp_path / ".hydra").exists()  # refused before Hydra wrote over the live run's record
 
 
 def test_a_fresh_start_over_a_run_is_refused_and_overwrite_moves_the_old_run_aside(finished_run: Path,
