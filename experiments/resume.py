@@ -1,4 +1,5 @@
-"""What a resumed run may change: the settings that shape training must be the ones it started with.
+"""What a resumed run may change (the settings that shape training must be the ones it started with), and what
+it keeps of its metrics.jsonl.
 
 A run resumed with another seed, learning rate, batch size or model would
 record settings that most of its updates never used (``config.yaml``,
@@ -17,13 +18,19 @@ Every other key, including keys added later, counts as shaping training.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from experiments.atomic import write_text
 from experiments.config import MODEL_SCHEMAS, Config
 from experiments.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 FREE = ("trainer.resume", "trainer.overwrite", "trainer.change_budget", "trainer.progress", "trainer.num_threads",
         "trainer.device", "trainer.compile", "trainer.fused_adamw", "trainer.test_after_training",
@@ -94,3 +101,26 @@ def check(saved: Mapping[str, Any], asked: Mapping[str, Any], change_budget: boo
                           "Add trainer.change_budget=true to go on with the new budget (it is recorded in "
                           "metrics.jsonl), or resume with the old one")
     return {key: list(values) for key, values in budget.items()}
+
+
+def keep_rows_until(metrics_file: Path, step: int, changed: dict[str, Any]) -> None:
+    """Forget the events a run resumed at ``step`` logs again: training's after the checkpoint, and every final
+    test's (they follow the last checkpoint, so a finished run resumed, or one killed in its tests, tests again).
+    Budget changes allowed on this resume (``changed``) are recorded as a ``resume`` row."""
+    kept, broken = [], 0
+    lines = metrics_file.read_text().splitlines() if metrics_file.exists() else []
+    for line in lines:
+        try:
+            row = json.loads(line)
+            if (row["step"] <= step and row["event"] in ("train", "valid")) or \
+                    (row["event"] == "resume" and row["step"] < step):
+                kept.append(line)
+        except (json.JSONDecodeError, TypeError, KeyError):
+            broken += 1  # a row cut short when the run was killed
+    if broken:
+        log.warning("%s: dropped %d unreadable rows (cut short when the run was killed)", metrics_file, broken)
+    if changed:
+        log.warning("resuming with trainer.change_budget=true: %s", show(changed))
+        kept.append(json.dumps({"event": "resume", "step": step, "changed": changed}))
+    if lines or changed:
+        write_text(metrics_file, "".join(line + "\n" for line in kept))

@@ -188,32 +188,9 @@ class Trainer:
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         if self.is_main:
-            self.keep_rows_until_checkpoint(changed)
+            resume.keep_rows_until(self.metrics_file, self.progress.step, changed)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.progress.step,
                  self.progress.epoch, self.progress.batch_in_epoch)
-
-    def keep_rows_until_checkpoint(self, changed: dict[str, Any]) -> None:
-        """Forget the events the resumed run logs again: training's after the checkpoint, and every final test's
-        (they follow the last checkpoint, so a finished run resumed, or one killed in its tests, tests again).
-        Budget changes allowed on this resume are recorded as a ``resume`` row."""
-        step, kept, broken = self.progress.step, [], 0
-        lines = self.metrics_file.read_text().splitlines() if self.metrics_file.exists() else []
-        for line in lines:
-            try:
-                row = json.loads(line)
-                if (row["step"] <= step and row["event"] in ("train", "valid")) or \
-                        (row["event"] == "resume" and row["step"] < step):
-                    kept.append(line)
-            except (json.JSONDecodeError, TypeError, KeyError):
-                broken += 1  # a row cut short when the run was killed
-        if broken:
-            log.warning("%s: dropped %d unreadable rows (cut short when the run was killed)", self.metrics_file,
-                        broken)
-        if changed:
-            log.warning("resuming with trainer.change_budget=true: %s", resume.show(changed))
-            kept.append(json.dumps({"event": "resume", "step": step, "changed": changed}))
-        if lines or changed:
-            write_text(self.metrics_file, "".join(line + "\n" for line in kept))
 
     def record(self, event: str, values: dict[str, Any]) -> None:
         if not self.is_main:
