@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from experiments.align import attention_links, pharaoh
-from experiments.atomic import write_text
+from experiments.atomic import write_report
 from experiments.errors import UserError
 from experiments.evaluate import load_run
 from experiments.extras import require
@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--src", type=Path, help="source sentences, one a line")
     parser.add_argument("--tgt", type=Path, help="their translations, line-aligned with --src")
     parser.add_argument("--map", default=None, help="attention (GRU), mean (Transformer, default) or L<l>H<h>")
-    parser.add_argument("--out", type=Path, help="Pharaoh file (default: standard output); with --eflomal: the "
-                        "report's path without suffix (default outputs/alignment/alignment)")
+    parser.add_argument("--out", type=Path, help="Pharaoh file (default or -: standard output); with --eflomal: "
+                        "the report's path without suffix (default outputs/alignment/alignment)")
     parser.add_argument("--eflomal", action="store_true", help="report agreement with eflomal on --split")
     parser.add_argument("--split", default="test", help="with --eflomal: the split to align")
     parser.add_argument("--note", default="", help="with --eflomal: a line printed in bold under the header")
@@ -64,20 +64,18 @@ def main(argv: list[str] | None = None) -> None:
         if args.eflomal:
             require(("eflomal",), "analysis", "s2s-align --eflomal")
             # Imported here: only the report needs eflomal and matplotlib.
-            from experiments.alignment_report import write_report
+            from experiments import alignment_report
 
             out = args.out or default_out("alignment") / "alignment"
-            say_wrote(out.parent, write_report(args.runs, args.split, out, command, args.note))
+            say_wrote(out.parent, alignment_report.write_report(args.runs, args.split, out, command, args.note))
             return
-        text = "".join(line + "\n" for line in align_files(args.runs[0], args.src, args.tgt, args.map))
+        pairs = align_files(args.runs[0], args.src, args.tgt, args.map)
+        write_report(args.out, "".join(line + "\n" for line in pairs))
+        if args.out and str(args.out) != "-":
+            say_wrote(args.out.parent, [args.out])
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    if args.out:
-        write_text(args.out, text)
-        say_wrote(args.out.parent, [args.out])
-    else:
-        sys.stdout.write(text)
 
 
 if __name__ == "__main__":

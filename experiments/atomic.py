@@ -6,6 +6,8 @@ after its target, host and process (``.last.pt.<host>-<pid>.<random>.tmp``),
 so a later run can tell a dead writer's leftovers from a live writer's work
 and remove them (``remove_stale``). A full disk or a read-only folder is a
 ``StorageError`` naming the target and what to do, with nothing left behind.
+What stands at the target is respected: a symbolic link is followed, a FIFO
+or device is written in place, a folder is not replaced by a file (``landing``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import errno
 import os
 import shutil
 import socket
+import stat
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +28,7 @@ from experiments.errors import StorageError
 
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}  # the last two: a file in the way
+MAX_HOPS = 40  # symbolic links followed before a chain counts as a loop (Linux's own limit)
 LEGACY_STALE_SECONDS = 3600  # temporaries without an owner in their name (older versions) count as stale after this
 
 
@@ -43,6 +48,49 @@ def storage_error(target: Path, e: OSError, then: str = "run again; nothing half
     return StorageError(f"cannot write {target}: {reason}. Make {target.parent} writable, or {elsewhere}")
 
 
+def link_hops(target: Path) -> list[Path]:
+    """``target`` and every path its symbolic links lead to, in order (the last is no link)."""
+    hops = [target]
+    for _ in range(MAX_HOPS):
+        if not hops[-1].is_symlink():
+            return hops
+        hops.append(hops[-1].parent / os.readlink(hops[-1]))  # a relative link is relative to its folder
+    raise StorageError(f"cannot write {target}: its symbolic links form a loop ({' -> '.join(map(str, hops[:4]))} "
+                       "...); remove the link or name another file")
+
+
+def landing(target: Path) -> tuple[Path, bool]:
+    """Where a write to ``target`` lands, and whether it is written through (in place, not replaced).
+
+    A symbolic link is followed: the file it names is replaced, the link stays.
+    A FIFO, a character device (``/dev/null``, a terminal) or an alias of an
+    open file (``/dev/stdout``, ``/proc/self/fd/N``) is written in place:
+    replacing it would put a regular file where the pipe or device was. A block
+    device or a socket is refused.
+    """
+    hops = link_hops(target)
+    if any(hop.absolute().parts[1:2] == ("proc",) for hop in hops):
+        return target, True  # an open file's alias: its link may name a pipe that no path reaches
+    try:
+        mode = hops[-1].stat().st_mode
+    except FileNotFoundError:
+        return hops[-1], False
+    except OSError as e:
+        raise storage_error(target, e) from None
+    if stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        raise StorageError(f"cannot write {target}: it is a {'block device' if stat.S_ISBLK(mode) else 'socket'}, "
+                           "not a file; name a file")
+    through = stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+    return (target if through else hops[-1]), through
+
+
+def failed_write(target: Path, e: OSError) -> OSError:
+    """A full disk or an unwritable place as a ``StorageError``; any other error as it was."""
+    if e.errno in NO_SPACE | NOT_WRITABLE or "No space left" in str(e):
+        return storage_error(target, e)
+    return e
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
@@ -50,26 +98,47 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     Works for files and directories: whatever the body writes at the yielded
     path replaces ``target`` in one ``os.replace`` (directories: the old one is
     removed first, so only a crash in that instant can leave no target, never a
-    partial one). On an exception the temporary is deleted.
+    partial one). On an exception the temporary is deleted. A symbolic link,
+    FIFO or device at ``target`` is not replaced (``landing``), and a file is
+    not written where a folder is.
     """
     target = Path(target)
+    real, through = landing(target)
+    if through:
+        try:
+            yield real
+        except OSError as e:
+            raise failed_write(target, e) from None
+        return
+    with owned_temporary(real, target) as tmp:
+        tmp_target = tmp / real.name
+        try:
+            yield tmp_target
+            if real.is_dir():
+                if not tmp_target.is_dir():
+                    raise StorageError(f"cannot write {target}: a folder stands there; name a file (or move the "
+                                       "folder away)")
+                shutil.rmtree(real)
+            os.replace(tmp_target, real)
+        except OSError as e:
+            raise failed_write(target, e) from None
+
+
+@contextmanager
+def owned_temporary(beside: Path, named: Path | None = None) -> Iterator[Path]:
+    """A new folder beside ``beside``, named for it and for this process, removed at the end of the block.
+
+    A writer killed inside the block leaves the folder, and ``remove_stale``
+    knows it by its name (``.<name>.<host>-<pid>.<random>.tmp``). ``named``:
+    the path an error names (default ``beside``).
+    """
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{owner()}.", suffix=".tmp", dir=target.parent))
+        beside.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.{owner()}.", suffix=".tmp", dir=beside.parent))
     except OSError as e:
-        if e.errno in NO_SPACE | NOT_WRITABLE:
-            raise storage_error(target, e) from None
-        raise
-    tmp_target = tmp / target.name
+        raise failed_write(named or beside, e) from None
     try:
-        yield tmp_target
-        if tmp_target.is_dir() and target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp_target, target)
-    except OSError as e:
-        if e.errno in NO_SPACE | NOT_WRITABLE or "No space left" in str(e):
-            raise storage_error(target, e) from None
-        raise
+        yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -77,6 +146,15 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 def write_text(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_report(target: Path | None, text: str) -> None:
+    """A command's report to the file ``target``, or to standard output when it is None or ``-``."""
+    if target is None or str(target) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_text(target, text)
 
 
 def _alive(pid: int) -> bool:

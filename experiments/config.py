@@ -2,10 +2,8 @@
 
 Hydra composes ``conf/``; ``validate`` merges the result into these
 dataclasses so that a misspelled key or a value of the wrong type or outside
-its choices fails at start-up, naming the key and listing what is valid.
-
-Over 400 lines: every config group's schema and the rules across them stay in
-one module, so that a key's type, default, comment and checks read together.
+its choices fails at start-up, naming the key and listing what is valid; the
+ranges and cross-field rules are in ``experiments/config_checks.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from experiments.config_checks import check_values
 from experiments.errors import ConfigError
 
 
@@ -223,6 +222,8 @@ class TrainerConfig:
     average_by: AverageBy = AverageBy.best  # which N: the best by validation metric, or the last
     log_every: int = 50
     resume: bool = False
+    overwrite: bool = False  # a fresh start in a folder holding a run: move that run aside first (else: refused)
+    change_budget: bool = False  # resume with another max_steps / max_epochs (else: refused; experiments/resume.py)
     progress: bool = True
     test_after_training: bool = True
     test_splits: list[str] = field(default_factory=list)  # decoded after training; empty: all but train, valid
@@ -308,57 +309,6 @@ def validate(cfg: DictConfig) -> DictConfig:
     OmegaConf.set_struct(merged, True)
     check_values(merged)
     return merged
-
-
-def check_values(cfg: DictConfig) -> None:
-    """Cross-field rules that types alone cannot express."""
-    splits = cfg.task.splits
-    for required in ("train", "valid"):
-        if required not in splits:
-            raise ConfigError(f"task.splits has no {required!r} entry (it has {list(splits)}); add one")
-    positive = {
-        "trainer.batch_tokens": cfg.trainer.batch_tokens,
-        "trainer.accum_steps": cfg.trainer.accum_steps,
-        "trainer.max_steps": cfg.trainer.max_steps,
-        "trainer.eval_every": cfg.trainer.eval_every,
-        "decoding.beam_size": cfg.decoding.beam_size,
-        "trainer.val_beam_size": cfg.trainer.val_beam_size,
-        "task.max_src_len": cfg.task.max_src_len,
-        "task.max_tgt_len": cfg.task.max_tgt_len,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key}={value} must be at least 1")
-    if not 0.0 <= cfg.trainer.label_smoothing < 1.0:
-        raise ConfigError(f"trainer.label_smoothing={cfg.trainer.label_smoothing} must be in [0, 1)")
-    for key in ("dropout", "attention_dropout", "activation_dropout", "embedding_dropout"):
-        if cfg.model.get(key) is not None and not 0.0 <= cfg.model[key] < 1.0:
-            raise ConfigError(f"model.{key}={cfg.model[key]} must be in [0, 1)")
-    unknown = [name for name in cfg.trainer.test_splits if name not in splits or name in ("train", "valid")]
-    if unknown:
-        raise ConfigError(f"trainer.test_splits names {unknown}, which are not test splits of task {cfg.task.name!r}; "
-                          f"its test splits are {[s for s in splits if s not in ('train', 'valid')]}")
-    if cfg.trainer.max_tokens < 0:
-        raise ConfigError(f"trainer.max_tokens={cfg.trainer.max_tokens} must be 0 (no token limit) or more")
-    if cfg.decoding.min_len < 0:
-        raise ConfigError(f"decoding.min_len={cfg.decoding.min_len} must be 0 (no minimum) or more")
-    if not 1 <= cfg.decoding.n_best <= cfg.decoding.beam_size:
-        raise ConfigError(f"decoding.n_best={cfg.decoding.n_best} must be between 1 and "
-                          f"decoding.beam_size={cfg.decoding.beam_size}: beam search keeps only that many")
-    if not 0 <= cfg.trainer.average_checkpoints <= cfg.trainer.keep_checkpoints:
-        raise ConfigError(f"trainer.average_checkpoints={cfg.trainer.average_checkpoints} must be between 0 (off) "
-                          f"and trainer.keep_checkpoints={cfg.trainer.keep_checkpoints}: keep at least the snapshots "
-                          "you average")
-    if cfg.model["copy"] and not cfg.task.tokenizer.joint:  # ["copy"]: .copy is DictConfig's method
-        raise ConfigError("model.copy=true copies source pieces into the output by their ids, so it needs one joint "
-                          "vocabulary: set task.tokenizer.joint=true")
-    if cfg.trainer.lr <= 0:
-        raise ConfigError(f"trainer.lr={cfg.trainer.lr} must be positive")
-    if cfg.task.loader == Loader.hf and not cfg.task.hf.path:
-        raise ConfigError("task.loader=hf needs task.hf.path (a hub name, a local folder, or json/parquet/csv)")
-    device = cfg.trainer.device
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ConfigError(f"trainer.device={device!r}; valid: auto, cpu, cuda, cuda:N")
 
 
 def register_schemas() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.errors import UserError
 from experiments.plotting import plt, save_figure
 
 AXES = {"step": "updates", "tokens": "real target tokens (millions)", "train_seconds": "training hours"}
@@ -23,8 +24,23 @@ SCALE = {"step": 1.0, "tokens": 1e-6, "train_seconds": 1 / 3600}
 
 
 def valid_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
-    lines = (Path(run["run_dir"]) / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["event"] == "valid"]
+    """The validation rows of a run's metrics.jsonl; a missing or damaged file is a ``UserError`` naming it."""
+    path = Path(run["run_dir"]) / "metrics.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path} ({e}): the run folder is incomplete; export it again from the run") \
+            from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+            if row["event"] == "valid":
+                rows.append(row)
+        except (json.JSONDecodeError, TypeError, KeyError):
+            raise UserError(f"{path}:{number} is not an event row: cut short or damaged; resume the run "
+                            "(trainer.resume=true drops a cut row) or export it again") from None
+    return rows
 
 
 def curves(runs: list[dict[str, Any]], metric: str) -> dict[str, list[list[dict[str, Any]]]]:

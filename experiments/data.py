@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import datasets
 import numpy as np
 import sentencepiece as spm
 
-from experiments.atomic import NO_SPACE, NOT_WRITABLE, remove_stale, storage_error
+from experiments.atomic import NO_SPACE, NOT_WRITABLE, owned_temporary, remove_stale, storage_error
 from experiments.batching import Batch, collate, make_batches, shard
 from experiments.errors import DataError
 from experiments.sources import default_cache_dir, default_data_root, iter_text, raw_split
@@ -62,6 +63,11 @@ def spread(ds: datasets.Dataset, limit: int, runs: int = 100) -> datasets.Datase
     return ds.select((starts[:, None] + np.arange(length)).ravel())
 
 
+def is_cached(cache: Path) -> bool:
+    """Whether ``cache`` holds a tokenized split: its file, or the shards several processes wrote (``_i_of_n``)."""
+    return cache.exists() or any(cache.parent.glob(f"{cache.stem}_*_of_*{cache.suffix}"))
+
+
 @dataclass
 class Split:
     """One tokenized split. Lengths are clipped to the task maxima and count eos / bos."""
@@ -88,15 +94,21 @@ class Split:
 
 class TaskData:
     def __init__(self, task: Any, cache_dir: str | Path | None = None, tokenizer_dir: Path | None = None) -> None:
-        """``tokenizer_dir``: a run's saved tokenizer (``src.model``, ``tgt.model``), used instead of the cache."""
+        """``tokenizer_dir``: a run's saved tokenizer (``src.model``, ``tgt.model``), used instead of the cache.
+
+        With a saved tokenizer the training split is not read until a split is
+        asked for, so a trained run translates and scores new text on a machine
+        without the task's corpus.
+        """
         self.task = task
         self.data_root = Path(task.data_root) if task.data_root else default_data_root()
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        remove_stale(self.cache_dir / "spm")
-        train, self.train_key = raw_split(task, task.splits["train"], self.data_root, self.cache_dir)
+        for folder in ("spm", "tokenized"):
+            remove_stale(self.cache_dir / folder)
         if tokenizer_dir is not None and (tokenizer_dir / "src.model").exists():
             self.tokenizer = load_saved(tokenizer_dir)
         else:
+            train = self.raw_train[0]
             self.tokenizer = load_or_train(
                 task.tokenizer,
                 self.train_key,
@@ -105,6 +117,15 @@ class TaskData:
                 self.cache_dir,
             )
         self._splits: dict[str, Split] = {}
+
+    @functools.cached_property
+    def raw_train(self) -> tuple[datasets.Dataset, str]:
+        """The training split as read from the corpus, and its content key."""
+        return raw_split(self.task, self.task.splits["train"], self.data_root, self.cache_dir)
+
+    @property
+    def train_key(self) -> str:
+        return self.raw_train[1]
 
     @property
     def src_vocab_size(self) -> int:
@@ -130,17 +151,22 @@ class TaskData:
         raw, key = raw_split(self.task, upstream, self.data_root, self.cache_dir)
         tok = self.tokenizer
         cache = self.cache_dir / "tokenized" / f"{self.task.name}-{upstream}-{key}-{tok.key}.arrow"
-        num_proc = self.task.num_proc if self.task.num_proc > 1 else None
+
+        def tokenize(into: Path) -> datasets.Dataset:
+            return raw.map(_tokenize, batched=True, cache_file_name=str(into), desc=f"tokenize {name}",
+                           fn_kwargs={"src_model": str(tok.src_path), "tgt_model": str(tok.tgt_path)},
+                           num_proc=self.task.num_proc if self.task.num_proc > 1 else None)
+
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            ds = raw.map(
-                _tokenize,
-                batched=True,
-                fn_kwargs={"src_model": str(tok.src_path), "tgt_model": str(tok.tgt_path)},
-                cache_file_name=str(cache),
-                num_proc=num_proc,
-                desc=f"tokenize {name}",
-            )
+            if not is_cached(cache):
+                # Written in a folder named for this process, then moved beside the others: a killed or failed
+                # tokenization leaves that folder, which the next run removes (remove_stale), never datasets'
+                # anonymous tmp* files among the caches.
+                with owned_temporary(cache) as tmp:
+                    tokenize(tmp / cache.name)
+                    for made in sorted(tmp.iterdir()):  # the file, or one per process (num_proc)
+                        os.replace(made, cache.parent / made.name)
+            ds = tokenize(cache)  # read from the cache just written
         except OSError as e:
             if e.errno in NO_SPACE | NOT_WRITABLE:
                 raise storage_error(cache, e) from None

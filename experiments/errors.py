@@ -23,3 +23,7 @@ class CheckpointError(UserError):
 
 class StorageError(UserError):
     """A file that cannot be written: a full disk, a read-only folder."""
+
+
+class RunFolderError(UserError):
+    """A run folder in use by another process, or holding a run that a fresh start would overwrite."""

@@ -16,8 +16,8 @@ job has a fixed folder, ``<runs-dir>/<experiment>/<model>/seed<k>`` (default run
 anew between sessions). Running the command again after any interruption is
 safe: a job with ``results.json`` is skipped, one with ``checkpoints/last.pt``
 resumes from it (exactly: same batches, RNG and schedule), the others start
-fresh, and a job that another ``s2s-grid`` is running right now (its folder's
-lock is held) is left to it. Ending the grid (SIGTERM, Ctrl-C) ends its running
+fresh, and a job that another ``s2s-grid`` or a plain ``s2s-train`` is running
+right now (its folder's ``.grid.lock`` or ``.train.lock`` is held) is left to it. Ending the grid (SIGTERM, Ctrl-C) ends its running
 jobs with it and starts no more: a job left running without its grid would hold
 no lock, and the same command would start it a second time in the same folder.
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import itertools
 import json
 import os
@@ -43,9 +42,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +51,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
+from experiments import locks
 from experiments.compute_plan import embed_plan
 from experiments.errors import ConfigError, UserError
 from experiments.deadline import Deadline, clock, parse_until
@@ -80,7 +78,7 @@ class Job:
     def state(self) -> str:
         if (self.folder / "results.json").exists() or self.is_committed():
             return "done"
-        if is_locked(self.folder):
+        if locks.is_locked(self.folder):  # under another grid, or a plain s2s-train
             return "running"
         if (self.folder / "checkpoints" / "last.pt").exists():
             return "interrupted"
@@ -190,37 +188,6 @@ def plan(experiment: str, runs_dir: Path, overrides: list[str], only: dict[str, 
     return jobs
 
 
-def is_locked(folder: Path) -> bool:
-    lock = folder / ".grid.lock"
-    if not lock.exists():
-        return False
-    with open(lock) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
-
-
-@contextmanager
-def locked(folder: Path) -> Iterator[bool]:
-    """Hold ``folder``'s lock while a job runs (yields False when another process holds it)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".grid.lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 class Running:
     """The jobs this grid runs right now, each with its process and where it stood when it started."""
 
@@ -267,8 +234,8 @@ def run_job(job: Job, threads: int, running: Running | None = None,
     ``threads`` 0 lets the trainer follow the free cores (``trainer.num_threads=0``). With a ``deadline``, a
     job whose pace elsewhere in the runs folder says it would finish too late is not started.
     """
-    with locked(job.folder) as mine:
-        if not mine:
+    with locks.hold(job.folder, locks.GRID) as other:
+        if other or locks.holder(job.folder, locks.TRAIN):
             return job, "running elsewhere"
         if (job.folder / "results.json").exists():
             return job, "done"

@@ -13,11 +13,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.errors import ConfigError
 
-def pick_device(name: str) -> torch.device:
+
+def pick_device(name: str, setting: str = "trainer.device") -> torch.device:
+    """The device ``name`` asks for (``auto``: CUDA where there is one); one this machine lacks is a ``ConfigError``
+    naming ``setting``, the option that asked for it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ConfigError(f"{setting}={name}, but this torch {torch.__version__} sees no CUDA GPU (a CPU-only "
+                              f"build, or no GPU visible): use {setting}=cpu or auto, and leave out trainer=gpu")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"{setting}={name}, but this machine has {count} CUDA GPU(s): cuda:0 to "
+                              f"cuda:{count - 1}")
+    return device
 
 
 def usable_cores() -> int:

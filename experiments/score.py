@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from experiments.atomic import write_text
+from experiments.atomic import write_report
 from experiments.batching import collate, make_batches
 from experiments.builders import autocast_for
 from experiments.errors import DataError, UserError
@@ -120,19 +120,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folder or checkpoint; several: an ensemble")
     parser.add_argument("--src", type=Path, required=True, help="source sentences, one a line")
     parser.add_argument("--tgt", type=Path, required=True, help="the outputs to score, line-aligned with --src")
-    parser.add_argument("--out", type=Path, help="JSON-lines file to write (default: standard output)")
+    parser.add_argument("--out", type=Path, help="JSON-lines file to write (default or -: standard output)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         records, summary = score_files(args.runs, args.src, args.tgt)
+        write_report(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    if args.out:
-        write_text(args.out, text)
-    else:
-        sys.stdout.write(text)
     summary["command"] = shlex.join(["s2s-score", *(sys.argv[1:] if argv is None else argv)])
     print(json.dumps(summary), file=sys.stderr)
 

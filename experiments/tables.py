@@ -44,14 +44,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
 
 from experiments import baselines, buckets, curves, metrics, summary
 from experiments.atomic import write_text
 from experiments.errors import UserError
 from experiments.outdirs import default_out, out_help, say_wrote
 from experiments.plotting import plt, save_figure
-from experiments.runs import export, find_runs, hypotheses, task_of, texts
+from experiments.runs import config_of, export, find_runs, hypotheses, task_of, texts
 
 METRICS = {"translation": ["bleu", "chrf"], "summarization": ["rouge1", "rouge2", "rougeLsum"]}
 LENGTH_EDGES = {"translation": (8, 12, 16, 20, 25), "summarization": (50, 100, 150, 200, 300)}
@@ -96,7 +95,8 @@ def significance(kind: str, by_model: dict[str, list[dict]], refs: metrics.Refs,
     for other in others:
         b = {r["seed"]: r for r in by_model[other]}
         for seed in sorted(set(a) & set(b)):
-            each = [metrics.paired_bootstrap(kind, hypotheses(a[seed], "test"), hypotheses(b[seed], "test"),
+            each = [metrics.paired_bootstrap(kind, hypotheses(a[seed], "test", expected=len(refs)),
+                                             hypotheses(b[seed], "test", expected=len(refs)),
                                              way.refs(refs)) for way in ways]
             test = {**each[0], "metrics": {f"{metric}{way.suffix}": result for way, t in zip(ways, each)
                                            for metric, result in t["metrics"].items()}}  # rouge_mean (subject)
@@ -201,6 +201,14 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
     primary = metrics.PRIMARY[kind]
     by_model: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
+        if "test" not in run["test"]:
+            raise UserError(f"{run['run_dir']}/results.json has no scores of the test split: a search trial, or a "
+                            "run with trainer.test_after_training=false; table runs that tested their best checkpoint")
+        twin = next((r for r in by_model[run["model"]] if r["seed"] == run["seed"]), None)
+        if twin:
+            raise UserError(f"table {name!r} has two {run['model']} runs of seed {run['seed']}: {twin['run_dir']} and "
+                            f"{run['run_dir']}; table them apart (give the folders separately, or --name), or move "
+                            "one away")
         by_model[run["model"]].append(run)
     task = task_of(runs[0])
     test_splits = list(runs[0]["test"])
@@ -220,7 +228,8 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
     sources, refs = texts(task, "test")
     tests = significance(kind, by_model, refs, ways)
     lengths = {model: buckets.by_length(kind, [len(s.split()) for s in sources],
-                                        [hypotheses(r, "test") for r in group], refs, LENGTH_EDGES[kind])
+                                        [hypotheses(r, "test", expected=len(refs)) for r in group], refs,
+                                        LENGTH_EDGES[kind])
                for model, group in sorted(by_model.items())}
     by_curve = curves.curves(runs, primary)
     first = runs[0]
@@ -284,7 +293,7 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
 
 
 def task_budget(run: dict[str, Any]) -> str:
-    cfg = OmegaConf.load(Path(run["run_dir"]) / "config.yaml")
+    cfg = config_of(run)
     return f"{cfg.trainer.batch_tokens}-token batches"
 
 
@@ -310,7 +319,11 @@ def plot_lengths(title: str, kind: str, lengths: dict[str, list[dict]], path: Pa
 
 def embed(readme: Path, name: str, table: str) -> None:
     """Replace the text between ``<!-- table:name -->`` and ``<!-- /table:name -->`` with ``table``."""
-    text = readme.read_text()
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--readme {readme}: cannot read it ({e}); name the README that holds the table's "
+                        "markers") from None
     start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
     if start not in text or end not in text:
         print(f"note: {readme} has no {start} ... {end} markers; add them where the table belongs to embed it")
@@ -339,6 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.roots and not args.summary:
         parser.error("give the folders holding run folders (or --summary FILE alone)")
     try:
+        if args.readme and not args.readme.is_file():
+            raise UserError(f"--readme {args.readme}: no such file; name the README that holds the table markers")
         if args.roots:
             tabulate(args)
         if args.summary:

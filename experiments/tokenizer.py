@@ -14,6 +14,7 @@ import hashlib
 import io
 import itertools
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import sentencepiece as spm
 
 from experiments.atomic import atomic_path
+from experiments.errors import ConfigError
 
 UNK_ID, PAD_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -71,21 +73,35 @@ def settings_key(settings: Any, data_key: str, side: str) -> str:
 def train_model(sentences: Iterable[str], settings: Any, target: Path) -> None:
     """Train a SentencePiece model on ``sentences`` and write it atomically to ``target``."""
     proto = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
-        model_writer=proto,
-        model_type=str(settings.model_type.value),
-        vocab_size=settings.vocab_size,
-        character_coverage=settings.character_coverage,
-        input_sentence_size=settings.max_sentences,
-        shuffle_input_sentence=True,
-        hard_vocab_limit=False,  # small corpora (the toy task) may support fewer pieces
-        unk_id=UNK_ID, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-        num_threads=os.cpu_count() or 1,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=proto,
+            model_type=str(settings.model_type.value),
+            vocab_size=settings.vocab_size,
+            character_coverage=settings.character_coverage,
+            input_sentence_size=settings.max_sentences,
+            shuffle_input_sentence=True,
+            hard_vocab_limit=False,  # small corpora (the toy task) may support fewer pieces
+            unk_id=UNK_ID, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        raise tokenizer_error(e, settings) from None
     with atomic_path(target) as tmp:
         tmp.write_bytes(proto.getvalue())
+
+
+def tokenizer_error(e: RuntimeError, settings: Any) -> ConfigError:
+    """SentencePiece's refusal of the ``task.tokenizer`` settings, as the setting to change."""
+    sizes = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
+    if sizes:
+        return ConfigError(f"task.tokenizer.vocab_size={settings.vocab_size} is smaller than the {sizes.group(2)} "
+                           "characters and special pieces the training text needs: raise it (subword vocabularies "
+                           "here are thousands), or lower task.tokenizer.character_coverage")
+    return ConfigError(f"SentencePiece cannot train a tokenizer with these task.tokenizer settings: "
+                       f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
 
 
 def lines(texts: Iterable[str]) -> Iterator[str]:

@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from experiments import distributed
+from experiments import distributed, runfolder
 from experiments.config import check_groups, check_override_keys, validate
 from experiments.errors import UserError
 from experiments.extras import check_sweep
@@ -33,17 +33,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train and test one configuration in ``run_dir``; returns the results summary.
 
     Every process of a distributed job calls this; they join one process group
-    and work in rank 0's ``run_dir``.
+    and work in rank 0's ``run_dir``, which rank 0 holds for the run (``experiments/runfolder.py``).
     """
     cfg = validate(apply_trial(cfg))  # a search trial's drawn settings first, so config.yaml records them
-    if distributed.launched_by_submitit() and (run_dir / "checkpoints" / "last.pt").exists():
-        # The launcher requeues a preempted or timed-out job into the same folder: go on from its last.pt.
-        cfg.trainer.resume = True
+    requeued = distributed.launched_by_submitit()  # a preempted or timed-out job, requeued into its own folder
+    if requeued and (run_dir / "checkpoints" / "last.pt").exists():
+        cfg.trainer.resume = True  # go on from its last.pt
     with distributed.process_group() as launch:
         if launch.rank:
             logging.getLogger().setLevel(logging.WARNING)  # rank 0 reports for the job
         run_dir = Path(distributed.broadcast(str(run_dir)))
-        return Trainer(cfg, run_dir).fit()
+        with runfolder.owned(run_dir, not (cfg.trainer.resume or requeued), cfg.trainer.overwrite) as note:
+            if note:
+                log.warning(note)
+            return Trainer(cfg, run_dir).fit()
 
 
 # An absolute path: the repo is installed in editable mode, so conf/ sits beside this package.
@@ -111,6 +114,8 @@ def main() -> None:
         check_sweep(overrides)  # before Hydra looks for a plugin that is not installed
         check_groups(overrides, Path(CONF_DIR))
         check_override_keys(overrides)
+        if not {"-m", "--multirun"} & set(sys.argv[1:]):
+            runfolder.check_run_dir(overrides)
         if distributed.torchrun_rank() > 0:
             sys.argv += distributed.QUIET_HYDRA
         os.environ["HYDRA_FULL_ERROR"] = "1"

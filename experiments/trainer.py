@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from experiments import averaging, checkpoint, distributed, final, metrics
+from experiments import averaging, checkpoint, distributed, final, metrics, resume
 from experiments.builders import autocast_for, build_model, resolve_precision
 from experiments.atomic import remove_stale, storage_error, write_text
 from experiments.data import TaskData
@@ -100,7 +100,10 @@ class Trainer:
         self.threads = self.set_threads(self.first_threads() if self.cores else self.tc.num_threads)
         seed_everything(cfg.seed)
         with distributed.main_first():  # rank 0 builds the Arrow, tokenizer and token-id caches; the others read them
-            self.data = data or TaskData(cfg.task, cfg.cache_dir, tokenizer_dir=self.run_dir / "tokenizer")
+            # A resumed run goes on with its own tokenizer; a fresh start's comes from its settings (the cache),
+            # never from a tokenizer/ an earlier start left here
+            self.data = data or TaskData(cfg.task, cfg.cache_dir,
+                                         tokenizer_dir=self.run_dir / "tokenizer" if self.tc.resume else None)
             for name in run_splits(cfg):  # read and validated (or found cached)
                 self.data.split(name)  # before the first update
             check_limits(cfg, self.data)
@@ -124,11 +127,12 @@ class Trainer:
             stale = remove_stale(self.run_dir, recursive=True)
             if stale:
                 log.info("removed %d unfinished writes a killed run left: %s", len(stale), [str(p) for p in stale])
-            write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
         if self.tc.resume:
-            self.restore(self.ckpt_dir / "last.pt")
+            self.restore(self.ckpt_dir / "last.pt")  # first: it refuses settings the run was not trained with
         elif self.is_main and self.metrics_file.exists():
             self.metrics_file.unlink()
+        if self.is_main:
+            write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
         logger = cfg.logger if self.is_main else OmegaConf.create({"mode": "disabled"})  # W&B from rank 0 only
         self.tracker = Tracker(logger, self.run_dir, OmegaConf.to_container(cfg, resolve=True),
                                name=f"{cfg.task.name}-{cfg.model.name}-s{cfg.seed}")
@@ -161,6 +165,8 @@ class Trainer:
     def restore(self, path: Path) -> None:
         state = checkpoint.load(path, map_location=self.device)
         checkpoint.load_model(self.model, state, self.cfg.model, path)  # first: says so if it is another model
+        changed = resume.check(state["config"], OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
+                               self.tc.change_budget, str(path))
         if state.get("world_size", 1) != self.world_size:
             raise CheckpointError(
                 f"{path} was written by {state['world_size']} ranks and this run has {self.world_size}: their data "
@@ -181,19 +187,8 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
-        # Forget events logged after the checkpoint: the resumed run logs them again.
-        if self.is_main and self.metrics_file.exists():
-            kept, broken = [], 0
-            for line in self.metrics_file.read_text().splitlines():
-                try:
-                    if json.loads(line)["step"] <= self.progress.step:
-                        kept.append(line)
-                except (json.JSONDecodeError, TypeError, KeyError):
-                    broken += 1  # a row cut short when the run was killed
-            if broken:
-                log.warning("%s: dropped %d unreadable rows (cut short when the run was killed)", self.metrics_file,
-                            broken)
-            write_text(self.metrics_file, "".join(line + "\n" for line in kept))
+        if self.is_main:
+            resume.keep_rows_until(self.metrics_file, self.progress.step, changed)
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.progress.step,
                  self.progress.epoch, self.progress.batch_in_epoch)
 
@@ -262,15 +257,17 @@ class Trainer:
         show = tc.progress and self.is_main and sys.stderr.isatty() and not os.environ.get("CI")
         bar = tqdm(total=tc.max_steps, initial=p.step, disable=not show, dynamic_ncols=True, desc="train")
         with bar, logging_redirect_tqdm() if show else nullcontext():  # log lines above the bar, not through it
-            self.train_loop(bar, show)
-        if self.progress.step % tc.eval_every and not self.budget_spent():
+            validated = self.train_loop(bar, show)
+        if p.step != validated:
             self.validate()  # the epoch limit ended training between validations
         return final.finish(self)
 
-    def train_loop(self, bar: tqdm, show: bool) -> None:
-        """Updates until the step or epoch limit or early stopping, validating every ``eval_every``."""
+    def train_loop(self, bar: tqdm, show: bool) -> int:
+        """Updates until the step or epoch limit or early stopping, validating every ``eval_every``; the step of
+        the last validation (-1: none)."""
         p, tc = self.progress, self.tc
         stream = self.batch_stream()
+        validated = p.step if tc.resume else -1  # a resumed run's last.pt was written by its last validation
         segment_start = time.perf_counter()  # the window's time since it (or the last validation) began
         while not self.budget_spent() and not p.stopped_early:
             group = []
@@ -306,7 +303,9 @@ class Trainer:
             if p.step % tc.eval_every == 0 or self.budget_spent():
                 p.window_seconds += time.perf_counter() - segment_start
                 self.validate()
+                validated = p.step
                 segment_start = time.perf_counter()
+        return validated
 
     def budget_spent(self) -> bool:
         """Whether the update limit, or the real-target-token limit (trainer.max_tokens), is reached."""

@@ -11,6 +11,10 @@ from __future__ import annotations
 import errno
 import gzip
 import logging
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -21,7 +25,7 @@ from experiments.errors import ConfigError, DataError, StorageError
 from experiments.train import run
 from experiments.preflight import check_limits
 from experiments.trainer import Trainer
-from tests.conftest import compose_cfg
+from tests.conftest import HUNG_S, REPO, compose_cfg
 from tests.faults import jsonl, load_all, multi30k, multi30k_task, no_temporaries, read_only, sentences
 
 # ---------------------------------------------------------------------------
@@ -242,6 +246,64 @@ def test_a_full_disk_while_caching_keeps_nothing_half_written(tmp_path: Path, ma
     assert not list((tmp_path / "raw").iterdir())
     monkeypatch.setattr(datasets.Dataset, "save_to_disk", real_save)
     assert len(sources.raw_split(task, "train", tmp_path, tmp_path)[0]) == 300
+
+
+def only_caches(folder: Path) -> bool:
+    """``folder`` (cache/tokenized) holds finished cache files and nothing else."""
+    return all(p.is_file() and p.suffix == ".arrow" and not p.name.startswith(("tmp", ".")) for p in folder.iterdir())
+
+
+def test_a_full_disk_while_tokenizing_keeps_nothing_half_written(tmp_path: Path, make_cfg, monkeypatch) -> None:
+    cfg = make_cfg("task=toy_reverse", "task.toy.train_size=300", "task.toy.eval_size=20")
+    load_all(cfg, tmp_path)  # the raw splits and the tokenizer: cached
+    tokenized = tmp_path / "tokenized"
+    shutil.rmtree(tokenized)
+
+    def disk_full(self, *args, **kwargs):  # datasets' writer, also when it closes its file after a failure
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(datasets.arrow_writer.ArrowWriter, "finalize", disk_full)
+    with pytest.raises(StorageError, match=r"cannot write .*tokenized/toy_reverse-train-\w+-\w+\.arrow: No space "
+                                           r"left on device\. Free disk space .*nothing half-written was kept"):
+        load_all(cfg, tmp_path)
+    assert only_caches(tokenized)
+
+
+KILLED_TOKENIZATION = """
+import sys, time
+from pathlib import Path
+import datasets
+from experiments import data
+from experiments.config import validate
+from tests.conftest import compose_cfg
+
+def stuck(*args, **kwargs):
+    Path(sys.argv[2]).write_text("tokenizing")
+    time.sleep(3600)
+
+cfg = validate(compose_cfg(["task=toy_reverse", "task.toy.train_size=300", "task.toy.eval_size=20"]))
+task_data = data.TaskData(cfg.task, sys.argv[1])  # the raw split and the tokenizer, cached
+datasets.arrow_writer.ArrowWriter.finalize = stuck  # the tokenized rows are written; the file is not closed yet
+task_data.split("train")
+"""
+
+
+def test_a_killed_tokenization_leaves_nothing_the_next_run_keeps(tmp_path: Path, make_cfg) -> None:
+    cache, started = tmp_path / "cache", tmp_path / "started"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_TOKENIZATION, str(cache), str(started)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + HUNG_S
+        while not started.exists():  # killed while it tokenizes
+            assert child.poll() is None and time.monotonic() < deadline, "the child ended before tokenizing"
+            time.sleep(0.2)
+    finally:
+        child.kill()
+        child.wait()
+    tokenized = cache / "tokenized"
+    assert not only_caches(tokenized)  # what the killed writer left
+    cfg = make_cfg("task=toy_reverse", "task.toy.train_size=300", "task.toy.eval_size=20")
+    assert len(load_all(cfg, cache).split("train")) == 300
+    assert only_caches(tokenized)
 
 
 def test_a_read_only_cache_folder_is_named_with_the_setting_to_change(tmp_path: Path, make_cfg) -> None:

@@ -23,12 +23,12 @@ import torch
 
 from experiments import checkpoint, tracking
 from experiments.atomic import owner
-from experiments.errors import CheckpointError, ConfigError, StorageError
+from experiments.errors import CheckpointError, ConfigError, DataError, StorageError
 from experiments.evaluate import load_run
 from experiments.train import run
 from experiments.trainer import Trainer
 from tests.conftest import REPO, compose_cfg
-from tests.faults import TINY, no_temporaries
+from tests.faults import TINY, no_temporaries, read_only
 
 SHORT = [*TINY, "trainer.max_steps=20", "trainer.eval_every=10", "trainer.log_every=4", "trainer.warmup_steps=5"]
 
@@ -114,6 +114,22 @@ def test_s2s_eval_uses_the_trainers_thread_count(saved_run: Path) -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_trained_run_scores_new_text_without_the_task_corpus(saved_run: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    from experiments import data, score
+
+    def no_corpus(task, upstream, *args):
+        raise DataError(f"the {upstream} corpus is not on this machine")
+
+    monkeypatch.setattr(data, "raw_split", no_corpus)
+    (tmp_path / "src.txt").write_text("ba ko di\nmu\n")
+    (tmp_path / "out.txt").write_text("di ko ba\nmu\n")
+    records, summary = score.score_files([str(saved_run)], tmp_path / "src.txt", tmp_path / "out.txt")
+    assert len(records) == 2 and summary["tokens"] > 0
+    with pytest.raises(DataError, match="the test corpus is not on this machine"):  # its references: the corpus
+        load_run(saved_run).data.split("test")
 
 
 # ---------------------------------------------------------------------------
@@ -300,6 +316,15 @@ def one_error_line(status: int, output: list[str], message: str) -> None:
 def test_cli_user_errors_exit_2_with_one_line(tmp_path: Path, in_process_cli, args: list[str], message: str) -> None:
     one_error_line(*in_process_cli(*args, f"hydra.run.dir={tmp_path}"), message)
     assert "HYDRA_FULL_ERROR" not in os.environ
+
+
+def test_a_run_folder_that_is_a_file_or_read_only_is_one_line(tmp_path: Path, in_process_cli) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    one_error_line(*in_process_cli(*TINY, f"hydra.run.dir={tmp_path / 'file'}"),
+                   r"hydra\.run\.dir=.*file is a file, not a folder: name a folder for the run")
+    with read_only(tmp_path / "ro"):
+        one_error_line(*in_process_cli(*TINY, f"hydra.run.dir={tmp_path / 'ro'}"),
+                       r"cannot write .*ro/\.hydra: .*\. Make .*ro writable, or write elsewhere")
 
 
 def test_cli_error_inside_a_job_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -41,7 +41,8 @@ def test_a_preset_item_names_its_model_and_seeds_in_the_folder_layouts_order() -
             grid.parse_preset(bad, [])
 
 
-def test_state_comes_from_the_folder_and_its_lock(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lock", [".grid.lock", ".train.lock"])  # another grid's, or a plain s2s-train's
+def test_state_comes_from_the_folder_and_its_lock(tmp_path: Path, lock: str) -> None:
     job = grid.plan("multi30k_de_en", tmp_path, [], {"seed": "1", "model": "gru"})[0]
     assert job.state() == "missing"
     assert "trainer.resume=true" not in job.command(1)
@@ -51,7 +52,7 @@ def test_state_comes_from_the_folder_and_its_lock(tmp_path: Path) -> None:
     # another process holds the folder's lock: the job is running there
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
                                "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(600)",
-                               str(job.folder / ".grid.lock")], stdout=subprocess.PIPE, text=True)
+                               str(job.folder / lock)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert job.state() == "running"

@@ -184,7 +184,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
         return rerender(args)
     commit = git_commit()  # the code measured: taken before the (possibly hour-long) runs
     load_before = load_average()
-    device = pick_device(args.device)
+    device = pick_device(args.device, "--device")
     work_dir = Path(args.work_dir).resolve()
     out_dir = Path(args.out)
     runner = Runner(work_dir, args.in_process, args.keep_runs, args.timeout)
