@@ -56,8 +56,6 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if distributed.torchrun_rank() == 0:  # before the data is read: where to look while it trains
-        log.info("run folder: %s", run_dir)
     try:
         results = run(cfg, run_dir)
     except UserError as e:

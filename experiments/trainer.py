@@ -94,6 +94,8 @@ class Trainer:
         self.device = distributed.local_device(pick_device(self.tc.device))
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
+        if self.is_main:  # once the settings are known to work, before the data is read: where to look while it trains
+            log.info("run folder: %s", self.run_dir)
         # trainer.num_threads=0 (auto): the cores other processes leave free, checked again every few updates
         self.cores = FreeCores(distributed.local_world_size()) if self.device.type == "cpu" and not self.tc.num_threads \
             else None
