@@ -83,9 +83,22 @@ class Example:
     refs: list[str]  # every reference of the example; none for --text
 
 
+def check_text(run: LoadedRun, text: str) -> None:
+    """A --text the run can show whole: not empty, and within the source length it was trained on (a longer one
+    would be cut, and the map would show a sentence that was not the one given)."""
+    pieces = len(run.data.tokenizer.encode_src([text])[0])
+    if not pieces:
+        raise UserError("--text is empty: give a source sentence to decode")
+    if pieces + 1 > run.data.task.max_src_len:  # + its eos
+        raise UserError(f"--text is {pieces} pieces, more than the {run.data.task.max_src_len - 1} this run's task "
+                        f"keeps of a source (task.max_src_len {run.data.task.max_src_len}, eos included): shorten it")
+
+
 def pick_examples(runs: list[LoadedRun], args: argparse.Namespace) -> list[Example]:
     """The sources to decode; split examples come from the first run (all runs must share its task)."""
     if args.text is not None:
+        for run in runs:
+            check_text(run, args.text)
         name = f"text-{hashlib.sha1(args.text.encode()).hexdigest()[:8]}"
         return [Example(name, name, args.text, [])]
     tasks = sorted({run.cfg.task.name for run in runs})

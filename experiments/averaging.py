@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=5, help="with a run folder: how many snapshots (default 5)")
     parser.add_argument("--out", type=Path, help="output file (default RUN/checkpoints/average-<by><n>.pt)")
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"--n {args.n}: average at least 1 snapshot")
     try:
         if len(args.inputs) == 1 and args.inputs[0].is_dir():
             out, state = average_run(args.inputs[0], args.n, args.by, args.out)

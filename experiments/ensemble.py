@@ -49,6 +49,11 @@ def load_models(targets: list[str], overrides: list[str] | None = None) -> tuple
     members = [load_run(t, overrides) for t in targets]
     first = members[0]
     for target, run in zip(targets[1:], members[1:]):
+        if (run.cfg.task.name, run.cfg.task.src_field, run.cfg.task.tgt_field) != (
+                first.cfg.task.name, first.cfg.task.src_field, first.cfg.task.tgt_field):
+            raise UserError(f"{targets[0]} was trained on task {first.cfg.task.name!r} and {target} on "
+                            f"{run.cfg.task.name!r}: an ensemble averages models of one task (the same source and "
+                            "target language); ensemble runs of one task")
         a, b = first.data.tokenizer, run.data.tokenizer
         if a.key != b.key:
             raise UserError(

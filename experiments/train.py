@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             return Trainer(cfg, run_dir).fit()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, like Ctrl-C's KeyboardInterrupt: atomic writes drop their temporaries and
+    the last checkpoint stays what resume reads."""
+
+
+def terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 # An absolute path: the repo is installed in editable mode, so conf/ sits beside this package.
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -56,6 +66,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    signal.signal(signal.SIGTERM, terminated)  # a scheduler's or the grid's stop: say how to go on, as Ctrl-C does
     try:
         results = run(cfg, run_dir)
     except UserError as e:
@@ -63,12 +74,12 @@ def hydra_entry(cfg: DictConfig) -> float:
         if HydraConfig.get().mode.name == "MULTIRUN":
             raise  # let the sweep record this job as failed and go on with the others
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if HydraConfig.get().mode.name == "MULTIRUN":
             raise
-        log.error("interrupted: add trainer.resume=true hydra.run.dir=%s to the same command to go on from the last "
-                  "checkpoint", run_dir)
-        sys.exit(130)
+        log.error("%s: add trainer.resume=true hydra.run.dir=%s to the same command to go on from the last "
+                  "checkpoint", "ended by SIGTERM" if isinstance(e, Terminated) else "interrupted", run_dir)
+        sys.exit(143 if isinstance(e, Terminated) else 130)
     primary = next(k for k in results if k.startswith("valid_"))
     log.info("best validation %s: %.2f", primary.removeprefix("valid_"), results[primary])
     for split, values in results["test"].items():

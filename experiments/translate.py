@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    beam = args.beam or run.cfg.decoding.beam_size
+    beam = run.cfg.decoding.beam_size if args.beam is None else args.beam  # --beam 0 is an error, not "the default"
     if beam < 1 or not 1 <= args.n_best <= beam:
         parser.error(f"need --beam >= 1 and 1 <= --n-best <= beam, got beam {beam} and --n-best {args.n_best}")
     try:

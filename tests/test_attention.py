@@ -222,7 +222,9 @@ def test_errors_are_one_line_with_exit_2(runs: dict[str, Path], tmp_path: Path, 
     assert result.stderr.startswith("error: no checkpoint at") and "Traceback" not in result.stderr
     for args, message in ((["--index", "100"], "--index 100 is out of range: split 'test' has 100 examples"),
                           (["--text", "x", "--views", "layer3"], "view layer3: the Transformer has 2 decoder layers"),
-                          (["--text", "x", "--views", "mean"], "unknown view 'mean'")):
+                          (["--text", "x", "--views", "mean"], "unknown view 'mean'"),
+                          (["--text", ""], "--text is empty"),
+                          (["--text", " ".join(["ba de fi"] * 400)], "shorten it")):
         with pytest.raises(SystemExit) as exit_:
             main([str(runs["transformer"]), *args, "--no-wandb"])
         assert exit_.value.code == 2

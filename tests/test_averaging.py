@@ -121,6 +121,9 @@ def test_s2s_average_cli_writes_an_average_and_explains_what_is_missing(
     assert checkpoint.load(out)["averaged"]["steps"] == [16, 20]
     too_many = subprocess.run([*cli, str(run_dir), "--n", "9"], cwd=REPO, capture_output=True, text=True)
     assert too_many.returncode == 2 and "fewer than --n 9" in too_many.stderr and "Traceback" not in too_many.stderr
+    zero = subprocess.run([*cli, str(run_dir), "--n", "0"], cwd=REPO, capture_output=True, text=True)
+    assert zero.returncode == 2 and "--n 0: average at least 1 snapshot" in zero.stderr
+    assert not list((run_dir / "checkpoints").glob("average-best0*"))
     empty = tmp_path / "run"
     (empty / "checkpoints").mkdir(parents=True)
     none = subprocess.run([*cli, str(empty)], cwd=REPO, capture_output=True, text=True)

@@ -115,6 +115,21 @@ def test_mismatched_vocabularies_name_both_runs(runs: dict[str, Path], capsys) -
         assert "different tokenizers" in capsys.readouterr().err
 
 
+def test_members_of_two_tasks_are_refused_even_with_one_tokenizer(runs: dict[str, Path], tmp_path: Path) -> None:
+    """de->en and en->de share the joint tokenizer; averaging their predictions is no ensemble of either."""
+    import shutil
+
+    from experiments import checkpoint
+
+    other = tmp_path / "other-task"
+    shutil.copytree(runs["gru"], other)
+    state = checkpoint.load(other)
+    state["config"]["task"]["name"] = "toy_reverse_the_other_way"
+    checkpoint.save({k: v for k, v in state.items() if k != "format"}, checkpoint.resolve(other))
+    with pytest.raises(UserError, match="trained on task 'toy_reverse' and .* on 'toy_reverse_the_other_way'"):
+        load_models([str(runs["gru"]), str(other)])
+
+
 def test_an_averaged_checkpoint_is_a_member_like_any_other(runs: dict[str, Path], tmp_path: Path) -> None:
     from experiments.averaging import average_files
 
@@ -293,6 +308,9 @@ def test_s2s_translate_flushes_each_line_and_exits_1_after_a_bad_line(runs: dict
     assert first == translate.translate(run, "gru", source, ids, 2, 1, False)["hypothesis"]
     out, err = proc.communicate(b"\n", timeout=600)
     assert proc.returncode == 1 and out == b"\n" and b"line 2: empty; skipped" in err
+    zero = subprocess.run([sys.executable, "-m", "experiments.translate", str(runs["gru"]), "--beam", "0"],
+                          input="x\n", capture_output=True, text=True, cwd=REPO)  # not "the run's beam"
+    assert zero.returncode == 2 and "need --beam >= 1" in zero.stderr and not zero.stdout
 
 
 # --- alignments -------------------------------------------------------------------------------------

@@ -213,6 +213,25 @@ def train_cli(run_dir: Path, cache: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def test_sigterm_ends_a_run_with_the_command_that_resumes_it(tmp_path: Path, shared_cache: Path) -> None:
+    """A scheduler's stop (SIGTERM) is not a crash: exit 143, one line saying how to go on, the checkpoint intact."""
+    run_dir = tmp_path / "run"
+    victim = subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY, f"cache_dir={shared_cache}",
+                               "logger.mode=disabled", f"hydra.run.dir={run_dir}", "trainer.max_steps=100000"],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # logs: stdout
+    hung = time.time() + HUNG_S
+    while not (run_dir / "checkpoints" / "last.pt").exists():
+        assert victim.poll() is None and time.time() < hung, "run ended (or hung) before its first checkpoint"
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGTERM)
+    assert victim.wait(timeout=HUNG_S) == 143
+    err = victim.stdout.read()
+    assert f"ended by SIGTERM: add trainer.resume=true hydra.run.dir={run_dir} to the same command" in err
+    assert "Traceback" not in err
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["trainer"]["step"] >= 1
+    assert not list((run_dir / "checkpoints").glob(".*tmp"))  # no temporary left behind
+
+
 @pytest.mark.slow
 def test_killed_and_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path, shared_cache: Path) -> None:
     straight = train_cli(tmp_path / "straight", shared_cache)  # beside the one to kill: a core each
