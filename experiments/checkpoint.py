@@ -69,7 +69,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
                 "s2s-train never writes, and unpickling them could run code, so it was not loaded. "
                 "Pass a checkpoint written by s2s-train (a run folder's checkpoints/best.pt or last.pt)."
             ) from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = reason(e)
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({first}): it is truncated or damaged (a copy cut short?), or not "
             "written by s2s-train; use another checkpoint, e.g. last.pt or best.pt of the run."
@@ -80,6 +80,16 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             "pass a checkpoint written by s2s-train."
         )
     return state
+
+
+def reason(error: BaseException) -> str:
+    """torch's reason a file did not load, in a few words: without its advice to load with weights_only=False, which
+    would run whatever code the file holds and is never the fix for a damaged checkpoint."""
+    text = str(error).strip()
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)
+    if unpickler:
+        return f"unpickling stopped: {unpickler.group(1)}"
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def describe(model_cfg: Mapping[str, Any], keys: list[str] | None = None) -> str:
