@@ -95,10 +95,19 @@ class RawSplit:
 # Files: presence, checksums, stability
 
 
+def present(path: Path) -> bool:
+    """Whether ``path`` exists; a symbolic link to nothing (or a loop of links) is an error, not an absent file:
+    it was put there on purpose, and downloading over it would hide the mistake."""
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist or loops back: "
+                        "point the link at the data file, or remove it")
+    return path.exists()
+
+
 def require(path: Path, hint: str) -> Path:
     if not path.parent.exists():
         raise DataError(f"data root folder {path.parent} does not exist. {hint}")
-    if not path.exists():
+    if not present(path):
         raise DataError(f"missing data file {path}. {hint}")
     return path
 
@@ -173,7 +182,7 @@ def multi30k_split(task: Any, split: str, data_root: Path) -> RawSplit:
     sums = known_checksums("multi30k")
     paths = [folder / f"{split}.{lang}.gz" for lang in (task.src_lang, task.tgt_lang)]
     for path in paths:
-        if not path.exists():
+        if not present(path):
             if not task.download:
                 require(path, "Set S2S_DATA_DIR (or task.data_root) to a folder holding multi30k/, "
                         "or set task.download=true to fetch it.")

@@ -180,6 +180,18 @@ def test_missing_file(tmp_path: Path) -> None:
         load_fake(tmp_path, tmp_path / "cache")
 
 
+@pytest.mark.parametrize("download", ["false", "true"])
+def test_a_link_to_nothing_is_named_not_taken_for_a_missing_file(tmp_path: Path, download: str) -> None:
+    """A loop of links (or a dangling one) is the user's mistake to see, not a file to download over."""
+    folder = fake_multi30k(tmp_path, b"ein Hund\n", b"a dog\n")
+    (folder / "train.en.gz").unlink()
+    (folder / "train.en.gz").symlink_to(folder / "loop.gz")
+    (folder / "loop.gz").symlink_to(folder / "train.en.gz")
+    with pytest.raises(DataError, match=r"train\.en\.gz is a symbolic link to .*loop\.gz, which does not exist or "
+                                        r"loops back"):
+        load_fake(tmp_path, tmp_path / "cache", f"task.download={download}")
+
+
 def test_mismatched_line_counts(tmp_path: Path) -> None:
     fake_multi30k(tmp_path, b"ein Hund\nzwei Katzen\n", b"a dog\n")
     with pytest.raises(DataError, match=r"train\.de\.gz has 2 lines but .*train\.en\.gz has 1"):
