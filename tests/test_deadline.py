@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import grid
+from experiments import grid, locks
 from experiments.deadline import Deadline, parse_until
 from experiments.errors import ConfigError
 from tests.conftest import REPO
@@ -86,7 +86,7 @@ def test_an_ended_grid_ends_its_jobs_and_starts_no_more(tmp_path: Path, shared_c
         lines = [proc.stdout.readline(), proc.stdout.readline()]  # the queue's header, then its first job's start
         assert "start  model=gru_tiny seed=1" in lines[1], lines
         folder = tmp_path / "smoke" / "gru_tiny" / "seed1"
-        assert grid.is_locked(folder)
+        assert locks.is_locked(folder)
         worker = min(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
         assert ctypes.CDLL(None, use_errno=True).tgkill(proc.pid, worker, signal.SIGTERM) == 0
         out, err = proc.communicate(timeout=120)
@@ -100,7 +100,7 @@ def test_an_ended_grid_ends_its_jobs_and_starts_no_more(tmp_path: Path, shared_c
     assert "stopped (the grid got SIGTERM; resumes from last.pt next time)  model=gru_tiny seed=1" in out
     assert "transformer_tiny" not in out  # the queue's next job was not started
     assert "run the same command again to resume" in err
-    assert not grid.is_locked(folder)
+    assert not locks.is_locked(folder)
     assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(folder) in cmdline(pid)]
 
 
