@@ -33,15 +33,15 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from experiments.attention import main as attention_main
-from experiments.config import validate
-from experiments.data import TaskData
-from experiments.errors import DataError, UserError
-from experiments.grid import main as grid_main
-from experiments.runtime import usable_cores
-from experiments.tables import main as tables_main
-from experiments.train import CONF_DIR
-from experiments.preflight import run_splits
+from experiments.analysis.attention import main as attention_main
+from experiments.core.config import validate
+from experiments.data.pipeline import TaskData
+from experiments.core.errors import DataError, UserError
+from experiments.training.grid import main as grid_main
+from experiments.core.runtime import usable_cores
+from experiments.reporting.tables import main as tables_main
+from experiments.training.train import CONF_DIR
+from experiments.training.preflight import run_splits
 
 PRESET = "demo"  # conf/experiment/demo.yaml: Multi30k de->en
 FALLBACK = "smoke"  # conf/experiment/smoke.yaml: the toy task, for a machine that cannot get Multi30k

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.train import run
+from experiments.training.train import run
 from tests.conftest import compose_cfg
 from tests.test_trainer import TINY
 

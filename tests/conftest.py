@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from experiments.config import validate
+from experiments.core.config import validate
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"

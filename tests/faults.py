@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.data import TaskData
+from experiments.data.pipeline import TaskData
 from tests.conftest import compose_cfg
 
 # A tiny model and budget on the toy task: a few seconds of training.
@@ -72,7 +72,7 @@ def jsonl(root: Path, split: str, lines: list[bytes]) -> Path:
 
 
 def load_all(cfg, cache: Path) -> TaskData:
-    from experiments.config import validate
+    from experiments.core.config import validate
 
     cfg = validate(cfg)
     data = TaskData(cfg.task, cache)

@@ -15,12 +15,12 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from experiments.attention import AttentionMap, attention_map, main
-from experiments.attention_page import script_json, sentence_scores
-from experiments.attention_plots import figures
-from experiments.attention_views import View, head_stats, merge_words, parse_view, select, word_groups
-from experiments.errors import UserError
-from experiments.evaluate import LoadedRun, load_run
+from experiments.analysis.attention import AttentionMap, attention_map, main
+from experiments.analysis.attention_page import script_json, sentence_scores
+from experiments.analysis.attention_plots import figures
+from experiments.analysis.attention_views import View, head_stats, merge_words, parse_view, select, word_groups
+from experiments.core.errors import UserError
+from experiments.evaluation.evaluate import LoadedRun, load_run
 from tests.conftest import REPO
 
 TEXT = "ba de fi go gu"
@@ -167,7 +167,7 @@ def test_word_level_figures_merge_the_pieces(loaded: dict[str, LoadedRun]) -> No
 def test_cli_writes_pngs_and_logs_them_to_wandb(runs: dict[str, Path], loaded: dict[str, LoadedRun]) -> None:
     for name, run_dir in runs.items():
         step = loaded[name].step  # the best checkpoint's: where it falls depends on the CPU's arithmetic
-        result = subprocess.run([sys.executable, "-m", "experiments.attention", str(run_dir), "--text", TEXT],
+        result = subprocess.run([sys.executable, "-m", "experiments.analysis.attention", str(run_dir), "--text", TEXT],
                                 capture_output=True, text=True, cwd=REPO)
         assert result.returncode == 0, result.stderr
         pngs = sorted((run_dir / "attention").glob("text-*.png"))
@@ -216,7 +216,7 @@ def test_html_page_embeds_every_run_and_example_as_data(runs: dict[str, Path], l
 
 
 def test_errors_are_one_line_with_exit_2(runs: dict[str, Path], tmp_path: Path, capsys) -> None:
-    result = subprocess.run([sys.executable, "-m", "experiments.attention", str(tmp_path / "missing"), "--text", "x"],
+    result = subprocess.run([sys.executable, "-m", "experiments.analysis.attention", str(tmp_path / "missing"), "--text", "x"],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2
     assert result.stderr.startswith("error: no checkpoint at") and "Traceback" not in result.stderr

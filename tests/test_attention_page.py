@@ -2,7 +2,7 @@
 
 Checked from the rendered DOM: no script errors and no network requests,
 the cells of every view are the weights of that view (compared with
-``experiments.attention_views`` on the page's own data), switching the head
+``experiments.analysis.attention_views`` on the page's own data), switching the head
 changes the cells, hovering reads out pieces and weight and highlights the
 row and column in every map, the word toggle merges pieces, and the layout
 fits a 1024 px window, stacks on a narrow one and prints one example per page.
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.attention import main
-from experiments.attention_views import View, merge_words, select
+from experiments.analysis.attention import main
+from experiments.analysis.attention_views import View, merge_words, select
 from tests.browser import Chromium, find_chromium
 
 pytestmark = pytest.mark.skipif(

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import averaging, checkpoint
-from experiments.errors import CheckpointError, ConfigError
-from experiments.evaluate import evaluate_checkpoint, load_run
-from experiments.train import run
+from experiments.training import averaging
+from experiments.evaluation import checkpoint
+from experiments.core.errors import CheckpointError, ConfigError
+from experiments.evaluation.evaluate import evaluate_checkpoint, load_run
+from experiments.training.train import run
 from tests.conftest import REPO, compose_cfg
 
 TINY = ["task=toy_reverse", "task.toy.train_size=400", "task.toy.eval_size=20", "model=gru_tiny",
@@ -93,7 +94,7 @@ def test_the_averaged_checkpoint_is_the_mean_of_its_snapshots_and_loads_like_any
 def test_snapshots_from_before_a_model_option_existed_average_with_later_ones(
         averaged_run: tuple[Path, dict], tmp_path: Path) -> None:
     """A run resumed at a later commit: its earlier snapshots lack an option the later ones hold at its default."""
-    from experiments.config import MODEL_SCHEMAS
+    from experiments.core.config import MODEL_SCHEMAS
 
     run_dir, results = averaged_run
     old, new = (checkpoint.load(checkpoint.snapshot_path(run_dir / "checkpoints", s))
@@ -114,7 +115,7 @@ def test_s2s_average_cli_writes_an_average_and_explains_what_is_missing(
         averaged_run: tuple[Path, dict], tmp_path: Path) -> None:
     run_dir, _ = averaged_run
     out = tmp_path / "last2.pt"
-    cli = [sys.executable, "-m", "experiments.averaging"]
+    cli = [sys.executable, "-m", "experiments.training.averaging"]
     done = subprocess.run([*cli, str(run_dir), "--by", "last", "--n", "2", "--out", str(out)], cwd=REPO,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -20,7 +20,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from experiments.batching import Batch, collate
+from experiments.data.batching import Batch, collate
 from experiments.bench import peak
 from experiments.bench.flops import (Lengths, batch_lengths, forward_flops, mm, model_shapes, training_flops,
                                      update_lengths)

@@ -16,17 +16,17 @@ import pytest
 import torch
 import yaml
 
-from experiments import builders, evaluate
-from experiments.batching import cut_sorted
+from experiments.evaluation import builders, evaluate
+from experiments.data.batching import cut_sorted
 from experiments.bench import analysis, cli, decode, joeynmt, joeynmt_config, plan, plots
 from experiments.bench.decode import NoKVCache, decode_one_at_a_time
 from experiments.bench.plan import compose, native_bf16
 from experiments.bench.report import REPORT_KEYS
-from experiments.builders import build_model
-from experiments.data import TaskData
-from experiments.evaluate import decode_split
-from experiments.loss import sequence_loss
-from experiments.trainer import Trainer
+from experiments.evaluation.builders import build_model
+from experiments.data.pipeline import TaskData
+from experiments.evaluation.evaluate import decode_split
+from experiments.evaluation.loss import sequence_loss
+from experiments.training.trainer import Trainer
 from models import greedy_search
 
 TINY = plan.TINY_TASK
@@ -368,7 +368,7 @@ def test_plots_label_their_axes_and_every_line_and_start_at_zero() -> None:
 
 
 def test_decode_run_decodes_with_a_trained_checkpoint(toy: TaskData, tmp_path: Path) -> None:
-    from experiments import checkpoint
+    from experiments.evaluation import checkpoint
 
     cfg = tiny_cfg("transformer", "seed=3")
     trainer = Trainer(cfg, tmp_path / "run", data=toy)

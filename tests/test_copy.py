@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.config import validate
-from experiments.errors import ConfigError
-from experiments.evaluate import evaluate_checkpoint
-from experiments.loss import sequence_loss
-from experiments.train import run
+from experiments.core.config import validate
+from experiments.core.errors import ConfigError
+from experiments.evaluation.evaluate import evaluate_checkpoint
+from experiments.evaluation.loss import sequence_loss
+from experiments.training.train import run
 from models import MODELS, greedy_search
 from models.copy import copy_log_probs
 from tests.conftest import compose_cfg

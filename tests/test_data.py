@@ -10,10 +10,10 @@ import datasets
 import numpy as np
 import pytest
 
-from experiments import sources, tokenizer
-from experiments.batching import make_batches, shard
-from experiments.data import TaskData
-from experiments.errors import DataError
+from experiments.data import sources, tokenizer
+from experiments.data.batching import make_batches, shard
+from experiments.data.pipeline import TaskData
+from experiments.core.errors import DataError
 from tests.conftest import compose_cfg, data_root
 
 MULTI30K_SIZES = {
@@ -32,7 +32,7 @@ SMALL_TOY = ("task=toy_reverse", "task.toy.train_size=2000", "task.toy.eval_size
 @pytest.fixture(scope="session")
 def multi30k(shared_cache: Path) -> TaskData:
     root = data_root()
-    from experiments.config import validate
+    from experiments.core.config import validate
 
     cfg = validate(compose_cfg(["task=multi30k_de_en", f"task.data_root={root}", "task.download=false"]))
     return TaskData(cfg.task, shared_cache)
@@ -160,7 +160,7 @@ def fake_multi30k(root: Path, de: bytes, en: bytes) -> Path:
 
 
 def load_fake(root: Path, cache: Path, *extra: str) -> TaskData:
-    from experiments.config import validate
+    from experiments.core.config import validate
 
     cfg = validate(compose_cfg(["task=multi30k_de_en", f"task.data_root={root}", "task.download=false",
                                 "task.verify_checksums=false", "task.splits={train:train,valid:val,test:test_2016_flickr}",

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments import grid, locks
-from experiments.deadline import Deadline, parse_until
-from experiments.errors import ConfigError
+from experiments.training import grid, locks
+from experiments.training.deadline import Deadline, parse_until
+from experiments.core.errors import ConfigError
 from tests.conftest import REPO
 
 
@@ -78,7 +78,7 @@ def test_an_ended_grid_ends_its_jobs_and_starts_no_more(tmp_path: Path, shared_c
     The kernel hands a signal sent to the grid to any of its threads; here it goes to a job's thread, not the
     main thread, where Python runs handlers: the main thread must still notice it (a wait without timeout never
     woke, and the grid ran on)."""
-    cmd = [sys.executable, "-m", "experiments.grid", "smoke", "--runs-dir", str(tmp_path), "--only", "seed=1",
+    cmd = [sys.executable, "-m", "experiments.training.grid", "smoke", "--runs-dir", str(tmp_path), "--only", "seed=1",
            "--jobs", "1", f"cache_dir={shared_cache}", "trainer.max_steps=100000", "trainer.eval_every=100000"]
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -116,7 +116,7 @@ def test_grid_skips_a_job_its_sibling_says_cannot_end_in_time(tmp_path: Path, sh
     sibling.mkdir(parents=True)
     (sibling / "metrics.jsonl").write_text(json.dumps({"event": "valid", "step": 10, "bleu": 1.0,
                                                        "train_seconds": 1000.0}) + "\n")  # 100 s an update
-    out = subprocess.run([sys.executable, "-m", "experiments.grid", "smoke", "--runs-dir", str(tmp_path), "--only",
+    out = subprocess.run([sys.executable, "-m", "experiments.training.grid", "smoke", "--runs-dir", str(tmp_path), "--only",
                           "seed=1", "--only", "model=gru_tiny", "--until", "+5m", f"cache_dir={shared_cache}"],
                          cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr + out.stdout

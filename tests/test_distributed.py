@@ -20,10 +20,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-from experiments import distributed, train
-from experiments.data import TaskData
-from experiments.errors import ConfigError
-from experiments.trainer import Trainer
+from experiments.training import distributed, train
+from experiments.data.pipeline import TaskData
+from experiments.core.errors import ConfigError
+from experiments.training.trainer import Trainer
 from tests.conftest import CONF, HUNG_S, REPO
 from tests.test_trainer import TINY
 
@@ -139,7 +139,7 @@ def test_a_killed_two_rank_job_resumes_where_an_uninterrupted_one_ends(tmp_path:
     # Interrupted: a job of the submitit launcher's local preset (2 tasks), killed after its first
     # checkpoint and then started again into the same folder, as Slurm requeues a preempted job.
     sweep = tmp_path / "sweep"
-    job = [sys.executable, "-m", "experiments.train", "-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep}",
+    job = [sys.executable, "-m", "experiments.training.train", "-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep}",
            *common]
     run_dir = sweep / "toy_reverse" / "transformer" / "seed1_0"
     victim = launch(job, tmp_path / "killed.log")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import compare, extras
-from experiments.errors import ConfigError, UserError
+from experiments.analysis import compare
+from experiments.core import extras
+from experiments.core.errors import ConfigError, UserError
 
 
 def test_a_bare_optuna_sweeper_is_refused_with_the_override_that_fixes_it() -> None:

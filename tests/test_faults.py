@@ -20,11 +20,11 @@ from pathlib import Path
 import datasets
 import pytest
 
-from experiments import sources
-from experiments.errors import ConfigError, DataError, StorageError
-from experiments.train import run
-from experiments.preflight import check_limits
-from experiments.trainer import Trainer
+from experiments.data import sources
+from experiments.core.errors import ConfigError, DataError, StorageError
+from experiments.training.train import run
+from experiments.training.preflight import check_limits
+from experiments.training.trainer import Trainer
 from tests.conftest import HUNG_S, REPO, compose_cfg
 from tests.faults import jsonl, load_all, multi30k, multi30k_task, no_temporaries, read_only, sentences
 
@@ -41,7 +41,7 @@ def test_bom_crlf_and_cr_only_line_ends_are_normalised_and_logged(tmp_path: Path
     de = b"\xef\xbb\xbf" + sentences(40, "de").replace(b"\n", b"\r\n")  # saved on Windows, with a BOM
     en = sentences(40, "en").replace(b"\n", b"\r")  # classic Mac line ends
     multi30k(tmp_path, val_de=de, val_en=en)
-    with caplog.at_level(logging.INFO, logger="experiments.textfiles"):
+    with caplog.at_level(logging.INFO, logger="experiments.data.textfiles"):
         valid, _ = sources.raw_split(multi30k_task(tmp_path).task, "val", tmp_path, tmp_path / "cache")
     assert valid["src"][0] == "ein zwei 0" and valid["tgt"][0] == "a two 0"
     assert len(valid) == 40 and not any("\r" in s or "\ufeff" in s for s in [*valid["src"], *valid["tgt"]])
@@ -177,7 +177,7 @@ def test_an_eval_cap_above_the_validation_size_validates_the_whole_split(tmp_pat
 
     cfg = compose_cfg([*TINY, f"cache_dir={shared_cache}", "trainer.max_steps=2", "trainer.eval_every=2",
                        "trainer.eval_max_sentences=150"])
-    with caplog.at_level(logging.INFO, logger="experiments.preflight"):
+    with caplog.at_level(logging.INFO, logger="experiments.training.preflight"):
         run(cfg, tmp_path)
     assert "trainer.eval_max_sentences=150 is more than the 20 sentences of the validation split (valid): " \
            "validating on all of them" in caplog.text
@@ -273,8 +273,8 @@ KILLED_TOKENIZATION = """
 import sys, time
 from pathlib import Path
 import datasets
-from experiments import data
-from experiments.config import validate
+from experiments.data import pipeline as data
+from experiments.core.config import validate
 from tests.conftest import compose_cfg
 
 def stuck(*args, **kwargs):

@@ -1,6 +1,6 @@
 """Fault injection, settings: every value that cannot work is one line naming the key, before the first update.
 
-Ranges and cross-field rules (experiments/config_checks.py) at validation, the
+Ranges and cross-field rules (experiments/core/config_checks.py) at validation, the
 device asked for and SentencePiece's limits when the run starts, the positions
 the data needs once the splits are read. None of them may end in a traceback
 at the first update or validation. The command line's own faults:
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.errors import ConfigError
-from experiments.preflight import check_limits
-from experiments.train import run
+from experiments.core.errors import ConfigError
+from experiments.training.preflight import check_limits
+from experiments.training.train import run
 from tests.conftest import compose_cfg
 from tests.faults import TINY, load_all
 

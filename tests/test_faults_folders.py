@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from experiments import locks
-from experiments.errors import ConfigError, RunFolderError
-from experiments.runs import find_runs
-from experiments.train import run
-from experiments.trainer import Trainer
+from experiments.training import locks
+from experiments.core.errors import ConfigError, RunFolderError
+from experiments.training.runs import find_runs
+from experiments.training.train import run
+from experiments.training.trainer import Trainer
 from tests.conftest import REPO, compose_cfg
 from tests.faults import TINY
 
@@ -44,7 +44,7 @@ def finished_run(tmp_path: Path, shared_cache: Path) -> Path:
 def test_a_second_train_on_a_folder_in_use_is_refused_naming_the_holder(tmp_path: Path, shared_cache: Path) -> None:
     folder = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from experiments import locks\n"
+                               "from experiments.training import locks\n"
                                "with locks.hold(Path(sys.argv[1]), locks.TRAIN):\n"
                                "    print('held', flush=True); time.sleep(600)", str(folder)],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -68,7 +68,7 @@ def test_a_second_train_on_a_folder_in_use_is_refused_naming_the_holder(tmp_path
 def test_a_folder_in_use_is_one_error_line_and_exit_2_from_the_command_line(tmp_path: Path) -> None:
     with locks.hold(tmp_path, locks.TRAIN):
         env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-        done = subprocess.run([sys.executable, "-m", "experiments.train", *TINY, "trainer.max_steps=2",
+        done = subprocess.run([sys.executable, "-m", "experiments.training.train", *TINY, "trainer.max_steps=2",
                                f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=REPO, env=env)
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, lines

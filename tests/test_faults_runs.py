@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import checkpoint, tracking
-from experiments.atomic import owner
-from experiments.errors import CheckpointError, ConfigError, DataError, StorageError
-from experiments.evaluate import load_run
-from experiments.train import run
-from experiments.trainer import Trainer
+from experiments.evaluation import checkpoint
+from experiments.training import tracking
+from experiments.core.atomic import owner
+from experiments.core.errors import CheckpointError, ConfigError, DataError, StorageError
+from experiments.evaluation.evaluate import load_run
+from experiments.training.train import run
+from experiments.training.trainer import Trainer
 from tests.conftest import REPO, compose_cfg
 from tests.faults import TINY, no_temporaries, read_only
 
@@ -119,7 +120,8 @@ def test_s2s_eval_uses_the_trainers_thread_count(saved_run: Path) -> None:
 
 def test_a_trained_run_scores_new_text_without_the_task_corpus(saved_run: Path, tmp_path: Path,
                                                                monkeypatch) -> None:
-    from experiments import data, score
+    from experiments.data import pipeline as data
+    from experiments.evaluation import score
 
     def no_corpus(task, upstream, *args):
         raise DataError(f"the {upstream} corpus is not on this machine")
@@ -282,7 +284,7 @@ def in_process_cli(monkeypatch, capsys):
     for a job); a fresh interpreter costs a minute on a busy machine. Returns (status, output lines)."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from experiments import train
+    from experiments.training import train
 
     def cli(*args: str) -> tuple[int, list[str]]:
         monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
@@ -330,7 +332,7 @@ def test_a_run_folder_that_is_a_file_or_read_only_is_one_line(tmp_path: Path, in
 
 def test_cli_error_inside_a_job_exits_2_with_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    done = subprocess.run([sys.executable, "-m", "experiments.train", "trainer.resume=true", "logger=none",
+    done = subprocess.run([sys.executable, "-m", "experiments.training.train", "trainer.resume=true", "logger=none",
                            f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=REPO, env=env)
     one_error_line(done.returncode, (done.stdout + done.stderr).strip().splitlines(),
                    r"trainer\.resume=true but there is no .*last\.pt")

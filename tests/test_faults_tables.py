@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments import runs, tables
-from experiments.errors import UserError
+from experiments.training import runs
+from experiments.reporting import tables
+from experiments.core.errors import UserError
 from tests.conftest import REPO, data_root
 
 COMMITTED = REPO / "results" / "runs" / "multi30k_en_de"

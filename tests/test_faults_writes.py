@@ -1,6 +1,6 @@
 """Fault injection, what stands where a file is written: links, pipes, devices and folders are respected.
 
-The atomic writer (experiments/atomic.py) replaces a regular file whole, but
+The atomic writer (experiments/core/atomic.py) replaces a regular file whole, but
 never puts a regular file where the user's link, FIFO, device or folder was.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.atomic import write_report, write_text
-from experiments.errors import StorageError
+from experiments.core.atomic import write_report, write_text
+from experiments.core.errors import StorageError
 from tests.faults import no_temporaries
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments import grid
-from experiments.compute_plan import embed_plan, plan_table
-from experiments.errors import ConfigError
+from experiments.training import grid
+from experiments.training.compute_plan import embed_plan, plan_table
+from experiments.core.errors import ConfigError
 from tests.conftest import REPO
 
 
@@ -66,7 +66,7 @@ def test_state_comes_from_the_folder_and_its_lock(tmp_path: Path, lock: str) -> 
 
 def s2s_grid(runs: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "experiments.grid", "smoke", "--runs-dir", str(runs), "--jobs", "2",
+    return subprocess.run([sys.executable, "-m", "experiments.training.grid", "smoke", "--runs-dir", str(runs), "--jobs", "2",
                            f"cache_dir={cache}", *args], cwd=REPO, env=env, capture_output=True, text=True)
 
 
@@ -87,7 +87,7 @@ def test_running_the_grid_again_skips_done_jobs_and_resumes_interrupted_ones(tmp
     assert "trainer.resume=true" in (interrupted / "grid.log").read_text().split("\n===")[-1]
     assert json.loads((interrupted / "results.json").read_text())["steps"] == 100
     assert json.loads((folders[0] / "results.json").read_text()) == before  # the finished job was not touched
-    status = subprocess.run([sys.executable, "-m", "experiments.grid", "smoke", "--runs-dir", str(tmp_path),
+    status = subprocess.run([sys.executable, "-m", "experiments.training.grid", "smoke", "--runs-dir", str(tmp_path),
                              "--only", "seed=1", "--status"], cwd=REPO, capture_output=True, text=True)
     assert status.stdout.count("done") == 2 and "best valid bleu" in status.stdout and "s/update" in status.stdout
 

@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from experiments import tokenizer
-from experiments.config import check_override_keys
-from experiments.data import TaskData
-from experiments.errors import DataError
-from experiments.train import run
+from experiments.data import tokenizer
+from experiments.core.config import check_override_keys
+from experiments.data.pipeline import TaskData
+from experiments.core.errors import DataError
+from experiments.training.train import run
 from tests.test_trainer import TINY
 
 SIZES = {"train": 400, "validation": 60, "test": 60}

@@ -1,4 +1,5 @@
-"""The code's shape: no import circles, models/ free of experiments/, no module past ~400 lines unexplained.
+"""The code's shape: no import circles (between modules or between subpackages), experiments/ grouped into
+subpackages by role, models/ free of experiments/, no module past ~400 lines unexplained.
 
 Imports are read with ``ast`` (nothing is imported); an import inside
 ``if TYPE_CHECKING:`` is for annotations only and never runs, so it is left
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("models", "experiments")
@@ -82,14 +85,80 @@ def test_the_cycle_finder_finds_a_planted_circle() -> None:
 
 def test_type_checking_imports_are_not_runtime_imports(tmp_path: Path) -> None:
     mod = tmp_path / "m.py"
-    mod.write_text("from typing import TYPE_CHECKING\nimport experiments.data\n"
-                   "if TYPE_CHECKING:\n    from experiments.trainer import Trainer\n")
-    assert runtime_imports(mod, {"experiments.data", "experiments.trainer"}) == {"experiments.data"}
+    mod.write_text("from typing import TYPE_CHECKING\nimport experiments.data.pipeline\n"
+                   "if TYPE_CHECKING:\n    from experiments.training.trainer import Trainer\n")
+    assert runtime_imports(mod, {"experiments.data.pipeline", "experiments.training.trainer"}) == {"experiments.data.pipeline"}
 
 
 def test_no_import_circles() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+# experiments/ holds subpackages named for their role (docs/design.md, "Code layout"); only these modules sit
+# directly in it: the package itself and ``make run``'s demo, which drives every other part.
+TOP_LEVEL_MODULES = {"__init__.py", "demo.py"}
+
+
+def subpackage(module: str) -> str:
+    """The node a module counts as in the subpackage graph: ``experiments.training.trainer`` ->
+    ``experiments.training``; a module directly in experiments/ is its own node; ``models.*`` -> ``models``."""
+    parts = module.split(".")
+    return parts[0] if parts[0] == "models" else ".".join(parts[:2])
+
+
+def subpackage_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, deps in import_graph().items():
+        node = subpackage(name)
+        graph.setdefault(node, set()).update(subpackage(d) for d in deps if subpackage(d) != node)
+    return graph
+
+
+def test_no_import_circles_between_subpackages() -> None:
+    graph = subpackage_graph()
+    assert {"experiments.core", "experiments.data", "experiments.evaluation", "experiments.training"} <= set(graph)
+    cycle = find_cycle(graph)
+    assert cycle is None, "import circle between subpackages: " + " -> ".join(cycle)
+
+
+def test_the_subpackage_cycle_finder_sees_a_circle_through_two_modules() -> None:
+    graph = {"experiments.a.x": {"experiments.b.y"}, "experiments.b.y": set(), "experiments.b.z": {"experiments.a.w"}}
+    collapsed: dict[str, set[str]] = {}
+    for name, deps in graph.items():
+        collapsed.setdefault(subpackage(name), set()).update(subpackage(d) for d in deps)
+    assert find_cycle(collapsed) == ["experiments.a", "experiments.b", "experiments.a"]
+
+
+def test_evaluation_imports_nothing_from_training_analysis_or_reporting() -> None:
+    """Below the trainer: evaluation (and data, core) must stay usable without it, and the layers above."""
+    graph = subpackage_graph()
+    above = {"experiments.training", "experiments.analysis", "experiments.reporting", "experiments.bench"}
+    for low in ("experiments.core", "experiments.data", "experiments.evaluation"):
+        assert not graph[low] & above, (low, sorted(graph[low] & above))
+    assert not graph["experiments.core"], f"core imports {sorted(graph['experiments.core'])}"
+
+
+def test_experiments_is_grouped_into_subpackages() -> None:
+    top = ROOT / "experiments"
+    loose = sorted(p.name for p in top.glob("*.py") if p.name not in TOP_LEVEL_MODULES)
+    assert not loose, f"modules directly in experiments/ (put each in the subpackage of its role): {loose}"
+    folders = [p for p in top.iterdir() if p.is_dir() and p.name != "__pycache__" and any(p.glob("*.py"))]
+    assert len(folders) >= 5
+    for folder in folders:
+        assert (folder / "__init__.py").exists(), f"{folder.relative_to(ROOT)} is not a package"
+
+
+def test_pyproject_ships_every_subpackage() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {module_name(p.parent) for pkg in PACKAGES for p in (ROOT / pkg).rglob("__init__.py")}
+    assert packages == set(setuptools["packages"]), sorted(packages ^ set(setuptools["packages"]))
+    for package, patterns in setuptools["package-data"].items():
+        folder = ROOT.joinpath(*package.split("."))
+        for pattern in patterns:
+            assert any(folder.glob(pattern)), f"package-data {package}: {pattern} matches nothing"
 
 
 def test_models_import_nothing_from_experiments() -> None:
@@ -110,8 +179,9 @@ def test_evaluation_and_bench_do_not_need_the_trainer() -> None:
                     todo.append(nxt)
         return seen
 
-    for name in ("experiments.evaluate", "experiments.attention", "experiments.builders"):
-        assert "experiments.trainer" not in reaches(name), name
+    for name in ("experiments.evaluation.evaluate", "experiments.analysis.attention",
+                 "experiments.evaluation.builders"):
+        assert "experiments.training.trainer" not in reaches(name), name
 
 
 def test_no_long_module_without_a_reason() -> None:

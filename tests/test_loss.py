@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from experiments.loss import sequence_loss
+from experiments.evaluation.loss import sequence_loss
 
 PAD = 1
 

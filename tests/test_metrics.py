@@ -8,7 +8,7 @@ import pytest
 import sacrebleu
 from rouge_score.rouge_scorer import RougeScorer
 
-from experiments.metrics import (
+from experiments.evaluation.metrics import (
     PRIMARY,
     corpus_bleu,
     length_buckets,
@@ -235,7 +235,7 @@ def test_length_buckets_partition():
 
 
 def test_tables_name_the_test_its_size_and_every_signature():
-    from experiments.tables import significance_text
+    from experiments.reporting.tables import significance_text
 
     tests = [{"seed": 1, "model_a": "gru", "model_b": "transformer",
               "test": paired_bootstrap("translation", SYS_A, CLOSE_TO_A, REF_LISTS)}]

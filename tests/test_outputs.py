@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import outdirs
+from experiments.core import outdirs
 from tests.conftest import REPO
 
 
@@ -53,7 +53,7 @@ def check(clone: Path, before: dict[str, str], out: str, folder: str, files: lis
 
 
 def test_s2s_tables_writes_the_committed_table_again_under_outputs(clone: Path, capsys) -> None:
-    from experiments.tables import main
+    from experiments.reporting.tables import main
     from tests.conftest import data_root
 
     data_root()
@@ -65,7 +65,7 @@ def test_s2s_tables_writes_the_committed_table_again_under_outputs(clone: Path, 
 
 
 def test_sample_efficiency_writes_under_outputs(clone: Path, capsys) -> None:
-    from experiments.sample_efficiency import main
+    from experiments.reporting.sample_efficiency import main
 
     before = snapshot(clone / "results")
     main(["results/runs/multi30k_de_en", "results/runs/multi30k_de_en_2k", "--threshold", "38.9"])
@@ -83,7 +83,7 @@ def test_s2s_bench_rerender_writes_under_outputs(clone: Path, capsys) -> None:
     check(clone, before, capsys.readouterr().out, "bench", ["benchmarks_samsum.md", "benchmarks_samsum.json"])
 
 
-@pytest.mark.parametrize("module, folder", [("experiments.compare", "compare_mt"), ("experiments.scale_bench", "scale")])
+@pytest.mark.parametrize("module, folder", [("experiments.analysis.compare", "compare_mt"), ("experiments.bench.scale_bench", "scale")])
 def test_other_report_commands_default_under_outputs(module: str, folder: str, capsys) -> None:
     """s2s-compare (needs two trained runs: its run is tests/test_research_commands.py) and the scale bench (minutes
     of work) are checked by their --help; s2s-ensemble and s2s-align write nothing unless --out is given."""

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import builders
-from experiments.train import run
-from experiments.trainer import Trainer
+from experiments.evaluation import builders
+from experiments.training.train import run
+from experiments.training.trainer import Trainer
 from tests.conftest import compose_cfg
 
 TINY = ["task=toy_reverse", "task.toy.train_size=200", "task.toy.eval_size=10", "model=transformer_tiny",

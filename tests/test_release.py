@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import checkpoint
-from experiments.builders import autocast_for
-from experiments.evaluate import decode_split, evaluate_checkpoint, load_run
-from experiments.release import main, release
+from experiments.evaluation import checkpoint
+from experiments.evaluation.builders import autocast_for
+from experiments.evaluation.evaluate import decode_split, evaluate_checkpoint, load_run
+from experiments.training.release import main, release
 from tests.conftest import REPO
 
 FP32 = ["trainer.precision=fp32", "decoding.beam_size=1"]
@@ -44,11 +44,11 @@ def test_a_release_decodes_as_its_run_does_from_a_fraction_of_the_bytes(attentio
 def test_s2s_release_refuses_to_write_over_a_folder_and_s2s_eval_loads_it(attention_runs: dict[str, Path],
                                                                           tmp_path: Path) -> None:
     out = tmp_path / "gru"
-    result = subprocess.run([sys.executable, "-m", "experiments.release", str(attention_runs["gru"]), str(out)],
+    result = subprocess.run([sys.executable, "-m", "experiments.training.release", str(attention_runs["gru"]), str(out)],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"wrote {out}/")
-    again = subprocess.run([sys.executable, "-m", "experiments.release", str(attention_runs["gru"]), str(out)],
+    again = subprocess.run([sys.executable, "-m", "experiments.training.release", str(attention_runs["gru"]), str(out)],
                            capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 2 and again.stderr.startswith("error:") and "not empty" in again.stderr
     with pytest.raises(SystemExit):

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from experiments.tables import main as tables_main
+from experiments.reporting.tables import main as tables_main
 from tests.conftest import HUNG_S, REPO
 
 
 def multirun(sweep_dir: Path, cache: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "experiments.train", "-m", "experiment=smoke", f"hydra.sweep.dir={sweep_dir}",
+        [sys.executable, "-m", "experiments.training.train", "-m", "experiment=smoke", f"hydra.sweep.dir={sweep_dir}",
          f"cache_dir={cache}", *overrides],
         cwd=REPO, capture_output=True, text=True, timeout=HUNG_S,
     )
@@ -96,8 +96,8 @@ ENSEMBLE_REPORTS = sorted(p.name for p in (REPO / "results").glob("ensembles*.js
 def test_committed_ensemble_scores_are_what_their_committed_outputs_give(report: str) -> None:
     """Every system of a committed ``s2s-ensemble`` report is scored again, by the repo's metric code, from its
     committed outputs and the dataset's references: the same numbers to the last digit."""
-    from experiments.metrics import task_metrics
-    from experiments.textfiles import read_lines
+    from experiments.evaluation.metrics import task_metrics
+    from experiments.data.textfiles import read_lines
     from tests.conftest import data_root
 
     root = data_root()
@@ -188,7 +188,7 @@ def test_table_presets_give_both_models_one_budget(preset: str, make_cfg) -> Non
     """A table compares models, not budgets: updates, batches, validation and decoding are the same for both."""
     from omegaconf import OmegaConf
 
-    from experiments.grid import sweep_params
+    from experiments.training.grid import sweep_params
 
     budgets, names = [], []
     for model in sweep_params(preset)["model"]:  # gru and transformer, or sized variants (gru_small)

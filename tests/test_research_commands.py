@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import align, align_command, compare, ensemble, score, translate
-from experiments.builders import autocast_for
-from experiments.ensemble import load_models
-from experiments.errors import UserError
-from experiments.evaluate import LoadedRun, decode_split, evaluate_checkpoint, load_run, search
-from experiments.runtime import git_commit
-from experiments.train import run as train
+from experiments.evaluation import align, ensemble, score, translate
+from experiments.analysis import align_command, compare
+from experiments.evaluation.builders import autocast_for
+from experiments.evaluation.ensemble import load_models
+from experiments.core.errors import UserError
+from experiments.evaluation.evaluate import LoadedRun, decode_split, evaluate_checkpoint, load_run, search
+from experiments.core.runtime import git_commit
+from experiments.training.train import run as train
 from models.ensemble import Ensemble
 from tests.attention_runs import tiny
 from tests.conftest import REPO, compose_cfg
@@ -97,7 +98,7 @@ def test_gru_plus_transformer_ensemble_report(runs: dict[str, Path], pair: Loade
 
 
 def score_of(run: LoadedRun, hypotheses: list[str]) -> float:
-    from experiments.evaluate import score as corpus_score
+    from experiments.evaluation.evaluate import score as corpus_score
 
     return corpus_score(run.data, "test", hypotheses)["bleu"]
 
@@ -119,7 +120,7 @@ def test_members_of_two_tasks_are_refused_even_with_one_tokenizer(runs: dict[str
     """de->en and en->de share the joint tokenizer; averaging their predictions is no ensemble of either."""
     import shutil
 
-    from experiments import checkpoint
+    from experiments.evaluation import checkpoint
 
     other = tmp_path / "other-task"
     shutil.copytree(runs["gru"], other)
@@ -131,7 +132,7 @@ def test_members_of_two_tasks_are_refused_even_with_one_tokenizer(runs: dict[str
 
 
 def test_an_averaged_checkpoint_is_a_member_like_any_other(runs: dict[str, Path], tmp_path: Path) -> None:
-    from experiments.averaging import average_files
+    from experiments.training.averaging import average_files
 
     ckpt = runs["gru"] / "checkpoints"
     averaged = ckpt / "average-research-test.pt"
@@ -298,7 +299,7 @@ def test_s2s_translate_flushes_each_line_and_exits_1_after_a_bad_line(runs: dict
                                                                        loaded: dict[str, LoadedRun]) -> None:
     """Interactive use: the answer to a line arrives before the next line is written."""
     source = loaded["gru"].data.split("test").sources()[0]
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.translate", str(runs["gru"]), "--beam", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.evaluation.translate", str(runs["gru"]), "--beam", "2"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     proc.stdin.write((source + "\n").encode())
     proc.stdin.flush()
@@ -308,7 +309,7 @@ def test_s2s_translate_flushes_each_line_and_exits_1_after_a_bad_line(runs: dict
     assert first == translate.translate(run, "gru", source, ids, 2, 1, False)["hypothesis"]
     out, err = proc.communicate(b"\n", timeout=600)
     assert proc.returncode == 1 and out == b"\n" and b"line 2: empty; skipped" in err
-    zero = subprocess.run([sys.executable, "-m", "experiments.translate", str(runs["gru"]), "--beam", "0"],
+    zero = subprocess.run([sys.executable, "-m", "experiments.evaluation.translate", str(runs["gru"]), "--beam", "0"],
                           input="x\n", capture_output=True, text=True, cwd=REPO)  # not "the run's beam"
     assert zero.returncode == 2 and "need --beam >= 1" in zero.stderr and not zero.stdout
 
@@ -329,7 +330,7 @@ def test_alignment_of_a_diagonal_map_is_the_diagonal() -> None:
 
 
 def test_symmetrize_and_agreement() -> None:
-    from experiments.alignment_report import agreement, symmetrize
+    from experiments.analysis.alignment_report import agreement, symmetrize
 
     forward = {(0, 0), (0, 1), (3, 3)}
     reverse = {(0, 0), (2, 3)}
@@ -343,7 +344,7 @@ def test_symmetrize_and_agreement() -> None:
 
 
 def test_eflomal_links_stay_within_the_sentences() -> None:
-    from experiments.alignment_report import eflomal_links
+    from experiments.analysis.alignment_report import eflomal_links
 
     src = ["das haus ist klein", "ein haus", "der mann ist gross"] * 20
     tgt = ["the house is small", "a house", "the man is tall"] * 20
@@ -388,11 +389,11 @@ def test_s2s_align_eflomal_report(runs: dict[str, Path], tmp_path: Path) -> None
 
 
 def test_compare_mt_bleu_agrees_with_ours_overall_and_by_length() -> None:
-    """The same numbers from compare-mt and from experiments.metrics on the same buckets (reference length),
+    """The same numbers from compare-mt and from experiments.evaluation.metrics on the same buckets (reference length),
     on outputs of 4 tokens or more; on shorter ones compare-mt's BLEU is lower, as s2s-compare's page says."""
     from compare_mt import bucketers, scorers
 
-    from experiments import metrics
+    from experiments.evaluation import metrics
 
     rng = np.random.default_rng(0)
     words = [f"w{i}" for i in range(30)] + [",", "."]

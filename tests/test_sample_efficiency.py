@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import sample_efficiency as se
+from experiments.reporting import sample_efficiency as se
 
 
 def write_run(folder: Path, model: str, batch_tokens: int, seed: int, points: list[tuple[int, float]],
@@ -80,7 +80,7 @@ def test_committed_report_is_what_its_command_gives(tmp_path: Path, monkeypatch:
     repo = Path(__file__).resolve().parents[1]
     committed = (repo / "results" / "sample_efficiency.md").read_text()
     command = committed.split("Produced by `", 1)[1].split("`", 1)[0]
-    args = shlex.split(command)[3:]  # after "python -m experiments.sample_efficiency"
+    args = shlex.split(command)[3:]  # after "python -m experiments.reporting.sample_efficiency"
     monkeypatch.chdir(repo)
     se.main([*args, "--out", str(tmp_path)])
     assert (tmp_path / "sample_efficiency.md").read_text() == committed

@@ -1,4 +1,4 @@
-"""Random search as plain runs (experiments/search.py) and its expected-maximum report (experiments/expected_max.py)."""
+"""Random search as plain runs (experiments/training/search.py) and its expected-maximum report (experiments/reporting/expected_max.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from experiments.config import validate
-from experiments.errors import ConfigError
-from experiments.expected_max import expected_max, main as evp_main
-from experiments.search import apply_trial, parameters
-from experiments.train import run
+from experiments.core.config import validate
+from experiments.core.errors import ConfigError
+from experiments.reporting.expected_max import expected_max, main as evp_main
+from experiments.training.search import apply_trial, parameters
+from experiments.training.train import run
 from tests.conftest import compose_cfg
 from tests.test_trainer import TINY
 

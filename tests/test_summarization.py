@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from rouge_score.rouge_scorer import RougeScorer
 
-from experiments.data import TaskData
-from experiments.train import run
+from experiments.data.pipeline import TaskData
+from experiments.training.train import run
 from tests.conftest import compose_cfg, data_root
 
 
@@ -19,7 +19,7 @@ SAMPLE = "task.tokenizer.max_sentences=4000"
 
 
 def real(task: str, cache: Path, *extra: str):
-    from experiments.config import validate
+    from experiments.core.config import validate
 
     return validate(compose_cfg([f"task={task}", f"task.data_root={data_root()}", f"cache_dir={cache}", SAMPLE,
                                  *extra]))
@@ -83,7 +83,7 @@ def test_the_aeslc_table_scores_the_subject_line_alone_and_the_best_of_the_four_
     import csv
     import gzip
 
-    from experiments.baselines import first_sentence
+    from experiments.reporting.baselines import first_sentence
 
     repo = Path(__file__).resolve().parents[1]
     with gzip.open(data_root() / "aeslc" / "test.jsonl.gz", "rt", encoding="utf-8") as f:

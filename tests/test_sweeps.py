@@ -29,7 +29,7 @@ def test_tune_presets_compose_with_the_optuna_sweeper(preset: str) -> None:
 @pytest.mark.slow
 def test_optuna_search_runs_trials_and_reports_the_best(tmp_path: Path, shared_cache: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.train", "-m", "experiment=tune_transformer", f"cache_dir={shared_cache}",
+        [sys.executable, "-m", "experiments.training.train", "-m", "experiment=tune_transformer", f"cache_dir={shared_cache}",
          "task.toy.train_size=2000", "task.toy.eval_size=100", "trainer=debug", "trainer.max_steps=20",
          "trainer.eval_every=10", "trainer.num_threads=1", "hydra.sweeper.n_trials=3", "model.d_model=choice(16,32)",
          "model.heads=2", "model.enc_layers=1", "model.dec_layers=1", "model.ff_size=64", "logger.mode=disabled",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments import baselines, buckets, curves, metrics
+from experiments.reporting import baselines, buckets, curves
+from experiments.evaluation import metrics
 
 DIALOGUE = "Ann: hi\nBob: are you coming to the party tonight or not\nAnn: yes\nBob: great, bring some cake please\n" \
            "Ann: ok sure"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.runtime import FreeCores, busy_ticks, threads_for, usable_cores
-from experiments.trainer import Trainer
+from experiments.core.runtime import FreeCores, busy_ticks, threads_for, usable_cores
+from experiments.training.trainer import Trainer
 from tests.faults import TINY
 
 LINUX = Path("/proc/stat").exists()

@@ -16,11 +16,11 @@ import sacrebleu
 import torch
 from hydra.errors import ConfigCompositionException
 
-from experiments import checkpoint
-from experiments.config import check_override_keys, validate
-from experiments.errors import CheckpointError, ConfigError
-from experiments.evaluate import evaluate_checkpoint
-from experiments.train import main as train_main, run
+from experiments.evaluation import checkpoint
+from experiments.core.config import check_override_keys, validate
+from experiments.core.errors import CheckpointError, ConfigError
+from experiments.evaluation.evaluate import evaluate_checkpoint
+from experiments.training.train import main as train_main, run
 from tests.conftest import CONF, HUNG_S, REPO, compose_cfg
 
 TINY = [
@@ -138,7 +138,7 @@ def test_short_training_lowers_the_loss_and_scores_bleu(trained: tuple[Path, dic
 
 def test_reported_bleu_equals_sacrebleu_on_the_written_hypotheses(trained: tuple[Path, dict]) -> None:
     run_dir, results = trained
-    from experiments.data import TaskData
+    from experiments.data.pipeline import TaskData
 
     hyps = (run_dir / "hyps" / "test-beam2.txt").read_text().splitlines()
     cfg = validate(compose_cfg(TINY))
@@ -207,7 +207,7 @@ def test_a_crash_during_save_leaves_the_previous_checkpoint(tmp_path: Path, monk
 
 
 def train_cli(run_dir: Path, cache: Path, *extra: str) -> subprocess.Popen:
-    args = [sys.executable, "-m", "experiments.train", *TINY, f"cache_dir={cache}", "logger.mode=disabled",
+    args = [sys.executable, "-m", "experiments.training.train", *TINY, f"cache_dir={cache}", "logger.mode=disabled",
             f"hydra.run.dir={run_dir}", "trainer.max_steps=80", *extra]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -216,7 +216,7 @@ def train_cli(run_dir: Path, cache: Path, *extra: str) -> subprocess.Popen:
 def test_sigterm_ends_a_run_with_the_command_that_resumes_it(tmp_path: Path, shared_cache: Path) -> None:
     """A scheduler's stop (SIGTERM) is not a crash: exit 143, one line saying how to go on, the checkpoint intact."""
     run_dir = tmp_path / "run"
-    victim = subprocess.Popen([sys.executable, "-m", "experiments.train", *TINY, f"cache_dir={shared_cache}",
+    victim = subprocess.Popen([sys.executable, "-m", "experiments.training.train", *TINY, f"cache_dir={shared_cache}",
                                "logger.mode=disabled", f"hydra.run.dir={run_dir}", "trainer.max_steps=100000"],
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # logs: stdout
     hung = time.time() + HUNG_S

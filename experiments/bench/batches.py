@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 from omegaconf import DictConfig
 
-from experiments.batching import Batch
-from experiments.data import TaskData
+from experiments.data.batching import Batch
+from experiments.data.pipeline import TaskData
 
 
 def epoch_plan(data: TaskData, cfg: DictConfig, batching: str, epoch: int) -> list[np.ndarray]:

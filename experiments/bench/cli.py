@@ -31,10 +31,10 @@ from experiments.bench.load import run_sweeps
 from experiments.bench.plan import CONF_DIR, base_overrides, build_specs, compose, native_bf16
 from experiments.bench.report import load_report, write_report
 from experiments.bench.runner import Runner, worker_main
-from experiments.data import TaskData
-from experiments.errors import UserError
-from experiments.outdirs import default_out, out_help, say_wrote
-from experiments.runtime import git_commit, hardware, pick_device
+from experiments.data.pipeline import TaskData
+from experiments.core.errors import UserError
+from experiments.core.outdirs import default_out, out_help, say_wrote
+from experiments.core.runtime import git_commit, hardware, pick_device
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):

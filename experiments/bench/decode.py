@@ -17,10 +17,10 @@ import torch
 from omegaconf import DictConfig
 
 from experiments.bench.plan import model_kind
-from experiments.builders import autocast_for, resolve_precision
-from experiments.data import TaskData
-from experiments.errors import UserError
-from experiments.evaluate import Decoded, decode_split, load_run, score
+from experiments.evaluation.builders import autocast_for, resolve_precision
+from experiments.data.pipeline import TaskData
+from experiments.core.errors import UserError
+from experiments.evaluation.evaluate import Decoded, decode_split, load_run, score
 from models.interface import Cache
 
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.batching import Batch
+from experiments.data.batching import Batch
 from models.gru import runs_handwritten_loop, runs_packed
 
 Shape = tuple[int, int, int]  # (m, k, n) of an (m x k) @ (k x n) matmul

@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 
-from experiments.atomic import write_text
+from experiments.core.atomic import write_text
 from experiments.bench.plan import GRU_BEFORE_CPU_PATHS, TINY_TASK
-from experiments.outdirs import say_wrote
-from experiments.runtime import cpu_name, git_commit
+from experiments.core.outdirs import say_wrote
+from experiments.core.runtime import cpu_name, git_commit
 from models.gru import GRUSeq2Seq
 
 PATHS = {"packed + autograd": ("packed", "autograd"), "batched + hand-written": ("batched", "handwritten")}
@@ -47,8 +47,8 @@ def real_batches(task: list[str], preset: str, batches: int, threads: int, preci
     ``task``: the task's Hydra overrides; ``preset``: conf/model's GRU (gru, or gru_tiny in tests)."""
     from experiments.bench.batches import batch_stream
     from experiments.bench.plan import compose
-    from experiments.data import TaskData
-    from experiments.trainer import Trainer
+    from experiments.data.pipeline import TaskData
+    from experiments.training.trainer import Trainer
 
     base = [*task, f"model={preset}", "logger=none", "trainer.progress=false", "trainer.device=cpu",
             f"trainer.precision={precision}", f"trainer.num_threads={threads}"]
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def save(text: str, out: Path | None, readme: Path | None) -> None:
     """Write the report to ``out`` and embed it in ``readme`` between markers named for ``out``."""
-    from experiments.tables import embed
+    from experiments.reporting.tables import embed
 
     if out:
         write_text(out, text)

@@ -40,9 +40,9 @@ from experiments.bench.joeynmt_config import joey_config
 from experiments.bench.plan import base_overrides, compose
 from experiments.bench.runner import run_measured
 from experiments.bench.targets import JOEYNMT_VERSION
-from experiments.data import TaskData
-from experiments.errors import UserError
-from experiments.runtime import usable_cores
+from experiments.data.pipeline import TaskData
+from experiments.core.errors import UserError
+from experiments.core.runtime import usable_cores
 
 PINS = [f"joeynmt=={JOEYNMT_VERSION}", "sentencepiece==0.2.0", "importlib_metadata"]
 

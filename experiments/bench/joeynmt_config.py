@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from experiments.bench.targets import JOEYNMT_VERSION
-from experiments.errors import UserError
+from experiments.core.errors import UserError
 
 
 def joey_config(cfg: DictConfig, paths: dict[str, Any], *, model_dir: Path, steps: int, log_every: int,

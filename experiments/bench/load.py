@@ -26,7 +26,7 @@ import torch
 from omegaconf import OmegaConf
 
 from experiments.bench.runner import run_measured
-from experiments.runtime import usable_cores
+from experiments.core.runtime import usable_cores
 
 # name -> (launcher overrides, trainer.num_threads or None for all cores)
 SWEEPS: dict[str, tuple[list[str], int | None]] = {
@@ -47,7 +47,7 @@ def spin() -> None:
 def sweep_command(name: str, models: str, overrides: list[str], sweep_dir: Path, steps: int) -> list[str]:
     launcher, threads = SWEEPS[name]
     count = usable_cores() if threads is None else threads
-    return [sys.executable, "-m", "experiments.train", "-m", *launcher, f"model={models}",
+    return [sys.executable, "-m", "experiments.training.train", "-m", *launcher, f"model={models}",
             f"trainer.num_threads={count}", f"trainer.max_steps={steps}", f"trainer.eval_every={steps}",
             "trainer.log_every=5", "trainer.eval_max_sentences=20", "trainer.test_after_training=false",
             "trainer.early_stopping_patience=0", *overrides, f"hydra.sweep.dir={sweep_dir}"]

@@ -28,8 +28,8 @@ from experiments.bench.flops import model_shapes, training_flops
 from experiments.bench.peak import SquarePeak, measure_peak, peak_dtype, utilisation
 from experiments.bench.plan import Spec, compose, model_kind
 from experiments.bench.ttb import time_to_bleu
-from experiments.data import TaskData
-from experiments.optim import fused_adamw
+from experiments.data.pipeline import TaskData
+from experiments.training.optim import fused_adamw
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def measure(spec: Spec, data: TaskData | None = None) -> dict[str, Any]:
 
 
 def measure_config(spec: Spec, data: TaskData | None) -> dict[str, Any]:
-    from experiments.trainer import Trainer
+    from experiments.training.trainer import Trainer
 
     cfg = compose(spec.overrides)
     data = data if data is not None and data.task == cfg.task else TaskData(cfg.task, cfg.cache_dir)

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.builders import resolve_precision
-from experiments.errors import UserError
-from experiments.optim import FUSED_ADAMW_DEVICES
-from experiments.runtime import usable_cores
+from experiments.evaluation.builders import resolve_precision
+from experiments.core.errors import UserError
+from experiments.training.optim import FUSED_ADAMW_DEVICES
+from experiments.core.runtime import usable_cores
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -119,7 +119,7 @@ def compose(overrides: list[str]) -> DictConfig:
     onto a copy and validated against the schema, which is what Hydra would do
     with them here (no experiment preset is involved) at a fraction of the cost.
     """
-    from experiments.config import check_override_keys, validate
+    from experiments.core.config import check_override_keys, validate
 
     check_override_keys(overrides)
     groups = tuple(o for o in overrides if "." not in o.split("=", 1)[0] or o[:1] in "+~")
@@ -134,7 +134,7 @@ def _composed(groups: tuple[str, ...], cache_env: str | None) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from experiments.config import validate
+    from experiments.core.config import validate
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return validate(hydra_compose(config_name="config", overrides=list(groups)))

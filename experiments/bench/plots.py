@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.atomic import atomic_path
+from experiments.core.atomic import atomic_path
 from experiments.bench.targets import (JOEYNMT_ANCHOR_BATCH_TOKENS, JOEYNMT_TOKENS_PER_UPDATE, JOEYNMT_VERSION,
                                        SAMPLE_TARGET, SAMPLE_TOKENS_TARGET)
 from experiments.bench.ttb import JOEYNMT_REFERENCE, ttb_curves

@@ -14,11 +14,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from experiments.atomic import write_text
+from experiments.core.atomic import write_text
 from experiments.bench.plots import save_png, scaling_figure, ttb_figure
 from experiments.bench.targets import JOEYNMT_TOKENS_PER_UPDATE
 from experiments.bench.ttb import ttb_curves
-from experiments.errors import UserError
+from experiments.core.errors import UserError
 
 # What a report holds; --from-json refuses a file without all of them.
 REPORT_KEYS = {"meta", "training", "fast_paths", "comparison", "targets", "scaling", "joeynmt", "profiles",
@@ -389,7 +389,7 @@ def write_report(report: dict[str, Any], name: str, out_dir: Path, readme: Path 
 
 def embed_in_readme(report: dict[str, Any], readme: Path, name: str, out_dir: Path) -> None:
     """Copy the report's headline sections between ``<!-- table:NAME -->`` markers in ``readme``."""
-    from experiments.tables import embed
+    from experiments.reporting.tables import embed
 
     meta = report["meta"]
     prefix = os.path.relpath(out_dir.resolve(), readme.resolve().parent) + "/"

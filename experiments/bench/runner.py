@@ -25,7 +25,7 @@ from typing import Any
 from experiments.bench.measure import maxrss_mb, measure, row_head
 from experiments.bench.plan import Spec
 from experiments.bench.report import jsonable
-from experiments.data import TaskData
+from experiments.data.pipeline import TaskData
 
 TTB_TIMEOUT = 7 * 24 * 3600  # time to BLEU trains for as long as it takes
 

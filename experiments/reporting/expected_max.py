@@ -1,0 +1,227 @@
+"""Expected validation performance of a random search (Dodge et al. 2019, "Show Your Work"), both models on one plot.
+
+    python -m experiments.reporting.expected_max results/runs/tune_multi30k_de_en --out results
+
+Given N finished trials of a model with best validation scores v_(1) <= ... <=
+v_(N), the expected best score of n trials drawn from the same search is
+
+    E[max_n] = sum_i v_(i) * ((i/N)^n - ((i-1)/N)^n)
+
+(the maximum of n draws with replacement from the empirical distribution),
+with variance E[max_n^2] - E[max_n]^2. A reader sees what each model reaches
+for any tuning budget n <= N, and whether one wins only with more or luckier
+tuning. Trials are the run folders of a search preset (experiments/training/search.py):
+``<runs>/<model>/seed<k>`` with results.json, config.yaml and metrics.jsonl,
+as s2s-grid writes and ``s2s-tables --export`` commits them; unfinished
+trials (no results.json) are left out and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from experiments.core.atomic import write_text
+from experiments.core.errors import UserError
+from experiments.core.outdirs import default_out, out_help, say_wrote
+from experiments.core.plotting import plt, save_figure
+from experiments.training.runs import export, shown_path
+from experiments.reporting.tables import embed, markdown_table
+
+
+def expected_max(values: list[float], n: int) -> tuple[float, float]:
+    """Expected maximum of ``n`` i.i.d. draws from the empirical distribution of ``values``, and its std."""
+    v = np.sort(np.asarray(values, dtype=float))
+    i = np.arange(1, len(v) + 1)
+    weight = (i / len(v)) ** n - ((i - 1) / len(v)) ** n  # P(the maximum of n draws is v_(i))
+    mean = float((weight * v).sum())
+    return mean, float(np.sqrt(max(0.0, (weight * v * v).sum() - mean * mean)))
+
+
+@dataclass
+class Trial:
+    model: str
+    trial: int
+    score: float
+    metric: str
+    best_step: int
+    steps: int
+    tokens: int
+    hours: float
+    params: int
+    budget: int  # trainer.max_tokens: the real target tokens every trial of the search may train on
+    settings: dict[str, Any]
+    run: dict[str, Any]
+
+
+def drawn_keys(search: dict[str, Any], model: str) -> list[str]:
+    """The config keys a trial of ``model`` draws (a bundle's keys in its place), in the space's order."""
+    keys: list[str] = []
+    for part in ("shared", model):
+        for name, spec in (search.get("space") or {}).get(part, {}).items():
+            options = spec.get("choice", []) if isinstance(spec, dict) else []
+            bundle = next((o for o in options if isinstance(o, dict)), None)
+            keys += list(bundle) if bundle else [name]
+    return keys
+
+
+def load_trial(folder: Path) -> Trial:
+    def read(name: str) -> Any:
+        path = folder / name
+        try:
+            text = path.read_text()
+            return OmegaConf.to_container(OmegaConf.create(text)) if name.endswith(".yaml") else (
+                json.loads(text) if name.endswith(".json") else [json.loads(x) for x in text.splitlines() if x])
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: cannot read it ({e}); export the trial again from its run folder") from None
+
+    run, cfg, events = read("results.json"), read("config.yaml"), read("metrics.jsonl")
+    run["run_dir"] = str(folder)
+    search = cfg.get("search") or {}
+    if not search.get("name"):
+        raise UserError(f"{folder}: not a search trial (its config.yaml has no search.name); pass the folder of a "
+                        "search preset's runs, e.g. results/runs/tune_multi30k_de_en")
+    metric = next(k.removeprefix("valid_") for k in run if k.startswith("valid_") and k != "valid_average")
+    flat = OmegaConf.create(cfg)
+    settings = {k: OmegaConf.select(flat, k) for k in drawn_keys(search, run["model"])}
+    tokens = max((e.get("tokens", 0) for e in events if e.get("event") == "valid"), default=0)
+    return Trial(run["model"], int(run["seed"]), float(run[f"valid_{metric}"]), metric, int(run["best_step"]),
+                 int(run["steps"]), int(tokens), float(run["train_seconds"]) / 3600, int(run["params"]),
+                 int(cfg["trainer"]["max_tokens"]), settings, run)
+
+
+def load_trials(root: Path) -> tuple[dict[str, list[Trial]], dict[str, int]]:
+    """Finished trials by model (in trial order), and the count of unfinished ones by model."""
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder: pass a search's runs, e.g. results/runs/tune_multi30k_de_en")
+    trials: dict[str, list[Trial]] = {}
+    unfinished: dict[str, int] = {}
+    for folder in sorted(p for p in root.glob("*/seed*") if p.is_dir()):
+        if (folder / "results.json").exists():
+            trial = load_trial(folder)
+            trials.setdefault(trial.model, []).append(trial)
+        else:
+            unfinished[folder.parent.name] = unfinished.get(folder.parent.name, 0) + 1
+    if not trials:
+        raise UserError(f"no finished trial (results.json) under {root}/<model>/seed<k>: have the trials finished?")
+    for model in trials:
+        trials[model].sort(key=lambda t: t.trial)
+    return trials, unfinished
+
+
+def curve_rows(trials: dict[str, list[Trial]]) -> list[list[str]]:
+    longest = max(len(ts) for ts in trials.values())
+    rows = []
+    for n in range(1, longest + 1):
+        cells = [str(n)]
+        for ts in trials.values():
+            cells.append("{:.2f} ± {:.2f}".format(*expected_max([t.score for t in ts], n)) if n <= len(ts) else "–")
+        rows.append(cells)
+    return rows
+
+
+def crossing(trials: dict[str, list[Trial]]) -> str:
+    """Which model leads at n = 1 and at the largest n both have, and where the lead changes hands, if it does."""
+    if len(trials) != 2:
+        return ""
+    (a, ta), (b, tb) = trials.items()
+    leads = []
+    for n in range(1, min(len(ta), len(tb)) + 1):
+        gap = expected_max([t.score for t in ta], n)[0] - expected_max([t.score for t in tb], n)[0]
+        leads.append(a if gap > 0 else b if gap < 0 else "neither")
+    changes = [n + 1 for n in range(len(leads) - 1) if leads[n] != leads[n + 1]]
+    where = (f"the curves cross at n = {', '.join(map(str, changes))}" if changes
+             else "the curves do not cross")
+    return f"With n = 1 the {leads[0]} leads, with n = {len(leads)} the {leads[-1]}: {where} within n <= {len(leads)}."
+
+
+def settings_text(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
+                     for k, v in settings.items())
+
+
+def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Path, regenerate: str) -> str:
+    first = next(iter(trials.values()))[0]
+    metric = first.metric
+    planned = {m: len(ts) + unfinished.get(m, 0) for m, ts in trials.items()}
+    budgets = {t.budget for ts in trials.values() for t in ts}
+    if len(budgets) > 1:
+        raise UserError(f"{root}: its trials trained on different token budgets {sorted(budgets)}: not one search")
+    machines = sorted({f"{t.run['hardware'].get('cpu') or t.run['hardware'].get('device')} "
+                       f"({t.run.get('precision', '?')})" for ts in trials.values() for t in ts})
+    commits = sorted({t.run.get("commit", "?") for ts in trials.values() for t in ts})
+    lines = [f"# Expected validation {metric} of a random search: {root.name}", "",
+             f"Every trial trained on up to {first.budget:,} real target tokens and was judged on greedy validation "
+             f"{metric} (its best validation); trials of a model are i.i.d. draws from the space in "
+             f"conf/experiment/{root.name}.yaml. Expected maximum over n trials, mean ± std (Dodge et al. 2019). "
+             f"Hardware: {'; '.join(machines)}; commits {', '.join(commits)}. Regenerate: `{regenerate}`.", "",
+             markdown_table(["n trials", *(f"{m} (of {len(ts)})" for m, ts in trials.items())], curve_rows(trials)),
+             crossing(trials), "",
+             "Budget spent (finished trials):", "",
+             markdown_table(["model", "trials done / planned", "updates", "real target tokens (M)", "training hours"],
+                            [[m, f"{len(ts)} / {planned[m]}", f"{sum(t.steps for t in ts):,}",
+                              f"{sum(t.tokens for t in ts) / 1e6:.1f}", f"{sum(t.hours for t in ts):.2f}"]
+                             for m, ts in trials.items()]), ""]
+    for model, ts in trials.items():
+        best = max(ts, key=lambda t: t.score)
+        lines += [f"## {model}: the trials", "",
+                  f"Best: trial {best.trial}, validation {metric} {best.score:.2f} at update {best.best_step}.", "",
+                  markdown_table(["trial", f"valid {metric}", "best at", "updates", "params", "hours", "settings"],
+                                 [[str(t.trial), f"{t.score:.2f}", str(t.best_step), str(t.steps),
+                                   f"{t.params / 1e6:.2f}M", f"{t.hours:.2f}", settings_text(t.settings)]
+                                  for t in ts]), ""]
+    return "\n".join(lines)
+
+
+def plot(trials: dict[str, list[Trial]], title: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for model, ts in trials.items():
+        n = np.arange(1, len(ts) + 1)
+        mean, std = np.array([expected_max([t.score for t in ts], k) for k in n]).T
+        ax.plot(n, mean, marker="o", label=f"{model} ({len(ts)} trials)")
+        ax.fill_between(n, mean - std, mean + std, alpha=0.2)
+    metric = next(iter(trials.values()))[0].metric
+    ax.set_xlabel("trials (n)")
+    ax.set_ylabel(f"expected best validation {metric} (± std)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments.reporting.expected_max", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", type=Path, help="a search's trials: <runs>/<model>/seed<k> (results/runs/tune_...)")
+    parser.add_argument("--out", type=Path, default=default_out("expected_max"),
+                        help=out_help("expected_max", "folder for <search>_evp.md / .png"))
+    parser.add_argument("--export", type=Path, metavar="DIR",
+                        help="first copy each finished trial to DIR/<search>/<model>/seed<k> (results/runs: with "
+                             "its best validation outputs, re-scorable) and report from that copy")
+    parser.add_argument("--readme", type=Path, help="also embed the report between <!-- table:<search>_evp --> "
+                                                    "markers in this file")
+    args = parser.parse_args(argv)
+    try:
+        trials, unfinished = load_trials(args.runs)
+        if args.export:
+            args.runs = {export(t.run, args.export).parents[1] for ts in trials.values() for t in ts}.pop()
+            trials, _ = load_trials(args.runs)
+    except UserError as e:
+        parser.exit(2, f"error: {e}\n")
+    name = f"{args.runs.name}_evp"
+    regenerate = f"python -m experiments.reporting.expected_max {shown_path(args.runs)} --out {shown_path(args.out)}"
+    text = report(trials, unfinished, args.runs, regenerate) + "\n"
+    write_text(args.out / f"{name}.md", text)
+    plot(trials, f"Expected best validation score vs tuning budget: {args.runs.name}", args.out / f"{name}.png")
+    if args.readme:
+        embed(args.readme, name, text)
+    say_wrote(args.out, [f"{name}.md", f"{name}.png"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The compute plan: a grid's jobs as a Markdown table (state, progress, pace, hours left), for docs/reproducing.md."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.core.atomic import write_text
+from experiments.core.errors import ConfigError
+
+
+def plan_table(jobs: list[Any]) -> str:
+    """The jobs as a Markdown table: state, progress, measured seconds per update, hours left at that pace."""
+    lines = ["| preset | model | seed | state | updates | best validation | s/update | hours left |",
+             "|---|---|---|---|---|---|---|---|"]
+    facts = {id(job): job.facts() for job in jobs}
+    paces = {(j.experiment, j.params.get("model"), unit): facts[id(j)][unit] for j in jobs
+             for unit in ("s_per_update", "s_per_token") if unit in facts[id(j)]}
+    for job in jobs:
+        f, (limit, tokens) = facts[id(job)], job.limits()
+        # A token budget (a search's trials) ends a run before its update cap: count what is left in tokens.
+        unit, done, total = ("s_per_token", f.get("tokens", 0), tokens) if tokens else ("s_per_update", f["step"], limit)
+        pace = f.get(unit) or paces.get((job.experiment, job.params.get("model"), unit))
+        guess = "" if unit in f else "~"  # at the pace of the same model in the same preset
+        left = "0" if job.state() == "done" else (f"{guess}{(total - done) * pace / 3600:.1f}" if pace else "–")
+        best = f"{f['metric']} {f['best']:.2f} (step {f['best_step']})" if "metric" in f else "–"
+        updates = f"{f['step']} / {limit}" + (f" ({f.get('tokens', 0) / 1e6:.2f}M / {tokens / 1e6:.2f}M tokens)"
+                                              if tokens else "")
+        pace = f"{f['s_per_update']:.2f}" if "s_per_update" in f else "–"
+        lines.append(f"| {job.experiment} | {job.params.get('model', '–')} | {job.params.get('seed', '–')} | "
+                     f"{job.state()} | {updates} | {best} | {pace} | {left} |")
+    return "\n".join(lines) + "\n"
+
+
+def embed_plan(readme: Path, jobs: list[Any], command: str) -> None:
+    text = readme.read_text()
+    start, end = "<!-- compute-plan -->", "<!-- /compute-plan -->"
+    if start not in text or end not in text:
+        raise ConfigError(f"{readme} has no {start} ... {end} markers: add them where the plan belongs")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    body = (f"Written by `s2s-grid {command} --status --readme {readme.as_posix()}` on {stamp}; s/update is the mean "
+            "training time per update so far (validation excluded) on the machine that ran it, hours left assume "
+            "that pace up to the update limit, or the token budget where a run has one (~: the pace of the same model in "
+            "the same preset; early stopping may end a run sooner).\n\n" + plan_table(jobs))
+    head, rest = text.split(start, 1)
+    write_text(readme, head + start + "\n" + body + end + rest.split(end, 1)[1])
