@@ -38,6 +38,7 @@ import argparse
 import csv
 import io
 import statistics
+import textwrap
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -283,7 +284,10 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
     writer.writeheader()
     writer.writerows(summary)
     write_text(out / f"{name}.csv", buffer.getvalue())
-    budget = f"{statistics.fmean(r['steps'] for r in runs):.0f} updates of {task_budget(first)}"
+    budgets = {(r["steps"], task_budget(r)) for r in runs}
+    # One budget in the title only where the runs share it: a study of several presets names each row's in its table
+    budget = (f"{statistics.fmean(r['steps'] for r in runs):.0f} updates of {task_budget(first)}" if len(budgets) == 1
+              else "each row's preset sets its updates and batches")
     plot_lengths(f"{name}: test {primary} by source length ({budget}, beam {first['beam_size']})", kind, lengths,
                  out / f"{name}_length.png")
     if by_curve:
@@ -312,7 +316,7 @@ def plot_lengths(title: str, kind: str, lengths: dict[str, list[dict]], path: Pa
     ax.set_xlabel("source length in words (n = test sentences in the bucket)")
     ax.set_ylabel(f"test {metrics.PRIMARY[kind]}")
     ax.set_ylim(bottom=0)
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=9)  # a study's long title would run off the figure
     ax.legend(title="mean over seeds; bars: 95% bootstrap", title_fontsize=8, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     save_figure(fig, path)
