@@ -284,10 +284,8 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
     writer.writeheader()
     writer.writerows(summary)
     write_text(out / f"{name}.csv", buffer.getvalue())
-    budgets = {(r["steps"], task_budget(r)) for r in runs}
-    # One budget in the title only where the runs share it: a study of several presets names each row's in its table
-    budget = (f"{statistics.fmean(r['steps'] for r in runs):.0f} updates of {task_budget(first)}" if len(budgets) == 1
-              else "each row's preset sets its updates and batches")
+    budget = (f"{statistics.fmean(r['steps'] for r in runs):.0f} updates of {task_budget(first)}"  # one budget, or a study's
+              if len({(r["steps"], task_budget(r)) for r in runs}) == 1 else "each row's preset sets its updates and batches")
     plot_lengths(f"{name}: test {primary} by source length ({budget}, beam {first['beam_size']})", kind, lengths,
                  out / f"{name}_length.png")
     if by_curve:
