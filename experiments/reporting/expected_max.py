@@ -32,6 +32,7 @@ from experiments.core.errors import UserError
 from experiments.core.outdirs import default_out, out_help, say_wrote
 from experiments.core.plotting import plt, save_figure
 from experiments.training.runs import export, shown_path
+from experiments.training.search import space_keys
 from experiments.reporting.tables import embed, markdown_table
 
 
@@ -60,17 +61,6 @@ class Trial:
     run: dict[str, Any]
 
 
-def drawn_keys(search: dict[str, Any], model: str) -> list[str]:
-    """The config keys a trial of ``model`` draws (a bundle's keys in its place), in the space's order."""
-    keys: list[str] = []
-    for part in ("shared", model):
-        for name, spec in (search.get("space") or {}).get(part, {}).items():
-            options = spec.get("choice", []) if isinstance(spec, dict) else []
-            bundle = next((o for o in options if isinstance(o, dict)), None)
-            keys += list(bundle) if bundle else [name]
-    return keys
-
-
 def load_trial(folder: Path) -> Trial:
     def read(name: str) -> Any:
         path = folder / name
@@ -89,7 +79,7 @@ def load_trial(folder: Path) -> Trial:
                         "search preset's runs, e.g. results/runs/tune_multi30k_de_en")
     metric = next(k.removeprefix("valid_") for k in run if k.startswith("valid_") and k != "valid_average")
     flat = OmegaConf.create(cfg)
-    settings = {k: OmegaConf.select(flat, k) for k in drawn_keys(search, run["model"])}
+    settings = {k: OmegaConf.select(flat, k) for k in space_keys(search.get("space"), run["model"])}
     tokens = max((e.get("tokens", 0) for e in events if e.get("event") == "valid"), default=0)
     return Trial(run["model"], int(run["seed"]), float(run[f"valid_{metric}"]), metric, int(run["best_step"]),
                  int(run["steps"]), int(tokens), float(run["train_seconds"]) / 3600, int(run["params"]),

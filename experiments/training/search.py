@@ -66,14 +66,28 @@ def draw_one(rng: np.random.Generator, name: str, spec: Any) -> dict[str, Any]:
     return {name: float(f"{value:.3g}")}  # three significant digits: what a config file would say
 
 
+def entries(space: Any, model: str) -> list[tuple[str, Any]]:
+    """``model``'s entries of the space in drawing order: the shared ones, then the model's own."""
+    space = OmegaConf.to_container(space) if isinstance(space, DictConfig) else (space or {})
+    return [item for part in ("shared", model) for item in (space.get(part) or {}).items()]
+
+
+def space_keys(space: Any, model: str) -> list[str]:
+    """The config keys a trial of ``model`` sets (a bundle's keys in its place), in the space's order."""
+    keys: list[str] = []
+    for name, spec in entries(space, model):
+        bundle = next((o for o in spec.get("choice", []) if isinstance(o, dict)), None) if isinstance(spec, dict) else None
+        keys += list(bundle) if bundle else [name]
+    return keys
+
+
 def draw(search: DictConfig, model: str, rng: np.random.Generator) -> dict[str, Any]:
     """One draw of ``model``'s settings: the shared entries, then the model's own (which win where both set a key)."""
     if model not in search.space:
         raise ConfigError(f"search {search.name!r} has no space for model {model!r} (it has {sorted(search.space)})")
     drawn: dict[str, Any] = {}
-    for part in ("shared", model):
-        for name, spec in (OmegaConf.to_container(search.space[part]) if part in search.space else {}).items():
-            drawn.update(draw_one(rng, name, spec))
+    for name, spec in entries(search.space, model):
+        drawn.update(draw_one(rng, name, spec))
     return drawn
 
 
