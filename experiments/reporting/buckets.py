@@ -11,12 +11,15 @@ sentences gets the wide interval it deserves.
 from __future__ import annotations
 
 import statistics
+import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sacrebleu.metrics import BLEU
 
+from experiments.core.plotting import plt, save_figure
 from experiments.evaluation import metrics
 
 N_SAMPLES = 1000
@@ -58,3 +61,23 @@ def by_length(kind: str, lengths: list[int], runs_hyps: list[list[str]], refs: m
             continue
         out.append({**bucket, **{k: statistics.fmean(s[i][k] for s in per_seed) for k in ("score", "low", "high")}})
     return out
+
+
+def plot_lengths(title: str, kind: str, lengths: dict[str, list[dict]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = [f"{b['bucket']}\n(n={b['count']})" for b in next(iter(lengths.values()))]
+    width = 0.8 / max(len(lengths), 1)
+    for k, (model, rows) in enumerate(lengths.items()):
+        xs = [i + (k - (len(lengths) - 1) / 2) * width for i, b in enumerate(rows) if b["score"] is not None]
+        ys = [b["score"] for b in rows if b["score"] is not None]
+        errors = [[b["score"] - b["low"] for b in rows if b["score"] is not None],
+                  [b["high"] - b["score"] for b in rows if b["score"] is not None]]
+        ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, linestyle="-", label=model)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("source length in words (n = test sentences in the bucket)")
+    ax.set_ylabel(f"test {metrics.PRIMARY[kind]}")
+    ax.set_ylim(bottom=0)
+    ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=9)  # a study's long title would run off the figure
+    ax.legend(title="mean over seeds; bars: 95% bootstrap", title_fontsize=8, fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    save_figure(fig, path)

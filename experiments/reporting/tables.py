@@ -38,7 +38,6 @@ import argparse
 import csv
 import io
 import statistics
-import textwrap
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -51,8 +50,7 @@ from experiments.evaluation import metrics
 from experiments.core.atomic import write_text
 from experiments.core.errors import UserError
 from experiments.core.outdirs import default_out, out_help, say_wrote
-from experiments.core.plotting import plt, save_figure
-from experiments.training.runs import config_of, export, find_runs, hypotheses, task_of, texts
+from experiments.training.runs import config_of, export, find_runs, hypotheses, task_of, texts, validation_setting
 
 METRICS = {"translation": ["bleu", "chrf"], "summarization": ["rouge1", "rouge2", "rougeLsum"]}
 LENGTH_EDGES = {"translation": (8, 12, 16, 20, 25), "summarization": (50, 100, 150, 200, 300)}
@@ -163,6 +161,8 @@ def model_rows(kind: str, by_model: dict[str, list[dict]], metric_keys: list[tup
                 "train_hours": statistics.fmean(r["train_seconds"] / 3600 for r in group),
                 "tokens_per_s": statistics.fmean(r["train_tokens_per_s"] for r in group),
             }
+            row["valid_mean"], row["valid_std"] = mean_std([(r["averaged"] if averaged else r)
+                                                            [f"valid_{metrics.PRIMARY[kind]}"] for r in group])
             for split, m, way in metric_keys:
                 per_run = rescored[split, way] if way.single else [tests[split] for tests in recorded]
                 key = column(split, m, way)
@@ -218,11 +218,12 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
     ways = scorings(task, kind, split_refs["test"])
     metric_keys = [(split, m, way) for split in test_splits for way in ways for m in METRICS[kind]]
     summary = model_rows(kind, by_model, metric_keys, split_refs) + baseline_rows(task, kind, metric_keys)
-    columns = ["model", "checkpoint", "params", "seeds", "updates", "best at", "train h"] + \
+    columns = ["model", "checkpoint", "params", "seeds", "updates", "best at", "train h", f"valid {primary}"] + \
         [f"{s} {m}{w.suffix}" for s, m, w in metric_keys]
     rows = [[r["model"], r["checkpoint"], f"{r['params']:,}" if r["params"] else "–", r["seeds"] or "–",
              f"{r['steps']:.0f}" if r["steps"] else "–", f"{r['best_step']:.0f}" if r["steps"] else "–",
-             f"{r['train_hours']:.2f}" if r["steps"] else "–"]
+             f"{r['train_hours']:.2f}" if r["steps"] else "–",
+             f"{r['valid_mean']:.2f}" + (f" ± {r['valid_std']:.2f}" if " " in r["seeds"] else "") if r["steps"] else "–"]
             + [f"{r[f'{column(s, m, w)}_mean']:.2f}"
                + (f" ± {r[f'{column(s, m, w)}_std']:.2f}" if " " in r["seeds"] else "")
                for s, m, w in metric_keys] for r in summary]
@@ -243,7 +244,8 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
     md = io.StringIO()
     md.write(f"# {name}\n\n")
     md.write(f"Task `{first['task']}` ({kind}); test sets: {', '.join(test_splits)}; beam {first['beam_size']}; "
-             f"checkpoint: the best by validation {primary}"
+             f"checkpoint: the best by validation {primary} (column `valid {primary}`: "
+             f"{'; '.join(sorted({validation_setting(r) for r in runs}))})"
              + (", and the average of the kept snapshots (rows marked)" if any(r.get("averaged") for r in runs) else "")
              + ".\n")
     md.write(f"Metric signatures: {signatures}.\n")
@@ -286,7 +288,7 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
     write_text(out / f"{name}.csv", buffer.getvalue())
     budget = (f"{statistics.fmean(r['steps'] for r in runs):.0f} updates of {task_budget(first)}"  # one budget, or a study's
               if len({(r["steps"], task_budget(r)) for r in runs}) == 1 else "each row's preset sets its updates and batches")
-    plot_lengths(f"{name}: test {primary} by source length ({budget}, beam {first['beam_size']})", kind, lengths,
+    buckets.plot_lengths(f"{name}: test {primary} by source length ({budget}, beam {first['beam_size']})", kind, lengths,
                  out / f"{name}_length.png")
     if by_curve:
         curves.plot(by_curve, primary, f"{name}: validation {primary} (greedy, {task.splits.valid}) at equal compute; "
@@ -298,26 +300,6 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
 def task_budget(run: dict[str, Any]) -> str:
     cfg = config_of(run)
     return f"{cfg.trainer.batch_tokens}-token batches"
-
-
-def plot_lengths(title: str, kind: str, lengths: dict[str, list[dict]], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    labels = [f"{b['bucket']}\n(n={b['count']})" for b in next(iter(lengths.values()))]
-    width = 0.8 / max(len(lengths), 1)
-    for k, (model, rows) in enumerate(lengths.items()):
-        xs = [i + (k - (len(lengths) - 1) / 2) * width for i, b in enumerate(rows) if b["score"] is not None]
-        ys = [b["score"] for b in rows if b["score"] is not None]
-        errors = [[b["score"] - b["low"] for b in rows if b["score"] is not None],
-                  [b["high"] - b["score"] for b in rows if b["score"] is not None]]
-        ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, linestyle="-", label=model)
-    ax.set_xticks(range(len(labels)), labels, fontsize=8)
-    ax.set_xlabel("source length in words (n = test sentences in the bucket)")
-    ax.set_ylabel(f"test {metrics.PRIMARY[kind]}")
-    ax.set_ylim(bottom=0)
-    ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=9)  # a study's long title would run off the figure
-    ax.legend(title="mean over seeds; bars: 95% bootstrap", title_fontsize=8, fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    save_figure(fig, path)
 
 
 def embed(readme: Path, name: str, table: str) -> None:

@@ -176,6 +176,14 @@ def config_of(run: dict[str, Any]) -> Any:
                         "export it again from the run") from None
 
 
+def validation_setting(run: dict[str, Any]) -> str:
+    """How the run decoded its validation split, which chose its checkpoint: "greedy, the whole split"."""
+    trainer = config_of(run).trainer
+    beam = "greedy" if trainer.val_beam_size == 1 else f"beam {trainer.val_beam_size}"
+    n = trainer.eval_max_sentences
+    return f"{beam}, " + (f"its first {n} sentences" if n else "the whole split")
+
+
 def task_of(run: dict[str, Any]) -> Any:
     """The run's task config, read from its config.yaml."""
     return config_of(run).task
