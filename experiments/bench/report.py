@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from experiments.core.atomic import write_text
+from experiments.bench.markdown import fmt, md_table, ratio_cell
 from experiments.bench.plots import save_png, scaling_figure, ttb_figure
 from experiments.bench.targets import JOEYNMT_TOKENS_PER_UPDATE
 from experiments.bench.ttb import ttb_curves
@@ -23,24 +24,6 @@ from experiments.core.errors import UserError
 # What a report holds; --from-json refuses a file without all of them.
 REPORT_KEYS = {"meta", "training", "fast_paths", "comparison", "targets", "scaling", "joeynmt", "profiles",
                "time_to_bleu"}
-
-
-def fmt(value: Any, spec: str = ".0f", missing: str = "–") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return missing
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return format(value, spec)
-    return str(value)
-
-
-def md_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def ratio_cell(value: float | None) -> str:
-    return fmt(value, ".2f") + "x" * (value is not None)
 
 
 # ---------------------------------------------------------------------------
