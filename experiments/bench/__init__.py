@@ -27,6 +27,10 @@ that its peak memory, thread setting and compile caches are its own):
 * a scaling plot: tokens/s against the batch budget;
 * time to BLEU (``--time-to-bleu``): updates and seconds until validation BLEU
   reaches a threshold, beside JoeyNMT's BLEU-by-update curve;
+* time to quality (``--time-to-quality``): wall, training and validation
+  seconds until validation BLEU reaches JoeyNMT's best, each model with its
+  recipe (a conf/experiment preset), against JoeyNMT's seconds per update in
+  the same run times the updates its curve needs;
 * JoeyNMT (``--joeynmt``): its own "Tokens per Sec" log lines, for a config
   matched to ours;
 * threads under load (``--load``, ``load``): the Transformer beside a busy
@@ -37,6 +41,6 @@ The modules, in the order a run uses them: ``cli`` (flags, the run),
 ``plan`` (the configurations as Specs), ``runner`` (worker processes),
 ``measure`` (one Spec: ``batches``, ``flops``, ``peak``, ``decode``, ``ttb``),
 ``joeynmt`` and ``joeynmt_config`` (the peer), ``load`` (busy processes, sweeps), ``analysis`` (fast paths,
-ratios, targets, with the reference numbers in ``targets``), ``report``
-(Markdown, JSON, README) and ``plots``.
+ratios, targets, with the reference numbers in ``targets``; time to quality's in
+``ttq``), ``report`` (Markdown, JSON, README; cells in ``markdown``) and ``plots``.
 """

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from experiments.bench.report import fmt, is_load_row
+from experiments.bench.ttq import ttq_rows, ttq_targets
 from experiments.bench.targets import (DECODE_TARGETS, JOEYNMT_ANCHORS, JOEYNMT_CURVE, JOEYNMT_TOKENS_PER_UPDATE,
                                        JOEYNMT_VERSION, SAMPLE_TARGET, SAMPLE_TOKENS_TARGET, TRAIN_TARGETS)
 
@@ -23,8 +24,8 @@ Rows = dict[tuple[str, str], dict[str, Any]]  # (model, config) -> a training re
 
 def analyse(training: list[dict[str, Any]], joeynmt: dict[str, Any], device: torch.device,
             batch_tokens: int, ttb: list[dict[str, Any]] | None = None, *, task: str = "multi30k_de_en",
-            comparable: bool = True) -> dict[str, Any]:
-    """Fast-path pairs, the comparison with JoeyNMT and the targets, from the measured rows.
+            comparable: bool = True, ttq: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Fast-path pairs, the comparison with JoeyNMT, time to quality against JoeyNMT's and the targets.
 
     ``task``: the bench's task, whose targets (``targets.TRAIN_TARGETS``,
     ``DECODE_TARGETS``) and JoeyNMT anchor apply. ``comparable``: whether the
@@ -37,8 +38,10 @@ def analyse(training: list[dict[str, Any]], joeynmt: dict[str, Any], device: tor
     anchors = JOEYNMT_ANCHORS.get(task, {})
     comparison = [against_joeynmt(model, by, joeynmt.get(model, {}), batch_tokens, anchors.get(model))
                   for model in models]
-    targets = [*speed_targets(models, by, comparison, device, task, comparable), *sample_targets(ttb or [])]
-    return {"fast_paths": fast, "comparison": comparison, "targets": targets}
+    quality = ttq_rows(ttq or [], joeynmt, batch_tokens)
+    targets = [*speed_targets(models, by, comparison, device, task, comparable), *sample_targets(ttb or []),
+               *ttq_targets(quality, device.type, task, comparable)]
+    return {"fast_paths": fast, "comparison": comparison, "targets": targets, "time_to_quality": quality}
 
 
 def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:

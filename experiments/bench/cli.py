@@ -5,6 +5,9 @@
     s2s-bench --tiny               # a toy run of the whole pipeline in well under a minute
     s2s-bench --profile traces/    # ... plus a torch.profiler chrome trace (open in https://ui.perfetto.dev)
     s2s-bench --time-to-bleu 30    # ... plus: train until validation BLEU >= 30, report steps and time
+    s2s-bench --time-to-quality --joeynmt --configs none --no-decode --no-scaling
+                                   # wall seconds to JoeyNMT's best BLEU (38.86), each model with its recipe,
+                                   # against JoeyNMT's seconds per update here x the updates its curve needs
     s2s-bench --from-json results/benchmarks.json   # measure nothing: write the report and plots again
 
 What is measured is described in ``experiments/bench/__init__.py``. The report
@@ -30,6 +33,7 @@ from experiments.bench.joeynmt import run_all as run_joeynmt
 from experiments.bench.load import run_sweeps
 from experiments.bench.plan import CONF_DIR, base_overrides, build_specs, compose, native_bf16
 from experiments.bench.report import load_report, write_report
+from experiments.bench.targets import JOEYNMT_BEST
 from experiments.bench.runner import Runner, worker_main
 from experiments.data.pipeline import TaskData
 from experiments.core.errors import UserError
@@ -63,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="comma-separated subset of: base,bf16,compile,bf16+compile,threads1,pool,random,unfused,"
                         "padded-targets (logits at padded target positions too) "
                         "and, for the GRU, packed|batched (encoder recurrence), autograd|handwritten (decoder loop), "
-                        "packed+autograd (all three as before the GRU's CPU paths); 'none' runs no training configuration (with --time-to-bleu or --profile alone)")
+                        "packed+autograd (all three as before the GRU's CPU paths); 'none' runs no training configuration (with --time-to-bleu, --time-to-quality or --profile alone)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile configurations")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-tokens", type=int, default=None, help="batch budget (default 4096; --tiny 512)")
@@ -109,9 +113,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-steps", type=int, default=3, help="updates in the trace")
     p.add_argument("--time-to-bleu", type=float, metavar="THRESH", default=None,
                    help="long mode: also train each model until validation BLEU >= THRESH")
-    p.add_argument("--ttb-config", default="base", help="configuration used for --time-to-bleu")
+    p.add_argument("--time-to-quality", type=float, nargs="?", const=JOEYNMT_BEST, default=None, metavar="THRESH",
+                   help=f"long mode: train each model with its recipe (--ttq-recipe) until validation BLEU >= "
+                        f"THRESH (default: JoeyNMT's best, {JOEYNMT_BEST:g}) and time it, validation included and "
+                        "apart, against JoeyNMT's seconds to it on this machine (needs --joeynmt for the ratio)")
+    p.add_argument("--ttq-recipe", default=None, metavar="EXPERIMENT",
+                   help="conf/experiment preset whose recipe --time-to-quality trains with (batch tokens, lr, "
+                        "schedule, validation cadence, update limit; e.g. multi30k_de_en_parity); default: the "
+                        "task's own preset (what s2s-train experiment=TASK uses), none for the toy task")
+    p.add_argument("--ttb-config", default="base", help="configuration used for --time-to-bleu and "
+                                                        "--time-to-quality")
     p.add_argument("--ttb-eval-every", type=int, default=None, help="default 250 (--tiny 2)")
-    p.add_argument("--ttb-max-steps", type=int, default=None, help="default 10000 (--tiny 4)")
+    p.add_argument("--ttb-max-steps", type=int, default=None,
+                   help="default 10000 (--tiny 4); --time-to-quality stops at this or the recipe's "
+                        "trainer.max_steps, whichever is fewer")
     p.add_argument("--load", action="store_true",
                    help="also measure threads under load: the Transformer beside a busy one-thread process (all "
                         "cores, all cores with OMP_WAIT_POLICY=PASSIVE, 1 thread, auto) and a two-job sweep side "
@@ -197,10 +212,12 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     joeynmt = run_joeynmt(args, data, device, runner) if args.joeynmt else {}
     profiles = [runner(s) for s in specs if s.kind == "profile"]
     ttb = [runner(s) for s in specs if s.kind == "ttb"]
+    ttq = [runner(s) for s in specs if s.kind == "ttq"]
     sweeps = sweep_rows(args, device, runner) if args.load and device.type == "cpu" else []
     # --tiny stands in for the Multi30k bench: its targets are listed, none judged
     targets_of = "multi30k_de_en" if args.tiny else args.task
-    analysis = analyse(results, joeynmt, device, args.batch_tokens, ttb, task=targets_of, comparable=not args.tiny)
+    analysis = analyse(results, joeynmt, device, args.batch_tokens, ttb, task=targets_of, comparable=not args.tiny,
+                       ttq=ttq)
     report = {"meta": run_meta(args, argv, device, commit, notes, load_before), "training": results, **analysis,
               "scaling": scaling_rows(results, scaled), "scaling_plot": None, "joeynmt": joeynmt,
               "profiles": profiles, "time_to_bleu": ttb, "ttb_plot": None, "sweeps": sweeps}

@@ -206,6 +206,7 @@ def bench_model(cfg: DictConfig, data: TaskData, work_dir: Path, python: Path, *
     log_file = model_dir / "train.log"
     text = log_file.read_text() if log_file.exists() else (run_dir / "stdout.log").read_text()
     result: dict[str, Any] = {"model": kind, "config": str(config_path), "steps": steps, "log_every": log_every,
+                              "batch_tokens": int(cfg.trainer.batch_tokens),
                               "skipped_windows": skip_windows, "threads": threads, "seconds_total": seconds,
                               "peak_rss_mb": rss, "mapping_notes": notes, "returncode": rc}
     if rc:

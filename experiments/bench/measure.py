@@ -27,7 +27,7 @@ from experiments.bench.decode import decoding_model, measure_decoding
 from experiments.bench.flops import model_shapes, training_flops
 from experiments.bench.peak import SquarePeak, measure_peak, peak_dtype, utilisation
 from experiments.bench.plan import Spec, compose, model_kind
-from experiments.bench.ttb import time_to_bleu
+from experiments.bench.ttb import recipe_settings, time_to_bleu
 from experiments.data.pipeline import TaskData
 from experiments.training.optim import fused_adamw
 
@@ -93,8 +93,10 @@ def measure_config(spec: Spec, data: TaskData | None) -> dict[str, Any]:
         "precision": trainer.precision, "compile": bool(tc.compile), "threads": trainer.threads,
         "batch_tokens": int(tc.batch_tokens), "pool_size": int(tc.pool_size), "device": trainer.device.type,
         "fused_adamw": fused_adamw(tc, trainer.device), "params": trainer.n_params}
-    if spec.kind == "ttb":
+    if spec.kind in ("ttb", "ttq"):
         result.update(time_to_bleu(trainer, spec.ttb or {}))
+        if spec.kind == "ttq":  # the recipe's name, and what it came to in the config trained
+            result.update(recipe=(spec.ttb or {}).get("recipe"), settings=recipe_settings(cfg))
     elif spec.kind == "profile":
         result.update(profile(trainer, data, cfg, spec))
     else:

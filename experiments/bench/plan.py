@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.evaluation.builders import resolve_precision
@@ -39,7 +40,7 @@ TINY_TASK = ["task=toy_reverse", "task.toy.train_size=2000", "task.toy.eval_size
 class Spec:
     """One measurement, run by ``measure.measure`` (in a worker process unless --in-process)."""
 
-    kind: str  # "train" | "scaling" | "profile" | "ttb" (time to BLEU)
+    kind: str  # "train" | "scaling" | "profile" | "ttb" (time to BLEU) | "ttq" (time to quality: with a recipe)
     preset: str  # conf/model/<preset>.yaml
     name: str  # configuration name: base, bf16, compile, ...
     overrides: list[str]  # Hydra overrides, composed like s2s-train's
@@ -210,6 +211,8 @@ def build_specs(args: argparse.Namespace, device: torch.device) -> tuple[list[Sp
                               profile_dir=str(Path(args.profile).resolve())))
         if args.time_to_bleu is not None:
             specs.append(ttb_spec(args, device, preset, base, compile_ok))
+        if args.time_to_quality is not None:
+            specs.append(ttq_spec(args, device, preset, compile_ok))
         if args.load and model == "transformer" and device.type == "cpu":
             specs += load_specs(preset, base, args.warmup, args.steps, args.max_measure_seconds)
     if args.load and device.type != "cpu":
@@ -234,18 +237,88 @@ def load_specs(preset: str, base: list[str], warmup: int, steps: int, max_second
 
 def ttb_spec(args: argparse.Namespace, device: torch.device, preset: str, base: list[str], compile_ok: bool) -> Spec:
     """--time-to-bleu: configuration ``--ttb-config`` trained with full-split greedy validation every few updates."""
+    overrides = [*base, *ttb_config(args, device, preset, base, compile_ok, "--time-to-bleu"),
+                 f"trainer.eval_every={args.ttb_eval_every}", *TTB_FIXED, f"trainer.max_steps={args.ttb_max_steps}"]
+    return Spec("ttb", preset, args.ttb_config, overrides,
+                ttb={"threshold": args.time_to_bleu, "eval_every": args.ttb_eval_every,
+                     "max_steps": args.ttb_max_steps})
+
+
+# What time to BLEU (and to quality) fixes whatever the recipe says: greedy validation over the whole split
+# (JoeyNMT's curve is greedy), and no early stop (the run ends at the threshold or its update limit).
+TTB_FIXED = ["trainer.val_beam_size=1", "trainer.eval_max_sentences=0", "trainer.early_stopping_patience=0"]
+
+
+def ttb_config(args: argparse.Namespace, device: torch.device, preset: str, base: list[str], compile_ok: bool,
+               flag: str) -> list[str]:
+    """The overrides of configuration ``--ttb-config`` (base, threads1, bf16 ...) for ``flag``'s runs,
+    which need a translation task (BLEU)."""
     kind = str(compose(base).task.kind.value)
     if kind != "translation":
-        raise UserError(f"--time-to-bleu needs a translation task; --task {args.task} is {kind} (its validation "
+        raise UserError(f"{flag} needs a translation task; --task {args.task} is {kind} (its validation "
                         "metric is ROUGE, not BLEU)")
     every, _ = config_variants(model_kind(preset), device, small_pool=args.small_pool, compile_ok=compile_ok,
                                wanted=["all", "bf16+compile"])
     if args.ttb_config not in every:
         raise UserError(f"--ttb-config {args.ttb_config!r} is not a configuration of {model_kind(preset)} here; "
                         f"choose from {sorted(every)}")
-    overrides = [*base, *every[args.ttb_config].overrides, f"trainer.eval_every={args.ttb_eval_every}",
-                 f"trainer.max_steps={args.ttb_max_steps}", "trainer.val_beam_size=1",
-                 "trainer.eval_max_sentences=0", "trainer.early_stopping_patience=0"]
-    return Spec("ttb", preset, args.ttb_config, overrides,
-                ttb={"threshold": args.time_to_bleu, "eval_every": args.ttb_eval_every,
-                     "max_steps": args.ttb_max_steps})
+    return every[args.ttb_config].overrides
+
+
+def ttq_recipe(args: argparse.Namespace) -> str | None:
+    """The conf/experiment preset whose recipe --time-to-quality trains with: --ttq-recipe, else the task's own
+    (``s2s-train experiment=TASK``'s), else None (the toy task has none: conf/recipe/<model> alone)."""
+    if args.ttq_recipe:
+        if not (Path(CONF_DIR) / "experiment" / f"{args.ttq_recipe}.yaml").exists():
+            raise UserError(f"--ttq-recipe {args.ttq_recipe!r}: conf/experiment/ has no {args.ttq_recipe}.yaml")
+        return args.ttq_recipe
+    return args.task if (Path(CONF_DIR) / "experiment" / f"{args.task}.yaml").exists() else None
+
+
+def preset_keys(name: str) -> set[str]:
+    """The dotted config keys conf/experiment/NAME.yaml sets, those of the presets it builds on included
+    (its defaults list; ``override /group`` entries and the hydra block are no config keys)."""
+    body = yaml.safe_load((Path(CONF_DIR) / "experiment" / f"{name}.yaml").read_text()) or {}
+    keys: set[str] = set()
+    for entry in body.pop("defaults", None) or []:
+        if isinstance(entry, str) and entry != "_self_":
+            keys |= preset_keys(entry)
+    body.pop("hydra", None)
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            keys.add(prefix[:-1])
+
+    walk(body, "")
+    return keys
+
+
+def ttq_spec(args: argparse.Namespace, device: torch.device, preset: str, compile_ok: bool) -> Spec:
+    """--time-to-quality: time to BLEU with the model's training recipe (``ttq_recipe``).
+
+    The bench's own settings (batch tokens, precision, threads ...) give way
+    where the recipe sets the same key (compose() merges dotted overrides after
+    the preset, so they are left out rather than overridden); the overrides on
+    the command line, ``--ttb-config``'s and the fixed time-to-BLEU ones
+    (``TTB_FIXED``) still win. Validation runs at the recipe's
+    ``trainer.eval_every`` (which also drives the GRU's plateau schedule), up to
+    the recipe's ``trainer.max_steps`` or ``--ttb-max-steps``, whichever is fewer.
+    """
+    recipe = ttq_recipe(args)
+    user = list(args.overrides)
+    own = base_overrides(args, device, preset)[:-len(user) or None]  # the bench's, without the command line's
+    if recipe:
+        taken = preset_keys(recipe)
+        own = [o for o in own if o.split("=", 1)[0] not in taken]
+    recipe_cfg = [*own, *([f"experiment={recipe}"] if recipe else []), *user]
+    variant = ttb_config(args, device, preset, recipe_cfg, compile_ok, "--time-to-quality")
+    composed = compose([*recipe_cfg, *variant])
+    max_steps = min(int(composed.trainer.max_steps), args.ttb_max_steps)
+    every = int(composed.trainer.eval_every)
+    name = recipe or f"recipe/{preset}"
+    return Spec("ttq", preset, args.ttb_config, [*recipe_cfg, *variant, *TTB_FIXED, f"trainer.max_steps={max_steps}"],
+                ttb={"threshold": args.time_to_quality, "eval_every": every, "max_steps": max_steps,
+                     "recipe": name})

@@ -15,32 +15,16 @@ from typing import Any, Callable
 import numpy as np
 
 from experiments.core.atomic import write_text
+from experiments.bench.markdown import fmt, md_table, ratio_cell
 from experiments.bench.plots import save_png, scaling_figure, ttb_figure
 from experiments.bench.targets import JOEYNMT_TOKENS_PER_UPDATE
 from experiments.bench.ttb import ttb_curves
+from experiments.bench.ttq import time_to_quality
 from experiments.core.errors import UserError
 
 # What a report holds; --from-json refuses a file without all of them.
 REPORT_KEYS = {"meta", "training", "fast_paths", "comparison", "targets", "scaling", "joeynmt", "profiles",
                "time_to_bleu"}
-
-
-def fmt(value: Any, spec: str = ".0f", missing: str = "–") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return missing
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return format(value, spec)
-    return str(value)
-
-
-def md_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def ratio_cell(value: float | None) -> str:
-    return fmt(value, ".2f") + "x" * (value is not None)
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +245,7 @@ def targets(report: dict[str, Any], image_prefix: str) -> list[str]:
     if not report["targets"]:
         return []
     rows = [[t["target"], fmt(t["value"], t.get("format", ".2f")) + (t["unit"] if t["value"] is not None else ""),
-             {True: "yes", False: "**no**", None: "–"}[t["met"]], t.get("against") or ""]
+             t.get("verdict") or {True: "yes", False: "**no**", None: "–"}[t["met"]], t.get("against") or ""]
             for t in report["targets"]]
     return ["## Targets", "", md_table(["target", "measured", "met", "against"], rows), ""]
 
@@ -336,8 +320,10 @@ Section = Callable[[dict[str, Any], str], list[str]]
 SECTIONS: dict[str, Section] = {
     "header": header, "training": training, "machine_limit": machine_limit, "fast_paths": fast_paths,
     "decoding": decoding, "comparison": comparison, "targets": targets, "scaling": scaling,
-    "time_to_bleu": time_to_bleu, "under_load": under_load, "profiles": profiles}
-README_SECTIONS = ("comparison", "targets", "machine_limit", "fast_paths", "under_load", "scaling", "time_to_bleu")
+    "time_to_bleu": time_to_bleu, "time_to_quality": time_to_quality, "under_load": under_load,
+    "profiles": profiles}
+README_SECTIONS = ("comparison", "targets", "machine_limit", "fast_paths", "under_load", "scaling", "time_to_bleu",
+                   "time_to_quality")
 
 
 def render_markdown(report: dict[str, Any], sections: tuple[str, ...] = tuple(SECTIONS),

@@ -27,7 +27,7 @@ from experiments.bench.plan import Spec
 from experiments.bench.report import jsonable
 from experiments.data.pipeline import TaskData
 
-TTB_TIMEOUT = 7 * 24 * 3600  # time to BLEU trains for as long as it takes
+TTB_TIMEOUT = 7 * 24 * 3600  # time to BLEU (and to quality) trains for as long as it takes
 
 
 @contextlib.contextmanager
@@ -112,7 +112,7 @@ class Runner:
         spec_file.write_text(json.dumps(asdict(spec)))
         out_file.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "experiments.bench", "--worker", str(spec_file), str(out_file)]
-        timeout = self.timeout if spec.kind != "ttb" else TTB_TIMEOUT
+        timeout = self.timeout if spec.kind not in ("ttb", "ttq") else TTB_TIMEOUT
         rc, _, rss = run_measured(cmd, log_path=log_file, timeout=timeout,
                                   env={**os.environ, **spec.env} if spec.env else None)
         if not out_file.exists():
