@@ -151,7 +151,7 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
         assert 0 < len(top) <= 12 and any(o["op"] in ("aten::mm", "aten::addmm", "aten::bmm") for o in top)
         assert [o["self_s_per_step"] for o in top] == sorted((o["self_s_per_step"] for o in top), reverse=True)
         assert 0 < sum(o["share"] for o in top) <= 1 + 1e-9
-        assert f"Where a {p['model']} update's time goes" in md and f"| `{top[0]['op']}` |" in md
+        assert f"Where a {p['model']} ({p['config']}) update's time goes" in md and f"| `{top[0]['op']}` |" in md
 
     for section in ("## Training throughput", "## Fast paths", "## Decoding", "## Against JoeyNMT", "## Targets",
                     "## Scaling", "## Time to BLEU", "## Profiles"):

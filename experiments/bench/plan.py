@@ -207,8 +207,10 @@ def build_specs(args: argparse.Namespace, device: torch.device) -> tuple[list[Sp
                 specs.append(Spec("scaling", preset, "scaling", base, "sorted", args.scaling_warmup,
                                   args.scaling_steps, scaling=points, max_seconds=args.max_measure_seconds))
         if args.profile:
-            specs.append(Spec("profile", preset, "base", base, "sorted", 2, args.profile_steps,
-                              profile_dir=str(Path(args.profile).resolve())))
+            # bf16 beside fp32 where bf16 is native: where its time goes is the question bf16's speed-up asks
+            for name, extra in [("base", [])] + [("bf16", ["trainer.precision=bf16"])] * native_bf16(device):
+                specs.append(Spec("profile", preset, name, [*base, *extra], "sorted", 2, args.profile_steps,
+                                  profile_dir=str(Path(args.profile).resolve())))
         if args.time_to_bleu is not None:
             specs.append(ttb_spec(args, device, preset, base, compile_ok))
         if args.time_to_quality is not None:

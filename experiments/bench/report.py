@@ -16,6 +16,7 @@ import numpy as np
 
 from experiments.core.atomic import write_text
 from experiments.bench.markdown import fmt, md_table, ratio_cell
+from experiments.bench.profile_report import profiles
 from experiments.bench.plots import save_png, scaling_figure, ttb_figure
 from experiments.bench.targets import JOEYNMT_TOKENS_PER_UPDATE
 from experiments.bench.ttb import ttb_curves
@@ -297,22 +298,6 @@ def time_to_bleu(report: dict[str, Any], image_prefix: str) -> list[str]:
         out += [f"![validation BLEU against updates]({image_prefix}{report['ttb_plot']})", ""]
     if report.get("ttb_tokens_plot"):
         out += [f"![validation BLEU against real target tokens]({image_prefix}{report['ttb_tokens_plot']})", ""]
-    return out
-
-
-def profiles(report: dict[str, Any], image_prefix: str) -> list[str]:
-    if not report.get("profiles"):
-        return []
-    out = ["## Profiles", "", *(f"- {p['model']}: `{p.get('trace', p.get('error'))}` (open in https://ui.perfetto.dev)"
-                                for p in report["profiles"]), ""]
-    for p in report["profiles"]:
-        if not p.get("top_ops"):
-            continue
-        out += [f"Where a {p['model']} update's time goes (the profile's top operators by self CPU time, "
-                f"over {p['steps']} profiled updates; CPU time of all threads, so it can exceed the wall time):", "",
-                "| operator | self CPU s / update | share | calls / update |", "| --- | --- | --- | --- |",
-                *(f"| `{o['op']}` | {o['self_s_per_step']:.3f} | {o['share']:.1%} | {o['calls_per_step']:.0f} |"
-                  for o in p["top_ops"]), ""]
     return out
 
 
