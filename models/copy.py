@@ -36,13 +36,47 @@ below log C (2e-5 at log G = -3000), and the gate must be finite (p_gen = 0
 exactly would make log G -inf everywhere).
 
 The result is fp32 whatever the inputs' dtype (bf16 under autocast), or fp64.
+
+To show the mechanism (the attention page's p_gen and copy distribution),
+``copy_terms`` runs a model's teacher-forced ``forward`` inside
+``recording_copy``, which has ``copy_log_probs`` keep what it mixed: both
+models reach the mixture only through it, so what ``forward`` and
+``decode_step`` return to the searches, ensembles and scorers stays as it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+class CopyTerms(NamedTuple):
+    """What one mixture was made of, in fp32: ``p_gen`` (...), the probability of generating from the vocabulary
+    (1 - p_gen is copied), and ``attention`` (..., S), the copy distribution over the source positions."""
+
+    p_gen: Tensor
+    attention: Tensor
+
+
+# The list of the innermost open ``recording_copy`` block, per thread: a thread training beside it records nothing.
+_RECORD: ContextVar[list[CopyTerms] | None] = ContextVar("copy_record", default=None)
+
+
+@contextmanager
+def recording_copy() -> Iterator[list[CopyTerms]]:
+    """Within the block, every ``copy_log_probs`` call appends its ``CopyTerms`` (detached) to the list yielded."""
+    records: list[CopyTerms] = []
+    token = _RECORD.set(records)
+    try:
+        yield records
+    finally:
+        _RECORD.reset(token)
 
 
 def copy_log_probs(logits: Tensor, gate: Tensor, attention: Tensor, src: Tensor) -> Tensor:
@@ -55,6 +89,9 @@ def copy_log_probs(logits: Tensor, gate: Tensor, attention: Tensor, src: Tensor)
     """
     dtype = torch.promote_types(logits.dtype, torch.float32)  # fp32, or fp64 where the model is
     gate = gate.to(dtype)
+    records = _RECORD.get()
+    if records is not None:
+        records.append(CopyTerms(torch.sigmoid(gate.detach().squeeze(-1)), attention.detach().to(dtype)))
     log_generate = torch.log_softmax(logits.to(dtype), dim=-1) + F.logsigmoid(gate)  # (..., V)
 
     def per_piece(values: Tensor) -> Tensor:
@@ -78,3 +115,14 @@ def teacher_forced_copy(logits: Tensor, gate: Tensor, attention: Tensor, src: Te
     if tgt_mask is not None:
         attention, src = attention[tgt_mask], src[tgt_mask]  # (N, S)
     return copy_log_probs(logits, gate, attention, src)
+
+
+def copy_terms(model: torch.nn.Module, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> CopyTerms:
+    """p_gen (B, T) and the copy distribution (B, T, S) of a copy model's teacher-forced pass over ``tgt_in``
+    (B, T): at each position, those of the mixture that predicted the next token. Run under the caller's
+    grad mode, autocast and ``model.eval()``."""
+    with recording_copy() as records:
+        model(src, src_mask, tgt_in)
+    if len(records) != 1:
+        raise ValueError(f"expected one copy mixture from the forward pass of a model with copy, got {len(records)}")
+    return records[0]

@@ -23,9 +23,17 @@ TRANSFORMER = tiny("model.dec_layers=2", *LONGER)  # 2 decoder layers x 2 heads
 GRU = tiny("model=gru_tiny", "model.dropout=0", "trainer.lr=1e-2", *LONGER, drop=("model.",))
 
 
-def train(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> dict[str, Path]:
+# With copy (model.copy=true), TINY's 60 updates: both emit a few tokens, mostly copied (p_gen about 0.1).
+WITH_COPY = ("model.copy=true", "trainer.eval_every=60", "trainer.test_after_training=false")
+COPY_RUNS = {"gru": tiny("model=gru_tiny", "model.dropout=0", "trainer.lr=1e-2", *WITH_COPY, drop=("model.",)),
+             "transformer": tiny("model.dec_layers=2", *WITH_COPY)}
+
+
+def train(tmp_path_factory: pytest.TempPathFactory, cache: Path,
+          configs: dict[str, list[str]] | None = None) -> dict[str, Path]:
+    """Train the runs of ``configs`` (by default the GRU and Transformer without copy); their folders by name."""
     dirs = {}
-    for name, overrides in (("gru", GRU), ("transformer", TRANSFORMER)):
+    for name, overrides in (configs or {"gru": GRU, "transformer": TRANSFORMER}).items():
         dirs[name] = tmp_path_factory.mktemp(name)
         run(compose_cfg(overrides + [f"cache_dir={cache}"]), dirs[name])
     return dirs

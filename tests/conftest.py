@@ -52,3 +52,11 @@ def attention_runs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path)
     from tests.attention_runs import train
 
     return train(tmp_path_factory, shared_cache)
+
+
+@pytest.fixture(scope="session")
+def copy_attention_runs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> dict[str, Path]:
+    """The same two models trained with copy for a few updates (trained once a session)."""
+    from tests.attention_runs import COPY_RUNS, train
+
+    return train(tmp_path_factory, shared_cache, COPY_RUNS)

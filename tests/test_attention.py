@@ -22,6 +22,7 @@ from experiments.analysis.attention_views import View, head_stats, merge_words, 
 from experiments.core.errors import UserError
 from experiments.evaluation.evaluate import LoadedRun, load_run
 from tests.conftest import REPO
+from tests.test_copy import mixture_parts
 
 TEXT = "ba de fi go gu"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -210,9 +211,44 @@ def test_html_page_embeds_every_run_and_example_as_data(runs: dict[str, Path], l
             assert out["hyp"] == amap.hypothesis and out["src"] == amap.src_labels and out["tgt"] == amap.tgt_labels
             np.testing.assert_allclose(out["w"], amap.weights, atol=5e-4)
             np.testing.assert_allclose(out["entropy"], head_stats(amap.weights)[0], atol=5e-4)
+            assert "pgen" not in out and "copy" not in out  # no copy: the data as before copy was shown
             assert out["scores"]["BLEU"] == round(sentence_scores("translation", amap.hypothesis,
                                                                   example["refs"])["BLEU"], 1)
     assert len(list(tmp_path.glob(f"test-1_transformer-seed1-step{steps['transformer']}_beam1_last-layer.png"))) == 1
+
+
+def test_copy_runs_show_the_p_gen_and_copy_distribution_their_mixture_used(
+        copy_attention_runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With copy, one p_gen per output row, in (0, 1), and a copy distribution over the real source positions
+    (the Transformer's own, the GRU's its attention), equal to what solving the mixture identity gives on the
+    log-probabilities the model's decode_step returns along the hypothesis, the same path as the search's."""
+    import torch
+
+    monkeypatch.setenv("S2S_RUNS_DIR", str(copy_attention_runs["gru"].parent))
+    main([str(copy_attention_runs["gru"]), str(copy_attention_runs["transformer"]), "--examples", "2",
+          "--out", str(tmp_path), "--no-wandb"])
+    data = page_data(tmp_path / "attention.html")
+    runs = {name: load_run(d) for name, d in copy_attention_runs.items()}
+    for example in data["examples"]:
+        for (name, run), out in zip(runs.items(), example["outputs"]):
+            amap = attention_map(run, example["src"])
+            T, S = len(amap.tgt_labels), len(amap.src_labels)
+            src = torch.tensor([run.data.tokenizer.encode_src([example["src"]])[0] + [run.data.eos_id]])
+            emitted = [run.data.tokenizer.tgt.piece_to_id(p) for p in amap.tgt_labels[:-1]]
+            p_gen, copied = mixture_parts(run.model, src, src.ne(run.data.pad_id),
+                                          torch.tensor([[run.data.bos_id] + emitted]))
+            assert amap.p_gen.shape == (T,) and ((amap.p_gen > 0) & (amap.p_gen < 1)).all()
+            np.testing.assert_allclose(amap.p_gen, p_gen[0].numpy(), atol=1e-5)
+            copy = amap.weights if name == "gru" else amap.copy  # the GRU copies with its attention
+            assert copy.shape == (T, S)
+            np.testing.assert_allclose(copy.sum(axis=-1), 1.0, atol=1e-5)
+            by_piece = torch.zeros(T, copied.size(-1)).index_add_(1, src[0], torch.from_numpy(copy).float())
+            np.testing.assert_allclose(by_piece.numpy(), copied[0].numpy(), atol=1e-4)
+            # the page shows them, rounded: p_gen per row, and the Transformer's copy map beside its attention
+            np.testing.assert_allclose(out["pgen"], amap.p_gen, atol=5e-4)
+            assert ("copy" in out) == (name == "transformer")
+            if name == "transformer":
+                np.testing.assert_allclose(out["copy"], amap.copy, atol=5e-4)
 
 
 def test_errors_are_one_line_with_exit_2(runs: dict[str, Path], tmp_path: Path, capsys) -> None:

@@ -282,3 +282,55 @@ def test_layout_fits_1024_px_stacks_when_narrow_and_prints_one_example_per_page(
     opened.screenshot(shots / "attention-print.png")
     pdf = opened.pdf(shots / "attention.pdf").read_bytes()
     assert len(re.findall(rb"/Type\s*/Page\b(?!s)", pdf)) == 1 + EXAMPLES  # legend and list, then one per example
+
+
+@pytest.fixture(scope="module")
+def copy_page(copy_attention_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("copy-page")
+    main([str(copy_attention_runs["gru"]), str(copy_attention_runs["transformer"]), "--examples", "2",
+          "--out", str(out), "--no-wandb"])
+    return out / "attention.html"
+
+
+def test_copy_runs_show_p_gen_beside_their_copy_distribution_and_others_show_none(
+        browser: Chromium, copy_page: Path, page: Path, shots: Path) -> None:
+    """A p_gen column (bar and value) on every row of the map of the copy distribution: the GRU's attention, the
+    Transformer's own copy map, whose cells are the copy weights; words average p_gen over a word's pieces;
+    hovering a bar reads it out. A page of runs without copy has no copy section, no column, no legend row."""
+    data = read_data(copy_page)
+    browser.resize(1024, 768)
+    browser.errors.clear()
+    browser.open(copy_page.as_uri())
+
+    def column(selector: str) -> list[float]:
+        return browser.js(f"[...document.querySelectorAll({json.dumps(selector + ' .pg')})].map(c => +c.dataset.p)")
+
+    for i, example in enumerate(data["examples"]):
+        gru, transformer = example["outputs"]
+        np.testing.assert_allclose(column(f"{panel(GRU, i)} .maparea"), gru["pgen"], atol=1e-9)
+        np.testing.assert_allclose(cells(browser, f"{panel(GRU, i)} .maparea"), gru["w"], atol=1e-9)
+        assert browser.js(f"document.querySelectorAll('{panel(GRU, i)} .copyarea .map').length") == 0
+        assert column(f"{panel(TRANSFORMER, i)} .maparea") == []
+        np.testing.assert_allclose(column(f"{panel(TRANSFORMER, i)} .copyarea"), transformer["pgen"], atol=1e-9)
+        np.testing.assert_allclose(cells(browser, f"{panel(TRANSFORMER, i)} .copyarea"), transformer["copy"],
+                                   atol=1e-9)
+    legend = browser.js("[...document.querySelectorAll('.legend dt')].map(d => d.textContent)")
+    assert "p_gen" in legend and "copy distribution" in legend
+    browser.screenshot(shots / "attention-copy-1024.png")
+
+    browser.hover(f'{panel(TRANSFORMER)} .copyarea .pg[data-r="1"]')
+    tip = browser.js("document.getElementById('tip').innerText")
+    p = data["examples"][0]["outputs"][TRANSFORMER]["pgen"][1]
+    assert not hidden(browser, "#tip") and f"p_gen {p:.3f}" in tip and f"copied from the source with {1 - p:.3f}" in tip
+
+    browser.click(".example.current input[data-field=words]")
+    out = data["examples"][0]["outputs"][GRU]
+    groups = np.asarray(out["tgtWords"]["groups"])
+    means = [np.mean(np.asarray(out["pgen"])[groups == g]) for g in range(groups.max() + 1)]
+    np.testing.assert_allclose(column(f"{panel(GRU)} .maparea"), means, atol=1e-3)
+    assert browser.errors == []
+
+    browser.open(page.as_uri())  # runs without copy
+    assert browser.js("document.querySelectorAll('.copyarea, .pg, .pgh').length") == 0
+    assert "p_gen" not in browser.js("document.querySelector('.legend').textContent")
+    assert browser.errors == []

@@ -21,7 +21,7 @@ from experiments.evaluation.evaluate import evaluate_checkpoint
 from experiments.evaluation.loss import sequence_loss
 from experiments.training.train import run
 from models import MODELS, greedy_search
-from models.copy import copy_log_probs
+from models.copy import copy_log_probs, copy_terms, recording_copy
 from tests.conftest import compose_cfg
 from tests.test_models import BOS, EOS, PAD, TGT_VOCAB, TINY, decode_incrementally, make_batch, one_thread  # noqa: F401
 
@@ -139,6 +139,52 @@ def test_p_gen_one_is_the_model_without_copy_exactly(name: str) -> None:
             assert torch.equal(run(model), torch.log_softmax(run(plain), dim=-1))
     with_copy, without = (greedy_search(m, src, src_mask, bos_id=BOS, eos_id=EOS) for m in (model, plain))
     assert with_copy.tokens == without.tokens and torch.equal(with_copy.scores, without.scores)
+
+
+def mixture_parts(model: torch.nn.Module, src: torch.Tensor, src_mask: torch.Tensor,
+                  tgt_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """p_gen (B, T) and the copy probability of every piece (B, T, V), solved from the log-probabilities the
+    model's own ``decode_step`` returns (the searches' path) and the logits its output layer computed (caught by
+    a hook), by the mixture identity P = p_gen softmax(logits) + (1 - p_gen) C: on the pieces not in the
+    source C is 0, so there P = p_gen softmax(logits)."""
+    caught: list[torch.Tensor] = []
+    hook = model.output.register_forward_hook(lambda module, inputs, output: caught.append(output))
+    try:
+        with torch.inference_mode():
+            log_p, _ = decode_incrementally(model, src, src_mask, tgt_in)  # (B, T, V)
+    finally:
+        hook.remove()
+    B, T, V = log_p.shape
+    probs, vocab = log_p.double().exp(), torch.cat([c.reshape(B, 1, V) for c in caught], dim=1).double().softmax(-1)
+    outside = torch.ones(B, V, dtype=torch.bool).scatter_(1, src, False)[:, None]  # (B, 1, V)
+    p_gen = (probs * outside).sum(-1) / (vocab * outside).sum(-1)  # (B, T)
+    copied = (probs - p_gen[..., None] * vocab) / (1 - p_gen[..., None])
+    return p_gen.float(), copied.float()
+
+
+@KINDS
+def test_copy_terms_are_the_gate_and_copy_distribution_the_searches_mix(name: str) -> None:
+    """``copy_terms`` (the attention page's p_gen and copy distribution, from a teacher-forced pass) are what
+    decode_step mixed, solved from its log-probabilities: one p_gen per target position, in (0, 1); a copy
+    distribution that sums to 1 over the real source positions and is 0 on padding. Recording leaves the
+    outputs as they were."""
+    model = copy_model(name)
+    src, src_mask, tgt_in = make_batch()  # sources of 7, 4, 1 and 6 pieces: padding in three rows
+    with torch.inference_mode():
+        plain, _ = model(src, src_mask, tgt_in)
+        with recording_copy():
+            recorded, _ = model(src, src_mask, tgt_in)
+        terms = copy_terms(model, src, src_mask, tgt_in)
+    assert torch.equal(plain, recorded)
+    (B, T), S = tgt_in.shape, src.size(1)
+    assert terms.p_gen.shape == (B, T) and bool(((terms.p_gen > 0) & (terms.p_gen < 1)).all())
+    assert terms.attention.shape == (B, T, S)
+    torch.testing.assert_close(terms.attention.sum(-1), torch.ones(B, T), atol=1e-6, rtol=0)
+    assert bool((terms.attention.masked_select(~src_mask[:, None].expand(B, T, S)) == 0).all())
+    p_gen, copied = mixture_parts(model, src, src_mask, tgt_in)
+    torch.testing.assert_close(terms.p_gen, p_gen, atol=1e-5, rtol=0)
+    expected = torch.zeros(B, T, TGT_VOCAB).scatter_add_(-1, src[:, None].expand(B, T, S), terms.attention)
+    torch.testing.assert_close(copied, expected, atol=1e-4, rtol=0)
 
 
 # A copy task: the target is the source. Training pieces are 4..15; the test sources hold one piece of 16..23,

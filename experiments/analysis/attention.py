@@ -23,7 +23,12 @@ logged to its run's W&B run (``logger`` of the run's config, unless
 and script inline, nothing loaded from the network) with every run side by side
 per example, a view selector per Transformer run (one head, a layer's mean, the
 last layer's mean, all layers' mean, or the grid), per-head entropy and share on
-``</s>``, hover read-outs and a word-level toggle.
+``</s>``, hover read-outs and a word-level toggle. For a run trained with copy
+(``model.copy``) it also shows, per output piece, p_gen (the probability of
+generating from the vocabulary; 1 - p_gen is copied) and the copy distribution:
+the Transformer's copy attention, or the GRU's attention, which is its map.
+Those come from a teacher-forced pass over the hypothesis (``copy_view``), the
+same computation as the search's steps in eval mode.
 """
 
 from __future__ import annotations
@@ -36,18 +41,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from omegaconf import OmegaConf
 
 from experiments.analysis import attention_page
 from experiments.core.atomic import write_text
 from experiments.analysis.attention_plots import figures, save
 from experiments.analysis.attention_views import View, check_view, parse_view
-from experiments.data.batching import collate
+from experiments.data.batching import Batch, collate
 from experiments.evaluation.builders import autocast_for
 from experiments.core.errors import UserError
 from experiments.evaluation.evaluate import LoadedRun, load_run, search
 from experiments.training.runs import shown_path
 from experiments.training.tracking import Tracker
+from models.copy import copy_terms
 
 
 @dataclass
@@ -56,10 +63,25 @@ class AttentionMap:
     src_labels: list[str]  # S source pieces, "</s>" last
     tgt_labels: list[str]  # T output pieces, "</s>" last
     hypothesis: str  # detokenized output
+    p_gen: np.ndarray | None = None  # (T,) with copy: the probability of generating each row from the vocabulary
+    copy: np.ndarray | None = None  # (T, S) the Transformer's copy distribution (the GRU's is ``weights``)
+
+
+def copy_view(run: LoadedRun, batch: Batch, tokens: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """p_gen (T,) of each output piece and eos, and the Transformer's copy attention (T, S) over the real source
+    positions (None for the GRU, which copies with its cross-attention: the map itself).
+
+    A teacher-forced pass over the hypothesis rather than the search's own steps: decode_step returns only the
+    mixture, and in eval mode the pass computes the same (tests hold the two equal)."""
+    tgt_in = torch.tensor([[run.data.bos_id, *tokens]], device=run.device)
+    with torch.inference_mode(), autocast_for(run.device, run.cfg.trainer.precision)():
+        terms = copy_terms(run.model, batch.src, batch.src_mask, tgt_in)
+    copy = None if shape(run) == (0, 0) else terms.attention[0][:, batch.src_mask[0]].cpu().numpy()
+    return terms.p_gen[0].cpu().numpy(), copy
 
 
 def attention_map(run: LoadedRun, src_text: str, beam: int = 1) -> AttentionMap:
-    """Decode ``src_text`` and return the cross-attention of the best hypothesis."""
+    """Decode ``src_text`` and return the cross-attention of the best hypothesis (and with copy, ``copy_view``)."""
     data, decoding = run.data, run.cfg.decoding
     ids = data.tokenizer.encode_src([src_text])[0]
     batch = collate([ids], [[]], np.zeros(1), max_src_len=data.task.max_src_len, max_tgt_len=data.task.max_tgt_len,
@@ -67,11 +89,14 @@ def attention_map(run: LoadedRun, src_text: str, beam: int = 1) -> AttentionMap:
     hyps = search(run.model, batch, data, decoding, autocast_for(run.device, run.cfg.trainer.precision), beam,
                   return_attention=True)
     tokens = hyps.tokens[0]
+    p_gen, copy = copy_view(run, batch, tokens) if getattr(run.model, "copy", False) else (None, None)
     return AttentionMap(
         weights=hyps.attention[0].float().cpu().numpy(),
         src_labels=data.tokenizer.src_pieces(batch.src[0].tolist()),  # ends in the eos piece
         tgt_labels=data.tokenizer.tgt_pieces(tokens + [data.eos_id]),
         hypothesis=data.tokenizer.decode_tgt([tokens])[0],
+        p_gen=p_gen,
+        copy=copy,
     )
 
 

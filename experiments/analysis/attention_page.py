@@ -61,11 +61,12 @@ def _rounded(array: np.ndarray) -> Any:
 
 
 def output_data(amap: AttentionMap, kind: str, refs: list[str]) -> dict[str, Any]:
-    """One run's output for one example: hypothesis, scores, pieces, word groups, weights, per-head diagnostics."""
+    """One run's output for one example: hypothesis, scores, pieces, word groups, weights, per-head diagnostics,
+    and with copy p_gen and the Transformer's copy distribution."""
     entropy, eos = head_stats(amap.weights)
     src_groups, src_words = word_groups(amap.src_labels)
     tgt_groups, tgt_words = word_groups(amap.tgt_labels)
-    return {
+    data = {
         "hyp": amap.hypothesis,
         "scores": {k: round(v, 1) for k, v in sentence_scores(kind, amap.hypothesis, refs).items()},
         "src": amap.src_labels,
@@ -76,6 +77,11 @@ def output_data(amap: AttentionMap, kind: str, refs: list[str]) -> dict[str, Any
         "entropy": _rounded(entropy),  # bits; a number (GRU) or [L][H]
         "eos": _rounded(eos),  # share of the weight on the source </s>
     }
+    if amap.p_gen is not None:  # a run with copy; without, the data is as before copy was shown
+        data["pgen"] = _rounded(amap.p_gen)  # [T]: probability of generating from the vocabulary
+    if amap.copy is not None:
+        data["copy"] = _rounded(amap.copy)  # [T][S]: the Transformer's copy attention
+    return data
 
 
 def colormap(n: int = 64) -> list[str]:

@@ -68,25 +68,36 @@ function mergeWords(matrix, tgtGroups, srcGroups) {
   return out.map((row, t) => row.map((w) => w / count[t]));
 }
 
-/** Labels and matrix as shown: pieces, or words when the toggle is on. */
-function shown(out, matrix) {
-  if (!state.words) return { rows: out.tgt, cols: out.src, matrix };
+/** The mean of per-piece values over the pieces of each word, as rows are merged. */
+function wordMeans(values, groups) {
+  const sum = new Array(Math.max(...groups) + 1).fill(0), count = sum.map(() => 0);
+  values.forEach((v, t) => { sum[groups[t]] += v; count[groups[t]] += 1; });
+  return sum.map((v, i) => v / count[i]);
+}
+
+/** Labels and matrix as shown: pieces, or words when the toggle is on; ``pgen`` (one per row, or null) too. */
+function shown(out, matrix, pgen = null) {
+  if (!state.words) return { rows: out.tgt, cols: out.src, matrix, pgen };
   return { rows: out.tgtWords.words, cols: out.srcWords.words,
-           matrix: mergeWords(matrix, out.tgtWords.groups, out.srcWords.groups) };
+           matrix: mergeWords(matrix, out.tgtWords.groups, out.srcWords.groups),
+           pgen: pgen && wordMeans(pgen, out.tgtWords.groups) };
 }
 
 // ---- drawing ---------------------------------------------------------------------------------------
 
-/** A heatmap as a CSS grid of cells; labelled maps have a label row and column, grid panels none. */
+/** A heatmap as a CSS grid of cells; labelled maps have a label row and column, grid panels none. With
+ * ``view.pgen`` (a copy run) a last column holds each row's p_gen, a bar on the row it belongs to. */
 function drawMap(view, info, labelled) {
   const off = labelled ? 2 : 1; // grid line of the first cell
-  const map = el("div", { class: labelled ? "map" : "map mini", role: "group", "aria-label": info.caption,
-                          "data-layer": info.layer, "data-head": info.head });
+  const pgen = labelled && view.pgen;
+  const map = el("div", { class: `map${labelled ? "" : " mini"}${pgen ? " with-pgen" : ""}`, role: "group",
+                          "aria-label": info.caption, "data-layer": info.layer, "data-head": info.head });
   map.style.setProperty("--cols", view.cols.length);
   Object.assign(map, { info, view, off });
   if (labelled) {
     map.append(el("div", { class: "corner", text: "output \u2193 source \u2192" }));
     view.cols.forEach((label, c) => map.append(el("div", { class: "xl", "data-c": c, text: label })));
+    if (pgen) map.append(el("div", { class: "pgh", title: COPY_HELP, text: "p_gen" }));
   }
   view.matrix.forEach((row, r) => {
     if (labelled) map.append(el("div", { class: "yl", "data-r": r, text: view.rows[r] }));
@@ -95,6 +106,7 @@ function drawMap(view, info, labelled) {
       cell.style.color = colour(w); // drawn as background and a hairline shadow: no seams between cells
       map.append(cell);
     });
+    if (pgen) map.append(pgenCell(view.pgen[r], r));
   });
   map.append(el("div", { class: "hl hl-row", hidden: "" }), el("div", { class: "hl hl-col", hidden: "" }));
   if (labelled) thinning.observe(map);
@@ -108,7 +120,7 @@ function thin(map) {
   if (!size) return; // not laid out (another example, hidden)
   const every = Math.max(1, Math.ceil(LABEL_PX / size));
   map.querySelectorAll(".xl").forEach((l) => l.classList.toggle("thin", l.dataset.c % every !== 0));
-  map.querySelectorAll(".yl").forEach((l) => l.classList.toggle("thin", l.dataset.r % every !== 0));
+  map.querySelectorAll(".yl, .pv").forEach((l) => l.classList.toggle("thin", l.dataset.r % every !== 0));
 }
 const thinning = new ResizeObserver((entries) => entries.forEach((entry) => thin(entry.target)));
 // Printing lays the maps out anew (every example, other widths): thin for that layout before it is drawn.
@@ -189,6 +201,35 @@ function drawGrid(run, out, base) {
   return [grid, el("p", { class: "hint", text: hint })];
 }
 
+// ---- copy (pointer-generator): p_gen per output and the copy distribution ---------------------------
+
+const COPY_HELP = "p_gen: probability of generating from the vocabulary; 1 \u2212 p_gen is copied from the source";
+
+/** Row r's p_gen: a bar, generate (p_gen) then copy (1 - p_gen), and the value. */
+function pgenCell(p, r) {
+  const cell = el("div", { class: "pg", "data-r": r, "data-p": p.toFixed(3) }, el("div", { class: "pbar" }),
+    el("span", { class: "pv", "data-r": r, text: p.toFixed(2) }));
+  cell.style.setProperty("--p", p);
+  return cell;
+}
+
+function swatch(kind, text) {
+  return el("span", { class: "swatch" }, el("i", { class: kind }), text);
+}
+
+/** Under a copy run's attention: what p_gen is and where the copy distribution is (the Transformer's own map). */
+function copyParts(out, base) {
+  const where = out.copy ? "Copy distribution: the copy attention below (one head over the source, queried by " +
+    "the decoder's top state), not the cross-attention above; p_gen beside it." : "Copy distribution: the GRU " +
+    "copies with its attention, the map above; p_gen beside it.";
+  const parts = [el("h4", { text: "copy mechanism" }),
+    el("p", { class: "cap" }, `${COPY_HELP}: `, swatch("gen", "generate (p_gen)"), " ",
+      swatch("cpy", "copy (1 \u2212 p_gen)")), el("p", { class: "cap", text: where })];
+  if (out.copy) parts.push(drawMap(shown(out, out.copy, out.pgen), { ...base, caption: "copy distribution", copy: true },
+    true));
+  return parts;
+}
+
 /** Redraw a panel's maps and bring its controls up to date with the state. */
 function updatePanel(panel) {
   const r = +panel.dataset.run, run = DATA.runs[r], view = state.views[r];
@@ -206,7 +247,9 @@ function updatePanel(panel) {
   // Maps of one example highlight the same column where they share the source pieces.
   const base = { run: r, srcKey: (state.words ? out.srcWords.words : out.src).join("\u0001") };
   panel.querySelector(".maparea").replaceChildren(...(grid ? drawGrid(run, out, base)
-    : [drawMap(shown(out, viewMatrix(out, view)), { ...base, caption: viewCaption(run, view) }, true)]));
+    : [drawMap(shown(out, viewMatrix(out, view), out.copy ? null : out.pgen),
+      { ...base, caption: viewCaption(run, view) }, true)]));
+  if (out.pgen) panel.querySelector(".copyarea").replaceChildren(...copyParts(out, base));
 }
 
 function panel(example, i, r) {
@@ -218,7 +261,7 @@ function panel(example, i, r) {
       el("span", { class: "score", text: scoreText(out.scores) })),
     isTransformer(run) ? controls(run, r, out) : el("p", { class: "stats",
       text: `entropy ${out.entropy.toFixed(2)} bits (uniform: ${uniformBits(out)}) \u00b7 ${pct(out.eos)} on </s>` }),
-    el("div", { class: "maparea" }));
+    el("div", { class: "maparea" }), out.pgen ? el("div", { class: "copyarea" }) : null);
 }
 
 function exampleSection(example, i) {
@@ -254,6 +297,14 @@ function legend() {
     ["per head", "mean entropy of its rows in bits, and its share of weight on the source </s>; greyed: half " +
       "or more on </s>, or entropy within 10% of uniform (a head that attends to nothing in particular)"],
     ["colour", colourBar()],
+    ...(DATA.examples.some((ex) => ex.outputs.some((out) => out.pgen)) ? [
+      ["p_gen", "runs trained with copy (a pointer-generator): for each output piece, the probability of " +
+        "generating it from the vocabulary; 1 \u2212 p_gen is copied from the source, spread over the source " +
+        "pieces by the copy distribution. A column beside that distribution's map: a bar, generate (blue) then " +
+        "copy (orange), and the value; words: the mean over a word's pieces"],
+      ["copy distribution", "the Transformer's dedicated copy attention (rows sum to 1); the GRU copies with its " +
+        "attention, the map itself. Both from a teacher-forced pass over the output, the same numbers as the " +
+        "search's steps"]] : []),
     ["made by", el("code", { text: DATA.command })],
   ];
   return el("details", { class: "about", open: "" }, el("summary", { text: "How to read this page" }),
@@ -324,9 +375,18 @@ document.addEventListener("pointerover", (event) => {
   const c = target.dataset?.c !== undefined ? +target.dataset.c : null;
   if (!map || (r === null && c === null)) return clearHover();
   highlight(map, r, c);
-  tip.hidden = !target.classList.contains("cell");
+  const pg = target.closest(".pg");
+  tip.hidden = !target.classList.contains("cell") && !pg;
   if (tip.hidden) return;
-  const where = map.info.layer !== undefined ? ` (${map.info.caption})` : "";
+  if (pg) {
+    const p = +pg.dataset.p;
+    tip.replaceChildren(el("div", { text: `output ${map.view.rows[r]} (row ${r + 1})` }),
+      el("div", { class: "w", text: `p_gen ${p.toFixed(3)}` }),
+      el("div", { text: `generated from the vocabulary with probability ${p.toFixed(3)}, copied from the source ` +
+        `with ${(1 - p).toFixed(3)}` }));
+    return placeTip(event);
+  }
+  const where = map.info.layer !== undefined || map.info.copy ? ` (${map.info.caption})` : "";
   tip.replaceChildren(
     el("div", { text: `output ${map.view.rows[r]} (row ${r + 1}) \u2192 ` +
       `source ${map.view.cols[c]} (column ${c + 1})${where}` }),
