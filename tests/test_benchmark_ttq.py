@@ -7,6 +7,7 @@ No timing is asserted, nor where BLEU lands: thresholds 0 (reached at the first 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,21 @@ def test_tiny_time_to_quality_reports_the_recipe_and_seconds_apart(cache: Path, 
     assert row["recipe"] == "multi30k_de_en_parity" and row["val_s"] + row["train_s"] <= row["wall_s"]
     assert row["joeynmt"]["updates"] is None and "not reached by its curve" in row["joeynmt"]["why"]
     assert f"| no (best {row['best_bleu']:.2f}) | 4 (all) |" in (tmp_path / "never" / "benchmarks.md").read_text()
+
+
+@pytest.mark.parametrize("ttq", [True, False])
+def test_time_to_quality_measures_joeynmts_transformer_whatever_models_are_timed(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ttq: bool) -> None:
+    """JoeyNMT's curve is its Transformer's: --time-to-quality --models gru still measures that one's seconds."""
+    from experiments.bench import joeynmt
+
+    measured = []
+    monkeypatch.setattr(joeynmt, "ensure_venv", lambda *a, **k: tmp_path / "python")
+    monkeypatch.setattr(joeynmt, "bench_model", lambda cfg, *a, **k: measured.append(str(cfg.model.name)) or
+                        {"model": str(cfg.model.name), "tokens_per_s": 1.0, "step_s": 1.0, "params": 1})
+    argv = ["--tiny", "--models", "gru", "--joeynmt", "--work-dir", str(tmp_path)] + ["--time-to-quality"] * ttq
+    args = cli.parse_args(argv)
+    runner = SimpleNamespace(say=lambda *a: None)
+    results = joeynmt.run_all(args, None, torch.device("cpu"), runner)
+    assert sorted(results) == (["gru", "transformer"] if ttq else ["gru"])
+    assert len(measured) == len(results)

@@ -223,15 +223,19 @@ def bench_model(cfg: DictConfig, data: TaskData, work_dir: Path, python: Path, *
 
 
 def run_all(args: Any, data: TaskData, device: torch.device, runner: Any) -> dict[str, Any]:
-    """JoeyNMT for each of ``args.models``, configured from the same composed config as our base run."""
+    """JoeyNMT for each of ``args.models``, configured from the same composed config as our base run; with
+    --time-to-quality its Transformer too, whose seconds per update go with its BLEU curve (``ttq``)."""
     work_dir = Path(args.work_dir).resolve()
+    models = list(args.models)
+    if getattr(args, "time_to_quality", None) is not None and "transformer" not in models:
+        models.append("transformer")
     try:
         python = ensure_venv(work_dir / "joeynmt-venv", args.joeynmt_pip_args, say=runner.say)
     except (UserError, subprocess.SubprocessError, OSError) as e:
         runner.say(f"JoeyNMT: FAILED to build its environment: {e}")
-        return {m: {"model": m, "error": f"environment: {e}"} for m in args.models}
+        return {m: {"model": m, "error": f"environment: {e}"} for m in models}
     results = {}
-    for model in args.models:
+    for model in models:
         preset = f"{model}_tiny" if args.tiny else model
         runner.say(f"joeynmt {preset}: {args.joeynmt_steps} updates ...")
         try:
