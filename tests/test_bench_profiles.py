@@ -9,7 +9,7 @@ import torch
 
 from experiments.bench import cli, plan
 from experiments.bench.measure import op_classes
-from experiments.bench.profile_report import bf16_bound, profiles
+from experiments.bench.profile_report import bf16_bound, bf16_split, profiles
 from experiments.evaluation import builders
 
 
@@ -43,7 +43,9 @@ def test_the_bf16_bound_is_amdahls_law_on_the_matrix_products() -> None:
         {"model": "gru", "config": "base", "trace": "t1", "steps": 2, "top_ops": [], "op_classes": fp32},
         {"model": "gru", "config": "bf16", "trace": "t2", "steps": 2, "top_ops": [], "op_classes": bf16},
         {"model": "transformer", "config": "base", "trace": "t3", "steps": 2, "top_ops": [], "op_classes": fp32}]}
-    md = "\n".join(profiles(report, ""))
-    assert "Where bf16 gains and loses time, gru" in md and "at most 1.60x faster" in md
+    md = "\n".join(bf16_split(report, ""))
+    assert "| gru: operators | fp32 | bf16 | fp32 / bf16 |" in md and "gru: bf16 at most 1.60x faster" in md
     assert "| all | 4.000 | 3.100 | 1.29x |" in md
-    assert "gains and loses time, transformer" not in md  # no bf16 profile of it: no comparison
+    assert "transformer:" not in md  # no bf16 profile of it: no comparison
+    assert bf16_split({"profiles": report["profiles"][:1]}, "") == []
+    assert "## Profiles" in "\n".join(profiles(report, ""))

@@ -40,15 +40,25 @@ def profiles(report: dict[str, Any], image_prefix: str) -> list[str]:
                 "| operator | self CPU s / update | share | calls / update |", "| --- | --- | --- | --- |",
                 *(f"| `{o['op']}` | {o['self_s_per_step']:.3f} | {o['share']:.1%} | {o['calls_per_step']:.0f} |"
                   for o in p["top_ops"]), ""]
+    return out
+
+
+def bf16_split(report: dict[str, Any], image_prefix: str) -> list[str]:
+    """Per model profiled in fp32 and bf16 (``--profile`` where bf16 is native): how the update's self time
+    moved between matrix products, copies and the rest, and the speed-up bf16 could reach at most."""
+    runs = report.get("profiles") or []
     by_config = {(p["model"], p.get("config", "base")): p.get("op_classes") for p in runs}
-    for model in dict.fromkeys(p["model"] for p in runs):
-        fp32, bf16 = by_config.get((model, "base")), by_config.get((model, "bf16"))
-        if not (fp32 and bf16):
-            continue
-        out += [f"Where bf16 gains and loses time, {model} (self CPU seconds per update, fp32 against bf16):", "",
-                md_table(["operators", "fp32", "bf16", "fp32 / bf16"], precision_rows(fp32, bf16)), "",
-                f"If bf16 sped up the matrix products as measured here and nothing else changed (its casts free, "
-                f"everything else at its fp32 time), a {model} update would be at most "
-                f"{ratio_cell(bf16_bound(fp32, bf16))} faster in bf16 than in fp32: the work outside the matrix "
-                "products (kept in fp32 by design where it is, e.g. the GRU's state and gates) bounds the gain.", ""]
+    pairs = [(m, by_config[m, "base"], by_config[m, "bf16"]) for m in dict.fromkeys(p["model"] for p in runs)
+             if by_config.get((m, "base")) and by_config.get((m, "bf16"))]
+    if not pairs:
+        return []
+    out = ["## Where bf16 gains and loses time", "",
+           "Self CPU seconds per update in the fp32 and bf16 profiles (`--profile`; every thread's CPU time, so "
+           "the sums exceed the wall time). The bound: if bf16 sped up the matrix products as measured and "
+           "nothing else changed (its casts free, everything else at its fp32 time), an update could be at most "
+           "that much faster in bf16 than in fp32; what bounds it is the work outside the matrix products (kept "
+           "in fp32 by design where it is, e.g. the GRU's state and gates).", ""]
+    for model, fp32, bf16 in pairs:
+        out += [md_table([f"{model}: operators", "fp32", "bf16", "fp32 / bf16"], precision_rows(fp32, bf16)), "",
+                f"{model}: bf16 at most {ratio_cell(bf16_bound(fp32, bf16))} faster than fp32.", ""]
     return out

@@ -16,7 +16,7 @@ import numpy as np
 
 from experiments.core.atomic import write_text
 from experiments.bench.markdown import fmt, md_table, ratio_cell
-from experiments.bench.profile_report import profiles
+from experiments.bench.profile_report import bf16_split, profiles
 from experiments.bench.plots import save_png, scaling_figure, ttb_figure
 from experiments.bench.targets import JOEYNMT_TOKENS_PER_UPDATE
 from experiments.bench.ttb import ttb_curves
@@ -306,9 +306,9 @@ SECTIONS: dict[str, Section] = {
     "header": header, "training": training, "machine_limit": machine_limit, "fast_paths": fast_paths,
     "decoding": decoding, "comparison": comparison, "targets": targets, "scaling": scaling,
     "time_to_bleu": time_to_bleu, "time_to_quality": time_to_quality, "under_load": under_load,
-    "profiles": profiles}
+    "bf16_split": bf16_split, "profiles": profiles}
 README_SECTIONS = ("comparison", "targets", "machine_limit", "fast_paths", "under_load", "scaling", "time_to_bleu",
-                   "time_to_quality")
+                   "time_to_quality", "bf16_split")
 
 
 def render_markdown(report: dict[str, Any], sections: tuple[str, ...] = tuple(SECTIONS),
