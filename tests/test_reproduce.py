@@ -126,6 +126,20 @@ def test_committed_tables_are_what_the_committed_outputs_give(table: str, tmp_pa
         assert (tmp_path / file).read_text() == (REPO / "results" / file).read_text(), file
 
 
+def test_the_validation_column_is_each_rows_own_validation_score() -> None:
+    """valid_mean / valid_std of the committed study table, against the runs' results.json read here: the best
+    checkpoint's score for best rows, the averaged checkpoint's for averaged rows, per preset."""
+    rows = list(csv.DictReader((REPO / "results" / "multi30k_de_en_parity_study.csv").open()))
+    assert rows
+    for row in rows:
+        model, preset = re.fullmatch(r"(\w+) \((\w+)\)", row["model"]).groups()
+        folder = REPO / "results" / "runs" / preset / model
+        runs = [json.loads(p.read_text()) for p in folder.glob("seed*/results.json")]
+        scores = [(r["averaged"] if row["checkpoint"] != "best" else r)["valid_bleu"] for r in runs]
+        assert float(row["valid_mean"]) == pytest.approx(statistics.fmean(scores))
+        assert float(row["valid_std"]) == pytest.approx(statistics.stdev(scores) if len(scores) > 1 else 0.0)
+
+
 def test_a_table_of_two_presets_names_each_rows_preset(tmp_path: Path, monkeypatch) -> None:
     """A recipe variant is a row of its own, scored and tested against the baseline as in its own preset's table."""
     from tests.conftest import data_root
