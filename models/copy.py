@@ -89,7 +89,9 @@ def copy_log_probs(logits: Tensor, gate: Tensor, attention: Tensor, src: Tensor)
     """
     dtype = torch.promote_types(logits.dtype, torch.float32)  # fp32, or fp64 where the model is
     gate = gate.to(dtype)
-    records = _RECORD.get()
+    # Compiled code never records (the attention page runs eager): dynamo reading the ContextVar would
+    # specialize a compiled forward's dynamic shapes.
+    records = None if torch.compiler.is_compiling() else _RECORD.get()
     if records is not None:
         records.append(CopyTerms(torch.sigmoid(gate.detach().squeeze(-1)), attention.detach().to(dtype)))
     log_generate = torch.log_softmax(logits.to(dtype), dim=-1) + F.logsigmoid(gate)  # (..., V)
