@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.evaluation.builders import resolve_precision
 from experiments.core.errors import UserError
 from experiments.training.optim import FUSED_ADAMW_DEVICES
+from experiments.training.resume import flatten
 from experiments.core.runtime import usable_cores
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -286,16 +287,7 @@ def preset_keys(name: str) -> set[str]:
         if isinstance(entry, str) and entry != "_self_":
             keys |= preset_keys(entry)
     body.pop("hydra", None)
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict) and node:
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            keys.add(prefix[:-1])
-
-    walk(body, "")
-    return keys
+    return keys | set(flatten(body))
 
 
 def ttq_spec(args: argparse.Namespace, device: torch.device, preset: str, compile_ok: bool) -> Spec:
