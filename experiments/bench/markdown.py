@@ -22,3 +22,8 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
 
 def ratio_cell(value: float | None) -> str:
     return fmt(value, ".2f") + "x" * (value is not None)
+
+
+def machine(meta: dict[str, Any]) -> str:
+    """The report's machine as prose: "Intel(R) Xeon(R) Processor (2 cores, no GPU)"."""
+    return f"{meta['cpu']} ({meta['cores']} cores" + (f", {meta['gpu']})" if meta.get("gpu") else ", no GPU)")

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from experiments.core.atomic import write_text
-from experiments.bench.markdown import fmt, md_table, ratio_cell
+from experiments.bench.markdown import fmt, machine, md_table, ratio_cell
 from experiments.bench.profile_report import bf16_split, profiles
 from experiments.bench.plots import save_png, scaling_figure, ttb_figure
 from experiments.bench.targets import JOEYNMT_TOKENS_PER_UPDATE
@@ -364,8 +364,7 @@ def embed_in_readme(report: dict[str, Any], readme: Path, name: str, out_dir: Pa
 
     meta = report["meta"]
     prefix = os.path.relpath(out_dir.resolve(), readme.resolve().parent) + "/"
-    provenance = (f"Measured by `{meta['command']}` on {meta['cpu']} ({meta['cores']} cores"
-                  f"{', ' + meta['gpu'] if meta.get('gpu') else ', no GPU'}), torch {meta['torch']}, commit "
+    provenance = (f"Measured by `{meta['command']}` on {machine(meta)}, torch {meta['torch']}, commit "
                   f"{meta['commit']}, {meta['date']}; the whole report: `{prefix}{name}.md`.")
     body = ("\n" + render_markdown(report, README_SECTIONS, prefix)).replace("\n## ", "\n#### ").strip()
     embed(readme, name, f"# {name}\n\n{provenance}\n\n{body}\n")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from experiments.bench.markdown import fmt, md_table, ratio_cell
+from experiments.bench.markdown import fmt, machine, md_table, ratio_cell
 from experiments.bench.targets import (JOEYNMT_ANCHOR_STEP_S, JOEYNMT_BEST, JOEYNMT_CURVE,
                                        JOEYNMT_CURVE_BATCH_TOKENS, JOEYNMT_VERSION, TTQ_TARGETS)
 
@@ -134,7 +134,6 @@ def time_to_quality(report: dict[str, Any], image_prefix: str) -> list[str]:
     if not rows:
         return []
     meta = report["meta"]
-    machine = f"{meta['cpu']} ({meta['cores']} cores" + (f", {meta['gpu']})" if meta.get("gpu") else ", no GPU)")
     table = []
     for r in rows:
         if "error" in r:
@@ -152,7 +151,7 @@ def time_to_quality(report: dict[str, Any], image_prefix: str) -> list[str]:
                       fmt(r["train_s"], ".0f"), fmt(r.get("val_s"), ".0f"), fmt(r["wall_s"], ".0f"),
                       fmt(ref["seconds"], ".0f"), ratio_wall, ratio_cell(r["ratio_train"]) if reached else "–"])
     out = ["## Time to quality", "",
-           f"Seconds on {machine} until greedy validation BLEU over the whole split first reaches the threshold "
+           f"Seconds on {machine(meta)} until greedy validation BLEU over the whole split first reaches the threshold "
            "(JoeyNMT's best by default), each model trained with its recipe (the conf/experiment preset named, "
            "what `s2s-train experiment=NAME` trains with, or conf/recipe/MODEL alone where the task has no preset; "
            "the bench's own settings give way where the preset sets them), "
