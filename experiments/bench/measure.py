@@ -251,13 +251,16 @@ def profile(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> dict[s
 MATMUL_OPS = frozenset({"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::_addmm_activation"})
 
 
+def profiled_ops(averages: Any) -> list[Any]:
+    """A profile's operators that took time, without the profiler's own step markers."""
+    return [a for a in averages if a.self_cpu_time_total > 0 and not a.key.startswith("ProfilerStep")]
+
+
 def op_classes(averages: Any, steps: int) -> dict[str, float]:
     """Self CPU seconds per update of matrix products, copies (``aten::copy_``: dtype casts, slice writes,
     contiguous copies) and everything else: how an update's time splits, to compare fp32 with bf16."""
     out = {"matmul": 0.0, "copies": 0.0, "rest": 0.0}
-    for a in averages:
-        if a.self_cpu_time_total <= 0 or a.key.startswith("ProfilerStep"):
-            continue
+    for a in profiled_ops(averages):
         key = "matmul" if a.key in MATMUL_OPS else "copies" if a.key == "aten::copy_" else "rest"
         out[key] += a.self_cpu_time_total / 1e6 / steps
     return out
@@ -265,7 +268,7 @@ def op_classes(averages: Any, steps: int) -> dict[str, float]:
 
 def top_operators(averages: Any, steps: int, n: int = TOP_OPERATORS) -> list[dict[str, Any]]:
     """The ``n`` operators with the most self CPU time of a profile, per update: where an update's time goes."""
-    ops = [a for a in averages if a.self_cpu_time_total > 0 and not a.key.startswith("ProfilerStep")]
+    ops = profiled_ops(averages)
     total = sum(a.self_cpu_time_total for a in ops) or 1
     ops.sort(key=lambda a: a.self_cpu_time_total, reverse=True)
     return [{"op": a.key, "self_s_per_step": a.self_cpu_time_total / 1e6 / steps,
