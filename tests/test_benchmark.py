@@ -621,3 +621,20 @@ def test_gru_paths_times_both_cpu_paths_at_each_length(tmp_path: Path) -> None:
     for row in rows:
         packed, batched, speedup = (float(c.rstrip("x")) for c in row.strip("| ").split(" | ")[3:])
         assert packed > 0 and batched > 0 and speedup == pytest.approx(packed / batched, rel=0.05, abs=0.01)  # cells are rounded
+
+
+def test_a_saved_report_is_judged_again_against_the_targets_as_they_stand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--from-json keeps the measured ratios and re-judges them when an issue has raised a training target since."""
+    monkeypatch.setitem(analysis.TRAIN_TARGETS, "multi30k_de_en", [("transformer", "fp32", 3.0)])
+    kept = {"target": "transformer validation BLEU >= 38.86 in <= 2000 updates of 4096 tokens", "value": 1750,
+            "unit": " updates", "met": True, "against": "JoeyNMT"}
+    report = {"meta": {"task": "multi30k_de_en", "tiny": None, "device": "cpu"},
+              "training": [{"model": "transformer", "config": "base", "tokens_per_s": 2213.0}],
+              "comparison": [{"model": "transformer", "fp32_ratio": 2.68, "best_ratio": 3.83,
+                              "joeynmt_source": "measured in this run"}],
+              "targets": [{"target": "transformer training (fp32) >= 2.5x JoeyNMT on multi30k_de_en", "value": 2.68,
+                           "unit": "x", "met": True, "against": "measured in this run"}, kept]}
+    fresh, again = analysis.rejudged_training_targets(report)
+    assert fresh["target"] == "transformer training (fp32) >= 3x JoeyNMT on multi30k_de_en"
+    assert fresh["value"] == 2.68 and fresh["met"] is False and fresh["against"] == "measured in this run"
+    assert again == kept

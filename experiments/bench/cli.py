@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from experiments.bench.analysis import analyse, scaling_rows
+from experiments.bench.analysis import analyse, rejudged_training_targets, scaling_rows
 from experiments.bench.joeynmt import run_all as run_joeynmt
 from experiments.bench.load import run_sweeps
 from experiments.bench.plan import CONF_DIR, base_overrides, build_specs, compose, native_bf16
@@ -281,6 +281,7 @@ def run_meta(args: argparse.Namespace, argv: list[str] | None, device: torch.dev
 def rerender(args: argparse.Namespace) -> dict[str, Any]:
     """--from-json: plots, Markdown and README tables again from a saved report, nothing measured."""
     report = load_report(Path(args.from_json))
+    report["targets"] = rejudged_training_targets(report)
     write_report(report, args.report, Path(args.out), args.readme)
     say_written(Path(args.out), args.report)
     return report
