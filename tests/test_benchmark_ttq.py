@@ -7,11 +7,13 @@ No timing is asserted, nor where BLEU lands: thresholds 0 (reached at the first 
 from __future__ import annotations
 
 import json
+import shutil
 from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from experiments.bench import analysis, cli, plan, ttq
 from experiments.bench.plan import compose
@@ -135,6 +137,32 @@ def test_preset_keys_follow_the_presets_defaults() -> None:
     keys = plan.preset_keys("multi30k_de_en_parity")
     assert {"trainer.batch_tokens", "trainer.max_steps", "trainer.keep_checkpoints", "decoding.beam_size"} <= keys
     assert not [k for k in keys if k.startswith(("hydra", "defaults"))]
+
+
+def test_a_tuned_recipe_is_the_benchs_recipe_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(plan.CONF_DIR, conf)
+    (conf / "tuned").mkdir(exist_ok=True)
+    (conf / "tuned" / "multi30k_de_en.yaml").write_text(yaml.safe_dump(
+        {"search": "tune_multi30k_de_en", "metric": "bleu", "trials": 12, "best": {},
+         "settings": {"gru": {"trainer.batch_tokens": 1024, "trainer.lr": 0.002},
+                      "transformer": {"trainer.batch_tokens": 2048, "model.enc_layers": 4}}}))
+    monkeypatch.setattr(plan, "CONF_DIR", str(conf))
+    plan._composed.cache_clear()
+    try:
+        assert {"trainer.batch_tokens", "trainer.lr", "model.enc_layers", "trainer.max_tokens"} <= \
+            plan.preset_keys("multi30k_de_en_tuned")
+        spec = ttq_spec("--tiny", "--models", "gru", "--time-to-quality", "--ttq-recipe", "multi30k_de_en_tuned")
+        cfg = compose(spec.overrides)
+        assert (cfg.trainer.batch_tokens, cfg.trainer.lr, cfg.experiment) == (1024, 0.002, "multi30k_de_en_tuned")
+        forced = compose(ttq_spec("--tiny", "--models", "gru", "--time-to-quality", "--ttq-recipe",
+                                  "multi30k_de_en_tuned", "trainer.lr=0.0005").overrides)
+        assert (forced.trainer.batch_tokens, forced.trainer.lr) == (1024, 0.0005)  # the command line over the recipe
+        (conf / "tuned" / "multi30k_de_en.yaml").unlink()
+        with pytest.raises(plan.UserError, match="not written yet"):
+            ttq_spec("--tiny", "--time-to-quality", "--ttq-recipe", "multi30k_de_en_tuned")
+    finally:
+        plan._composed.cache_clear()
 
 
 def test_the_recipe_wins_over_the_bench_settings_and_the_command_line_over_both() -> None:

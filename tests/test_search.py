@@ -1,22 +1,28 @@
-"""Random search as plain runs (experiments/training/search.py) and its expected-maximum report (experiments/reporting/expected_max.py)."""
+"""Random search as plain runs (experiments/training/search.py), its expected-maximum report
+(experiments/reporting/expected_max.py) and the tuned recipes chosen from it (experiments/training/tuned.py)."""
 
 from __future__ import annotations
 
 import gzip
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from experiments.core.config import validate
+from experiments.core.config_groups import check_groups
 from experiments.core.errors import ConfigError
 from experiments.reporting.expected_max import expected_max, main as evp_main
-from experiments.training.search import apply_trial, parameters
+from experiments.training.search import apply_trial, apply_tuned, parameters
 from experiments.training.train import run
-from tests.conftest import compose_cfg
+from experiments.training.tuned import main as tuned_main
+from tests.conftest import CONF, compose_cfg
 from tests.test_trainer import TINY
 
 SPACE = {
@@ -164,3 +170,89 @@ def test_the_report_refuses_a_folder_without_trials(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_:
         evp_main([str(tmp_path), "--out", str(tmp_path / "out")])
     assert exit_.value.code == 2
+
+
+# ---- the tuned recipe: each model's best trial, trained again by a preset
+
+
+def best_trials(root: Path) -> dict[str, int]:
+    scores = {(m, t): json.loads((root / m / f"seed{t}" / "results.json").read_text())["valid_bleu"]
+              for m in ("gru", "transformer") for t in (1, 2)}
+    return {m: max((1, 2), key=lambda t: (scores[m, t], -t)) for m in ("gru", "transformer")}
+
+
+def test_the_tuned_recipe_is_each_models_best_trial_and_a_run_trains_with_it(
+        search_runs: Path, tmp_path: Path, shared_cache: Path) -> None:
+    out = tmp_path / "toy.yaml"
+    tuned_main([str(search_runs), "--out", str(out)])
+    node = OmegaConf.to_container(OmegaConf.load(out))
+    assert out.read_text().startswith("# The tuned recipes of search tune_toy")
+    assert node["search"] == "tune_toy" and node["metric"] == "bleu" and node["trials"] == 2
+    for model, trial in best_trials(search_runs).items():
+        assert node["best"][model]["trial"] == trial
+        drawn = validate(apply_trial(trial_cfg(model, trial)))
+        assert node["settings"][model] == {k: OmegaConf.select(drawn, k) for k in node["settings"][model]}
+        assert set(DRAWN) <= set(node["settings"][model])
+    # a run with the recipe trains with its model's settings, whatever the presets said
+    cfg = compose_cfg([o for o in TINY if not o.startswith("model")] + ["model=gru_tiny", "trainer.lr=0.5",
+                                                                          "trainer.max_steps=3",
+                                                                          "trainer.test_after_training=false"])
+    with open_dict(cfg):
+        cfg.tuned = node
+        cfg.cache_dir = str(shared_cache)
+    run(cfg, tmp_path / "run")
+    saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
+    assert {k: OmegaConf.select(saved, k) for k in node["settings"]["gru"]} == node["settings"]["gru"]
+    assert saved.tuned.best.gru.trial == node["best"]["gru"]["trial"] and saved.trainer.max_steps == 3
+    # a key given on the command line stays as given; the rest of the recipe still applies
+    kept = validate(apply_tuned(cfg, keep=frozenset({"trainer.lr"})))
+    assert kept.trainer.lr == 0.5
+    assert {k: OmegaConf.select(kept, k) for k in node["settings"]["gru"] if k != "trainer.lr"} == {
+        k: v for k, v in node["settings"]["gru"].items() if k != "trainer.lr"}
+
+
+def test_the_tuned_presets_load_the_recipe_and_train_on_the_full_token_budget(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    settings = {"gru": {"trainer.lr": 0.002, "model.hidden_size": 384},
+                "transformer": {"trainer.lr": 0.0007, "model.enc_layers": 4}}
+    (conf / "tuned").mkdir(exist_ok=True)
+    (conf / "tuned" / "multi30k_de_en.yaml").write_text(yaml.safe_dump(
+        {"search": "tune_multi30k_de_en", "metric": "bleu", "trials": 12, "best": {}, "settings": settings}))
+    for preset, task in (("multi30k_de_en_tuned", "multi30k_de_en"), ("multi30k_en_de_tuned", "multi30k_en_de")):
+        for model, keys in settings.items():
+            with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+                cfg = validate(apply_tuned(compose("config", overrides=[f"experiment={preset}", f"model={model}"])))
+            assert {k: OmegaConf.select(cfg, k) for k in keys} == keys
+            assert cfg.task.name == task and cfg.trainer.max_tokens == 10_240_000 and cfg.experiment == preset
+
+
+def test_a_tuned_preset_before_its_recipe_exists_is_one_clear_error(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf, ignore=shutil.ignore_patterns("tuned"))
+    for preset in ("multi30k_de_en_tuned", "multi30k_en_de_tuned"):
+        with pytest.raises(ConfigError, match=r"conf/tuned/multi30k_de_en.yaml, which is not written yet.*s2s-tuned"):
+            check_groups([f"experiment={preset}"], conf)
+    check_groups(["experiment=multi30k_de_en"], conf)  # presets without a tuned recipe pass
+    cfg = compose_cfg(TINY)
+    with open_dict(cfg):
+        cfg.tuned = {"search": "tune_toy", "settings": {"gru": {"trainer.lr": 0.001}}}
+    with pytest.raises(ConfigError, match="no settings for model 'transformer'"):
+        apply_tuned(cfg)
+
+
+def test_the_recipe_is_chosen_from_the_same_number_of_trials_per_model(search_runs: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    runs = tmp_path / "tune_toy"
+    shutil.copytree(search_runs, runs)
+    (runs / "gru" / "seed2" / "results.json").unlink()  # gru's trial 2 unfinished
+    with pytest.raises(SystemExit) as exit_:
+        tuned_main([str(runs), "--out", str(tmp_path / "a.yaml")])
+    assert exit_.value.code == 2 and "different numbers of trials" in capsys.readouterr().err
+    tuned_main([str(runs), "--trials", "1", "--out", str(tmp_path / "b.yaml")])
+    node = OmegaConf.load(tmp_path / "b.yaml")
+    assert node.trials == 1 and node.best.gru.trial == 1 and node.best.transformer.trial == 1
+    with pytest.raises(SystemExit):
+        tuned_main([str(runs), "--trials", "2", "--out", str(tmp_path / "c.yaml")])
+    assert "gru trial(s) 2" in capsys.readouterr().err
+    assert not (tmp_path / "a.yaml").exists() and not (tmp_path / "c.yaml").exists()

@@ -122,12 +122,14 @@ def compose(overrides: list[str]) -> DictConfig:
     with them here (no experiment preset is involved) at a fraction of the cost.
     """
     from experiments.core.config import check_override_keys, validate
+    from experiments.training.search import apply_tuned
 
     check_override_keys(overrides)
     groups = tuple(o for o in overrides if "." not in o.split("=", 1)[0] or o[:1] in "+~")
     dotted = [o for o in overrides if o not in groups]
     # The key holds the environment the config reads (cache_dir: ${oc.env:S2S_CACHE_DIR,null}).
     cfg = OmegaConf.create(OmegaConf.to_container(_composed(groups, os.environ.get("S2S_CACHE_DIR"))))
+    cfg = apply_tuned(cfg)  # a tuned recipe's settings, then the dotted overrides over them, as in s2s-train
     return validate(OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted)) if dotted else cfg)
 
 
@@ -274,6 +276,9 @@ def ttq_recipe(args: argparse.Namespace) -> str | None:
     if args.ttq_recipe:
         if not (Path(CONF_DIR) / "experiment" / f"{args.ttq_recipe}.yaml").exists():
             raise UserError(f"--ttq-recipe {args.ttq_recipe!r}: conf/experiment/ has no {args.ttq_recipe}.yaml")
+        from experiments.core.config_groups import check_tuned
+
+        check_tuned(args.ttq_recipe, Path(CONF_DIR))
         return args.ttq_recipe
     return args.task if (Path(CONF_DIR) / "experiment" / f"{args.task}.yaml").exists() else None
 
@@ -286,6 +291,11 @@ def preset_keys(name: str) -> set[str]:
     for entry in body.pop("defaults", None) or []:
         if isinstance(entry, str) and entry != "_self_":
             keys |= preset_keys(entry)
+        elif isinstance(entry, dict):  # a tuned recipe (``- /tuned@tuned: <task>``) sets each model's drawn keys
+            for group, recipe in entry.items():
+                if str(group).lstrip("/").split("@")[0] == "tuned":
+                    tuned = yaml.safe_load((Path(CONF_DIR) / "tuned" / f"{recipe}.yaml").read_text()) or {}
+                    keys |= {k for settings in (tuned.get("settings") or {}).values() for k in settings}
     body.pop("hydra", None)
     return keys | set(flatten(body))
 

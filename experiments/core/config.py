@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -271,6 +270,17 @@ class SearchConfig:
 
 
 @dataclass
+class TunedConfig:
+    """A search's best trial per model, written by ``s2s-tuned`` (experiments/training/tuned.py) into conf/tuned/."""
+
+    search: Optional[str] = None  # None: this run has no tuned recipe
+    metric: Optional[str] = None  # what the trials were ranked on (greedy validation)
+    trials: int = 0  # finished trials per model the best was chosen from
+    best: dict[str, Any] = field(default_factory=dict)  # model -> {trial, score, best_step, run}
+    settings: dict[str, Any] = field(default_factory=dict)  # model -> {config key: value}, the best trial's draws
+
+
+@dataclass
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: Any = None  # GRUConfig or TransformerConfig, chosen by model.name
@@ -281,6 +291,7 @@ class Config:
     cache_dir: Optional[str] = None  # default: $S2S_CACHE_DIR, else ~/.cache/s2s-compare/cache
     experiment: Optional[str] = None  # the preset's name, recorded with the results
     search: SearchConfig = field(default_factory=SearchConfig)
+    tuned: TunedConfig = field(default_factory=TunedConfig)
 
 
 def validate(cfg: DictConfig) -> DictConfig:
@@ -349,37 +360,6 @@ def check_override_keys(overrides: list[str]) -> None:
         hint = difflib.get_close_matches(leaf, choices, n=1)
         did_you_mean = f" Did you mean {'.'.join(parent + hint)!r}?" if hint else ""
         raise ConfigError(f"unknown config key {key!r}.{did_you_mean} Valid keys here: {choices}")
-
-
-def check_groups(overrides: list[str], conf_dir: Path) -> None:
-    """Fail on a misspelled config group (``modle=gru``, ``modle.x=1``) or group option (``model=gruu``).
-
-    Hydra would answer with a multi-line error and no suggestion; this names
-    the closest group or option and lists the valid ones.
-    """
-    groups = sorted(p.name for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra")
-    top = [k for k in OmegaConf.structured(Config).keys() if k not in groups]
-    for override in overrides:
-        if "=" not in override or override[:1] == "~":
-            continue
-        key, value = override.split("=", 1)
-        head = key.lstrip("+").split(".")[0].split("/")[0]
-        if head == "hydra":
-            continue
-        if head not in groups and head not in top:
-            hint = difflib.get_close_matches(head, groups + top, n=1)
-            did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
-            raise ConfigError(f"{override!r}: there is no config group or key {head!r}.{did_you_mean} "
-                              f"Groups: {groups}; other top-level keys: {top}")
-        if head not in groups or key.lstrip("+") != head or "(" in value:  # a key, or a sweep function
-            continue
-        options = sorted(p.stem for p in (conf_dir / head).glob("*.yaml"))
-        for choice in value.split(","):  # a multirun sweep lists several
-            if choice not in options and choice != "null":
-                hint = difflib.get_close_matches(choice, options, n=1)
-                did_you_mean = f" Did you mean {head}={hint[0]}?" if hint else ""
-                raise ConfigError(f"{head}={choice}: conf/{head}/ has no {choice}.yaml.{did_you_mean} "
-                                  f"Options: {options}")
 
 
 register_schemas()

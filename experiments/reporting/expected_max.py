@@ -19,20 +19,17 @@ trials (no results.json) are left out and counted.
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from experiments.core.atomic import write_text
 from experiments.core.errors import UserError
 from experiments.core.outdirs import default_out, out_help, say_wrote
 from experiments.core.plotting import plt, save_figure
 from experiments.training.runs import export, shown_path
-from experiments.training.search import space_keys
+from experiments.training.search import Trial, load_trials
 from experiments.reporting.tables import embed, markdown_table
 
 
@@ -43,66 +40,6 @@ def expected_max(values: list[float], n: int) -> tuple[float, float]:
     weight = (i / len(v)) ** n - ((i - 1) / len(v)) ** n  # P(the maximum of n draws is v_(i))
     mean = float((weight * v).sum())
     return mean, float(np.sqrt(max(0.0, (weight * v * v).sum() - mean * mean)))
-
-
-@dataclass
-class Trial:
-    model: str
-    trial: int
-    score: float
-    metric: str
-    best_step: int
-    steps: int
-    tokens: int
-    hours: float
-    params: int
-    budget: int  # trainer.max_tokens: the real target tokens every trial of the search may train on
-    settings: dict[str, Any]
-    run: dict[str, Any]
-
-
-def load_trial(folder: Path) -> Trial:
-    def read(name: str) -> Any:
-        path = folder / name
-        try:
-            text = path.read_text()
-            return OmegaConf.to_container(OmegaConf.create(text)) if name.endswith(".yaml") else (
-                json.loads(text) if name.endswith(".json") else [json.loads(x) for x in text.splitlines() if x])
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: cannot read it ({e}); export the trial again from its run folder") from None
-
-    run, cfg, events = read("results.json"), read("config.yaml"), read("metrics.jsonl")
-    run["run_dir"] = str(folder)
-    search = cfg.get("search") or {}
-    if not search.get("name"):
-        raise UserError(f"{folder}: not a search trial (its config.yaml has no search.name); pass the folder of a "
-                        "search preset's runs, e.g. results/runs/tune_multi30k_de_en")
-    metric = next(k.removeprefix("valid_") for k in run if k.startswith("valid_") and k != "valid_average")
-    flat = OmegaConf.create(cfg)
-    settings = {k: OmegaConf.select(flat, k) for k in space_keys(search.get("space"), run["model"])}
-    tokens = max((e.get("tokens", 0) for e in events if e.get("event") == "valid"), default=0)
-    return Trial(run["model"], int(run["seed"]), float(run[f"valid_{metric}"]), metric, int(run["best_step"]),
-                 int(run["steps"]), int(tokens), float(run["train_seconds"]) / 3600, int(run["params"]),
-                 int(cfg["trainer"]["max_tokens"]), settings, run)
-
-
-def load_trials(root: Path) -> tuple[dict[str, list[Trial]], dict[str, int]]:
-    """Finished trials by model (in trial order), and the count of unfinished ones by model."""
-    if not root.is_dir():
-        raise UserError(f"{root} is not a folder: pass a search's runs, e.g. results/runs/tune_multi30k_de_en")
-    trials: dict[str, list[Trial]] = {}
-    unfinished: dict[str, int] = {}
-    for folder in sorted(p for p in root.glob("*/seed*") if p.is_dir()):
-        if (folder / "results.json").exists():
-            trial = load_trial(folder)
-            trials.setdefault(trial.model, []).append(trial)
-        else:
-            unfinished[folder.parent.name] = unfinished.get(folder.parent.name, 0) + 1
-    if not trials:
-        raise UserError(f"no finished trial (results.json) under {root}/<model>/seed<k>: have the trials finished?")
-    for model in trials:
-        trials[model].sort(key=lambda t: t.trial)
-    return trials, unfinished
 
 
 def curve_rows(trials: dict[str, list[Trial]]) -> list[list[str]]:

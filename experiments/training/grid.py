@@ -53,6 +53,7 @@ from omegaconf import OmegaConf
 
 from experiments.training import locks
 from experiments.training.compute_plan import embed_plan
+from experiments.core.config_groups import check_tuned
 from experiments.core.errors import ConfigError, UserError
 from experiments.training.deadline import Deadline, clock, parse_until
 from experiments.training.runs import default_runs_dir, shown_path
@@ -150,6 +151,8 @@ class Job:
 
 def sweep_params(experiment: str) -> dict[str, list[str]]:
     """The preset's ``hydra.sweeper.params`` as lists of choices, e.g. {"model": ["gru", "transformer"], ...}."""
+    if (Path(CONF_DIR) / "experiment" / f"{experiment}.yaml").exists():
+        check_tuned(experiment, Path(CONF_DIR))
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)

@@ -27,20 +27,26 @@ rather than a trial of Hydra's Optuna sweeper, so that a search outlives a
 session, splits over jobs and is exported like every other run.
 
 The draws are applied before the config is validated (``train.run``), so the
-run's config.yaml holds the values it trained with.
+run's config.yaml holds the values it trained with. The finished trials are
+read back here too (``load_trials``: the expected-maximum report and
+``s2s-tuned`` read them), and a tuned recipe, each model's best trial, is
+applied to a run the way a trial's draws are (``apply_tuned``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from experiments.core.errors import ConfigError
+from experiments.core.errors import ConfigError, UserError
 from models import MODELS, count_parameters
 
 DISTRIBUTIONS = ("choice", "uniform", "log_uniform")
@@ -91,12 +97,12 @@ def draw(search: DictConfig, model: str, rng: np.random.Generator) -> dict[str, 
     return drawn
 
 
-def with_draws(cfg: DictConfig, drawn: dict[str, Any]) -> DictConfig:
+def with_draws(cfg: DictConfig, drawn: dict[str, Any], source: str = "search.space") -> DictConfig:
     out = cfg.copy()
     with open_dict(out):
         for key, value in drawn.items():
             if OmegaConf.select(out, key, default="<missing>") == "<missing>":
-                raise ConfigError(f"search.space sets {key!r}, which is not a config key of model "
+                raise ConfigError(f"{source} sets {key!r}, which is not a config key of model "
                                   f"{cfg.model.name!r} (check the key's spelling and that it belongs to this model)")
             OmegaConf.update(out, key, value, merge=False)
     return out
@@ -130,3 +136,90 @@ def apply_trial(cfg: DictConfig) -> DictConfig:
             return out
     raise ConfigError(f"search {search.name!r}: no draw of {model}'s space in {MAX_REDRAWS} fell within "
                       f"param_budget {budget}; widen the budget or the shape choices")
+
+
+def apply_tuned(cfg: DictConfig, keep: frozenset[str] = frozenset()) -> DictConfig:
+    """``cfg`` with its model's tuned settings (``tuned.settings.<model>``: the best trial of a search, which
+    ``s2s-tuned`` writes into conf/tuned/); unchanged where the run has no tuned recipe.
+
+    They are the recipe, so they win over the presets, as a trial's draws do;
+    a key in ``keep`` (one set on the command line) stays as given, so a
+    researcher can vary one setting of a tuned recipe. The run's config.yaml
+    records the values it trained with beside ``tuned``, which names the trial.
+    """
+    tuned = cfg.get("tuned")
+    if not tuned or not tuned.get("search"):
+        return cfg
+    model = str(cfg.model.name)
+    settings = (tuned.get("settings") or {}).get(model)
+    if settings is None:
+        raise ConfigError(f"the tuned recipe of search {tuned.search!r} has no settings for model {model!r} (it has "
+                          f"{sorted(tuned.get('settings') or {})}); write it again with s2s-tuned once {model}'s "
+                          "trials have finished")
+    settings = OmegaConf.to_container(settings) if isinstance(settings, DictConfig) else dict(settings)
+    return with_draws(cfg, {k: v for k, v in settings.items() if k not in keep}, f"tuned.settings.{model}")
+
+
+# ---- a search's finished trials, read back from their run folders (exported copies included)
+
+
+@dataclass
+class Trial:
+    """A finished trial: its best validation score, what it cost, the settings it drew and its results.json."""
+
+    model: str
+    trial: int
+    score: float
+    metric: str
+    best_step: int
+    steps: int
+    tokens: int
+    hours: float
+    params: int
+    budget: int  # trainer.max_tokens: the real target tokens every trial of the search may train on
+    settings: dict[str, Any]
+    run: dict[str, Any]
+
+
+def load_trial(folder: Path) -> Trial:
+    def read(name: str) -> Any:
+        path = folder / name
+        try:
+            text = path.read_text()
+            return OmegaConf.to_container(OmegaConf.create(text)) if name.endswith(".yaml") else (
+                json.loads(text) if name.endswith(".json") else [json.loads(x) for x in text.splitlines() if x])
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: cannot read it ({e}); export the trial again from its run folder") from None
+
+    run, cfg, events = read("results.json"), read("config.yaml"), read("metrics.jsonl")
+    run["run_dir"] = str(folder)
+    search = cfg.get("search") or {}
+    if not search.get("name"):
+        raise UserError(f"{folder}: not a search trial (its config.yaml has no search.name); pass the folder of a "
+                        "search preset's runs, e.g. results/runs/tune_multi30k_de_en")
+    metric = next(k.removeprefix("valid_") for k in run if k.startswith("valid_") and k != "valid_average")
+    flat = OmegaConf.create(cfg)
+    settings = {k: OmegaConf.select(flat, k) for k in space_keys(search.get("space"), run["model"])}
+    tokens = max((e.get("tokens", 0) for e in events if e.get("event") == "valid"), default=0)
+    return Trial(run["model"], int(run["seed"]), float(run[f"valid_{metric}"]), metric, int(run["best_step"]),
+                 int(run["steps"]), int(tokens), float(run["train_seconds"]) / 3600, int(run["params"]),
+                 int(cfg["trainer"]["max_tokens"]), settings, run)
+
+
+def load_trials(root: Path) -> tuple[dict[str, list[Trial]], dict[str, int]]:
+    """Finished trials by model (in trial order), and the count of unfinished ones by model."""
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder: pass a search's runs, e.g. results/runs/tune_multi30k_de_en")
+    trials: dict[str, list[Trial]] = {}
+    unfinished: dict[str, int] = {}
+    for folder in sorted(p for p in root.glob("*/seed*") if p.is_dir()):
+        if (folder / "results.json").exists():
+            trial = load_trial(folder)
+            trials.setdefault(trial.model, []).append(trial)
+        else:
+            unfinished[folder.parent.name] = unfinished.get(folder.parent.name, 0) + 1
+    if not trials:
+        raise UserError(f"no finished trial (results.json) under {root}/<model>/seed<k>: have the trials finished?")
+    for model in trials:
+        trials[model].sort(key=lambda t: t.trial)
+    return trials, unfinished

@@ -21,22 +21,25 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from experiments.training import distributed, runfolder
-from experiments.core.config import check_groups, check_override_keys, validate
+from experiments.core.config import check_override_keys, validate
+from experiments.core.config_groups import check_groups
 from experiments.core.errors import UserError
 from experiments.core.extras import check_sweep
-from experiments.training.search import apply_trial
+from experiments.training.search import apply_trial, apply_tuned
 from experiments.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def run(cfg: DictConfig, run_dir: Path, given: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Train and test one configuration in ``run_dir``; returns the results summary.
 
     Every process of a distributed job calls this; they join one process group
     and work in rank 0's ``run_dir``, which rank 0 holds for the run (``experiments/training/runfolder.py``).
+    ``given``: the keys set on the command line, which a tuned recipe leaves as they are.
     """
-    cfg = validate(apply_trial(cfg))  # a search trial's drawn settings first, so config.yaml records them
+    # a search trial's drawn settings, or a tuned recipe's, first, so config.yaml records them
+    cfg = validate(apply_tuned(apply_trial(cfg), keep=given))
     requeued = distributed.launched_by_submitit()  # a preempted or timed-out job, requeued into its own folder
     if requeued and (run_dir / "checkpoints" / "last.pt").exists():
         cfg.trainer.resume = True  # go on from its last.pt
@@ -66,9 +69,10 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    given = frozenset(o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task)
     signal.signal(signal.SIGTERM, terminated)  # a scheduler's or the grid's stop: say how to go on, as Ctrl-C does
     try:
-        results = run(cfg, run_dir)
+        results = run(cfg, run_dir, given)
     except UserError as e:
         log.error("error: %s", e)
         if HydraConfig.get().mode.name == "MULTIRUN":
