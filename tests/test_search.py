@@ -220,11 +220,16 @@ def test_the_tuned_presets_load_the_recipe_and_train_on_the_full_token_budget(tm
     (conf / "tuned" / "multi30k_de_en.yaml").write_text(yaml.safe_dump(
         {"search": "tune_multi30k_de_en", "metric": "bleu", "trials": 12, "best": {}, "settings": settings}))
     for preset, task in (("multi30k_de_en_tuned", "multi30k_de_en"), ("multi30k_en_de_tuned", "multi30k_en_de")):
+        budgets = []
         for model, keys in settings.items():
             with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
                 cfg = validate(apply_tuned(compose("config", overrides=[f"experiment={preset}", f"model={model}"])))
             assert {k: OmegaConf.select(cfg, k) for k in keys} == keys
             assert cfg.task.name == task and cfg.trainer.max_tokens == 10_240_000 and cfg.experiment == preset
+            t = cfg.trainer  # one budget for both models, in real target tokens: the update cap never binds first
+            budgets.append((t.max_tokens, t.max_steps, t.early_stopping_patience, t.keep_checkpoints,
+                            t.average_checkpoints, t.test_after_training, OmegaConf.to_container(cfg.decoding)))
+        assert budgets[0] == budgets[1] and budgets[0][1] * 1024 > budgets[0][0]
 
 
 def test_a_tuned_preset_before_its_recipe_exists_is_one_clear_error(tmp_path: Path) -> None:
