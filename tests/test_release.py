@@ -28,6 +28,8 @@ def test_a_release_decodes_as_its_run_does_from_a_fraction_of_the_bytes(attentio
         assert set(state) == {"format", "model", "config", "trainer", "release"}  # weights only
         assert {v.dtype for v in state["model"].values() if v.is_floating_point()} == {getattr(torch, {
             "fp16": "float16", "bf16": "bfloat16"}[dtype])}
+        tied = [state["model"][k] for k in ("src_emb.weight", "tgt_emb.weight", "output.weight")]
+        assert len({v.data_ptr() for v in tied}) == 1  # the tied embedding and output matrix, stored once
         full = checkpoint.resolve(run_dir).stat().st_size
         assert (out / "checkpoints" / "best.pt").stat().st_size < 0.5 * full  # no optimizer state, half the bytes
         original, released = load_run(run_dir, FP32), load_run(out, FP32)
