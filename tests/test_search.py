@@ -18,8 +18,8 @@ from omegaconf import OmegaConf, open_dict
 from experiments.core.config import validate
 from experiments.core.config_groups import check_groups
 from experiments.core.errors import ConfigError
-from experiments.reporting.expected_max import expected_max, main as evp_main
-from experiments.training.search import apply_trial, apply_tuned, parameters
+from experiments.reporting.expected_max import crossing, expected_max, main as evp_main
+from experiments.training.search import Trial, apply_trial, apply_tuned, parameters
 from experiments.training.train import run
 from experiments.training.tuned import main as tuned_main
 from tests.conftest import CONF, compose_cfg
@@ -64,6 +64,18 @@ def test_expected_max_is_the_mean_of_the_best_of_n_draws_with_replacement() -> N
         assert expected_max(values, n) == pytest.approx(brute_force(values, n))
     assert expected_max(values, 1)[0] == pytest.approx(np.mean(values))
     assert expected_max(values, 200)[0] == pytest.approx(max(values), abs=1e-3)
+
+
+def test_the_report_says_between_which_budgets_the_lead_changes_hands() -> None:
+    def trials(*scores: float) -> list[Trial]:
+        return [Trial("m", k, v, "bleu", 1, 1, 1, 0.0, 1, 1, {}, {}) for k, v in enumerate(scores, start=1)]
+
+    # n = 1: means 2.0 against 2.25; n = 2: 1 x 1/4 + 3 x 3/4 = 2.5 against 2 x 1/4 + 2.5 x 3/4 = 2.375
+    assert crossing({"gru": trials(1.0, 3.0), "transformer": trials(2.0, 2.5)}) == (
+        "With n = 1 the transformer leads, with n = 2 the gru: the lead changes hands between n = 1 and n = 2 "
+        "within n <= 2.")
+    assert crossing({"gru": trials(3.0, 3.0), "transformer": trials(1.0, 2.0)}).endswith(
+        "the curves do not cross within n <= 2.")
 
 
 # ---- the draws

@@ -62,9 +62,8 @@ def crossing(trials: dict[str, list[Trial]]) -> str:
     for n in range(1, min(len(ta), len(tb)) + 1):
         gap = expected_max([t.score for t in ta], n)[0] - expected_max([t.score for t in tb], n)[0]
         leads.append(a if gap > 0 else b if gap < 0 else "neither")
-    changes = [n + 1 for n in range(len(leads) - 1) if leads[n] != leads[n + 1]]
-    where = (f"the curves cross at n = {', '.join(map(str, changes))}" if changes
-             else "the curves do not cross")
+    changes = [f"between n = {n + 1} and n = {n + 2}" for n in range(len(leads) - 1) if leads[n] != leads[n + 1]]
+    where = f"the lead changes hands {', '.join(changes)}" if changes else "the curves do not cross"
     return f"With n = 1 the {leads[0]} leads, with n = {len(leads)} the {leads[-1]}: {where} within n <= {len(leads)}."
 
 
@@ -94,7 +93,9 @@ def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Pat
              markdown_table(["model", "trials done / planned", "updates", "real target tokens (M)", "training hours"],
                             [[m, f"{len(ts)} / {planned[m]}", f"{sum(t.steps for t in ts):,}",
                               f"{sum(t.tokens for t in ts) / 1e6:.1f}", f"{sum(t.hours for t in ts):.2f}"]
-                             for m, ts in trials.items()]), ""]
+                             for m, ts in trials.items()]), "",
+             f"Each model's best trial becomes its tuned recipe: `s2s-tuned {shown_path(root)}` writes them into conf/tuned/ "
+             "(the best of the same number of finished trials per model).", ""]
     for model, ts in trials.items():
         best = max(ts, key=lambda t: t.score)
         lines += [f"## {model}: the trials", "",
