@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.reporting import baselines, buckets, curves
+from experiments.reporting import baselines, buckets, curves, studies
 from experiments.evaluation import metrics
 
 DIALOGUE = "Ann: hi\nBob: are you coming to the party tonight or not\nAnn: yes\nBob: great, bring some cake please\n" \
@@ -61,3 +61,17 @@ def test_curves_are_compared_at_budgets_every_run_reached() -> None:
     table = curves.matched_table(by_model, "bleu", points=2)
     assert table == [["1.00", "10.00", "–"], ["2.00", "20.00", "14.33"]]
     assert curves.matched_table({"gru": by_model["gru"]}, "bleu") == []
+
+
+def test_a_study_tests_the_models_under_each_recipe_and_each_recipe_against_the_first() -> None:
+    def runs(*rows: tuple[str, str]) -> list[dict]:
+        return [{"model": model, "experiment": preset, "task": "t", "seed": 1} for preset, model in rows]
+
+    one = studies.by_preset(runs(("a", "transformer"), ("a", "gru")))
+    assert studies.pairs(one) == [("gru", "transformer")]  # one preset: each model against the first, by name
+    study = studies.by_preset(runs(("base", "transformer"), ("base", "gru"), ("noclip", "transformer"),
+                                   ("copy", "gru"), ("copy", "transformer")))
+    assert studies.pairs(study) == [
+        ("gru (base)", "transformer (base)"), ("gru (copy)", "transformer (copy)"),  # the models, per recipe
+        ("transformer (base)", "transformer (noclip)"),  # each recipe's effect on each model it trained
+        ("gru (base)", "gru (copy)"), ("transformer (base)", "transformer (copy)")]

@@ -14,8 +14,8 @@ tables from ``DIR/<experiment>/`` as a whole (the runs just copied and those
 exported before, e.g. the seeds of an earlier session), so a committed table
 is always what its committed outputs give. Per table: each model's test metrics (mean ± std over seeds) for
 the best checkpoint and, where the runs averaged, the averaged one; extractive
-reference rows for summarization; the paired bootstrap of each model against
-the first per seed; the metric by source-length bucket with bucket sizes and 95%
+reference rows for summarization; the paired bootstrap per seed, of each model
+against the first (in a table of several presets: experiments/reporting/studies.py); the metric by source-length bucket with bucket sizes and 95%
 intervals; and compute-matched validation curves (experiments/reporting/curves.py).
 Nothing in the written files is typed by hand.
 
@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 
-from experiments.reporting import baselines, buckets, curves, summary
+from experiments.reporting import baselines, buckets, curves, studies, summary
 from experiments.evaluation import metrics
 from experiments.core.atomic import write_text
 from experiments.core.errors import UserError
@@ -86,13 +86,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def significance(kind: str, by_model: dict[str, list[dict]], refs: metrics.Refs,
-                 ways: list[Scoring]) -> list[dict[str, Any]]:
-    """sacreBLEU's paired bootstrap of every other system against the first (by name), best checkpoints, for
+                 ways: list[Scoring], compared: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """sacreBLEU's paired bootstrap of each ``compared`` pair of rows (studies.pairs), best checkpoints, for
     every seed both have, under every scoring."""
-    first, *others = sorted(by_model)
-    a = {r["seed"]: r for r in by_model[first]}
     tests = []
-    for other in others:
+    for first, other in compared:
+        a = {r["seed"]: r for r in by_model[first]}
         b = {r["seed"]: r for r in by_model[other]}
         for seed in sorted(set(a) & set(b)):
             each = [metrics.paired_bootstrap(kind, hypotheses(a[seed], "test", expected=len(refs)),
@@ -105,30 +104,23 @@ def significance(kind: str, by_model: dict[str, list[dict]], refs: metrics.Refs,
 
 
 def significance_text(tests: list[dict[str, Any]]) -> str:
-    """The paired tests as tables, one per system compared with the baseline, with the test, its size and every
-    metric's signature named."""
+    """The paired tests as tables, one per pair of rows compared, with the test, its size and every metric's
+    signature named."""
     first = tests[0]["test"]
-    a = tests[0]["model_a"]
+    baselines = list(dict.fromkeys(t["model_a"] for t in tests))
+    baseline = f"baseline {baselines[0]}" if len(baselines) == 1 else "each table's baseline in its left column"
     text = (f"\nPaired bootstrap on `test`: {first['test']}, {first['n_samples']} resamples of the "
-            f"{first['sentences']} sentences, seed {first['seed']}, baseline {a}; score (bootstrap mean ± 95% interval); p = (1 + "
+            f"{first['sentences']} sentences, seed {first['seed']}, {baseline}; score (bootstrap mean ± 95% interval); p = (1 + "
             f"#{{resamples k: |Δ_k| − mean |Δ_k| > |Δ|}}) / {first['n_samples'] + 1}, two-sided; its floor, "
             f"1/{first['n_samples'] + 1}, is also what identical outputs get:\n")
     cell = "{:.2f} ({:.2f} ± {:.2f})".format
-    for b in dict.fromkeys(t["model_b"] for t in tests):
+    for a, b in dict.fromkeys((t["model_a"], t["model_b"]) for t in tests):
         text += "\n" + markdown_table(["seed", "metric", a, b, f"{a} − {b}", "p"], [
             [str(t["seed"]), name, cell(r["a"], r["a_mean"], r["a_ci"]), cell(r["b"], r["b_mean"], r["b_ci"]),
              f"{r['delta']:+.2f}", f"{r['p_value']:.4f}"]
-            for t in tests if t["model_b"] == b for name, r in t["test"]["metrics"].items()])
+            for t in tests if (t["model_a"], t["model_b"]) == (a, b) for name, r in t["test"]["metrics"].items()])
     return text + "\nTest signatures: " + "; ".join(f"{name} `{r['signature']}`"
                                                   for name, r in first["metrics"].items()) + ".\n"
-
-
-def by_preset(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs of one table; where they come from several presets (``--name``), each row names its preset too:
-    ``transformer (multi30k_de_en_dropout)``, so that a recipe variant is a row of its own."""
-    if len({run.get("experiment") for run in runs}) < 2:
-        return runs
-    return [{**run, "model": f"{run['model']} ({run.get('experiment') or run['task']})"} for run in runs]
 
 
 def column(split: str, metric: str, way: Scoring) -> str:
@@ -229,7 +221,7 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
                for s, m, w in metric_keys] for r in summary]
 
     sources, refs = texts(task, "test")
-    tests = significance(kind, by_model, refs, ways)
+    tests = significance(kind, by_model, refs, ways, studies.pairs(runs))
     lengths = {model: buckets.by_length(kind, [len(s.split()) for s in sources],
                                         [hypotheses(r, "test", expected=len(refs)) for r in group], refs,
                                         LENGTH_EDGES[kind])
@@ -369,7 +361,7 @@ def tabulate(args: argparse.Namespace) -> None:
                             "give the folders of one task")
         source = str(args.export / name) if args.export else " ".join(map(str, args.roots))
         regenerate = f"s2s-tables {source}" + (f" --name {args.name}" if args.name else "")  # any --out
-        table = write_table(name, by_preset(runs), args.out, regenerate)
+        table = write_table(name, studies.by_preset(runs), args.out, regenerate)
         written = [f"{name}{end}" for end in (".md", ".csv", "_length.png", "_curves.png")]
         say_wrote(args.out, [f for f in written if (args.out / f).exists()])
         print(f"table {name}: {len(runs)} runs")
