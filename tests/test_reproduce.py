@@ -222,3 +222,18 @@ def test_table_presets_give_both_models_one_budget(preset: str, make_cfg) -> Non
         budgets.append((t.max_steps, t.batch_tokens, t.accum_steps, t.eval_every, t.eval_max_sentences,
                         t.warmup_steps if preset.endswith("_cpu") else None, OmegaConf.to_container(cfg.decoding)))
     assert sorted(names) == ["gru", "transformer"] and budgets[0] == budgets[1]
+
+
+def test_the_length_column_is_the_mean_words_of_the_committed_outputs() -> None:
+    """test_words of the committed AESLC table, against its runs' gzipped test outputs read here (best rows from
+    test-beam5, averaged rows from test-beam5-average), and the first-sentence row's own length."""
+    import gzip
+
+    rows = {(r["model"], r["checkpoint"]): r for r in csv.DictReader((REPO / "results" / "aeslc.csv").open())}
+    for model in ("gru", "transformer"):
+        for checkpoint, suffix in (("best", ""), ("average of best 5", "-average")):
+            lines = gzip.decompress((REPO / "results" / "runs" / "aeslc" / model / "seed1" / "hyps" /
+                                     f"test-beam5{suffix}.txt.gz").read_bytes()).decode().splitlines()
+            words = statistics.fmean(len(line.split()) for line in lines)
+            assert float(rows[model, checkpoint]["test_words"]) == pytest.approx(words)
+    assert float(rows["first sentence", "extractive"]["test_words"]) > float(rows["gru", "best"]["test_words"])

@@ -155,6 +155,7 @@ def model_rows(kind: str, by_model: dict[str, list[dict]], metric_keys: list[tup
             }
             row["valid_mean"], row["valid_std"] = mean_std([(r["averaged"] if averaged else r)
                                                             [f"valid_{metrics.PRIMARY[kind]}"] for r in group])
+            row["test_words"] = statistics.fmean(mean_words(hypotheses(r, "test", averaged)) for r in group)
             for split, m, way in metric_keys:
                 per_run = rescored[split, way] if way.single else [tests[split] for tests in recorded]
                 key = column(split, m, way)
@@ -172,7 +173,8 @@ def baseline_rows(task: Any, kind: str, metric_keys: list[tuple[str, str, Scorin
     rows = []
     for name, summarise in baselines.baselines(task.name, train_targets).items():
         row: dict[str, Any] = {"model": name, "checkpoint": "extractive", "params": 0, "seeds": "",
-                               "steps": 0, "best_step": 0, "train_hours": 0.0, "tokens_per_s": 0.0}
+                               "steps": 0, "best_step": 0, "train_hours": 0.0, "tokens_per_s": 0.0,
+                               "test_words": mean_words([summarise(s) for s in texts(task, "test")[0]])}
         for split in sorted({s for s, _, _ in metric_keys}):
             sources, refs = texts(task, split)
             summaries = [summarise(s) for s in sources]
@@ -183,6 +185,12 @@ def baseline_rows(task: Any, kind: str, metric_keys: list[tuple[str, str, Scorin
                         row[f"{column(s, m, w)}_mean"], row[f"{column(s, m, w)}_std"] = scores[m], 0.0
         rows.append(row)
     return rows
+
+
+def mean_words(texts: list[str]) -> float:
+    """Mean whitespace-separated words per text: how long a system's outputs are (ROUGE and BLEU's brevity
+    penalty both depend on it)."""
+    return statistics.fmean(len(t.split()) for t in texts) if texts else 0.0
 
 
 def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
@@ -210,12 +218,13 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
     ways = scorings(task, kind, split_refs["test"])
     metric_keys = [(split, m, way) for split in test_splits for way in ways for m in METRICS[kind]]
     summary = model_rows(kind, by_model, metric_keys, split_refs) + baseline_rows(task, kind, metric_keys)
-    columns = ["model", "checkpoint", "params", "seeds", "updates", "best at", "train h", f"valid {primary}"] + \
-        [f"{s} {m}{w.suffix}" for s, m, w in metric_keys]
+    columns = ["model", "checkpoint", "params", "seeds", "updates", "best at", "train h", f"valid {primary}",
+               "test words"] + [f"{s} {m}{w.suffix}" for s, m, w in metric_keys]
     rows = [[r["model"], r["checkpoint"], f"{r['params']:,}" if r["params"] else "–", r["seeds"] or "–",
              f"{r['steps']:.0f}" if r["steps"] else "–", f"{r['best_step']:.0f}" if r["steps"] else "–",
              f"{r['train_hours']:.2f}" if r["steps"] else "–",
-             f"{r['valid_mean']:.2f}" + (f" ± {r['valid_std']:.2f}" if " " in r["seeds"] else "") if r["steps"] else "–"]
+             f"{r['valid_mean']:.2f}" + (f" ± {r['valid_std']:.2f}" if " " in r["seeds"] else "") if r["steps"] else "–",
+             f"{r['test_words']:.1f}"]
             + [f"{r[f'{column(s, m, w)}_mean']:.2f}"
                + (f" ± {r[f'{column(s, m, w)}_std']:.2f}" if " " in r["seeds"] else "")
                for s, m, w in metric_keys] for r in summary]
@@ -240,6 +249,8 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
              f"{'; '.join(sorted({validation_setting(r) for r in runs}))})"
              + (", and the average of the kept snapshots (rows marked)" if any(r.get("averaged") for r in runs) else "")
              + ".\n")
+    md.write(f"Column `test words`: mean words per output on `test` (whitespace-separated; the references "
+             f"average {mean_words([r[0] for r in refs]):.1f}).\n")
     md.write(f"Metric signatures: {signatures}.\n")
     md.write(f"Hardware: {hardware}; precision {', '.join(sorted({r['precision'] for r in runs}))}; "
              f"commits {', '.join(sorted({r['commit'] for r in runs}))}.\n")
