@@ -18,6 +18,7 @@ from hydra.errors import ConfigCompositionException
 
 from experiments.evaluation import checkpoint
 from experiments.core.config import check_override_keys, validate
+from experiments.core.config_groups import check_tuned
 from experiments.core.errors import CheckpointError, ConfigError
 from experiments.evaluation.evaluate import evaluate_checkpoint
 from experiments.training.train import main as train_main, run
@@ -76,6 +77,11 @@ def test_every_pair_of_task_model_trainer_choices_composes(task: str, model: str
 
 @pytest.mark.parametrize("experiment", names("experiment"))
 def test_every_experiment_preset_composes(experiment: str) -> None:
+    try:
+        check_tuned(experiment, CONF)
+    except ConfigError as e:  # tuned finals before their search has finished: tests/test_search.py composes them
+        assert experiment.endswith("_tuned") and "s2s-tuned" in str(e)  # with a recipe
+        return
     cfg = validate(compose_cfg([f"experiment={experiment}"]))
     assert cfg.experiment == experiment
 
