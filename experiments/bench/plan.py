@@ -286,16 +286,16 @@ def ttq_recipe(args: argparse.Namespace) -> str | None:
 def preset_keys(name: str) -> set[str]:
     """The dotted config keys conf/experiment/NAME.yaml sets, those of the presets it builds on included
     (its defaults list; ``override /group`` entries and the hydra block are no config keys)."""
+    from experiments.core.config_groups import tuned_recipes
+
     body = yaml.safe_load((Path(CONF_DIR) / "experiment" / f"{name}.yaml").read_text()) or {}
     keys: set[str] = set()
     for entry in body.pop("defaults", None) or []:
         if isinstance(entry, str) and entry != "_self_":
             keys |= preset_keys(entry)
-        elif isinstance(entry, dict):  # a tuned recipe (``- /tuned@tuned: <task>``) sets each model's drawn keys
-            for group, recipe in entry.items():
-                if str(group).lstrip("/").split("@")[0] == "tuned":
-                    tuned = yaml.safe_load((Path(CONF_DIR) / "tuned" / f"{recipe}.yaml").read_text()) or {}
-                    keys |= {k for settings in (tuned.get("settings") or {}).values() for k in settings}
+        for recipe in tuned_recipes(entry):  # a tuned recipe sets each model's drawn keys
+            tuned = yaml.safe_load((Path(CONF_DIR) / "tuned" / f"{recipe}.yaml").read_text()) or {}
+            keys |= {k for settings in (tuned.get("settings") or {}).values() for k in settings}
     body.pop("hydra", None)
     return keys | set(flatten(body))
 

@@ -58,10 +58,16 @@ def check_tuned(preset: str, conf_dir: Path) -> None:
     for entry in body.get("defaults") or []:
         if isinstance(entry, str) and entry != "_self_" and (conf_dir / "experiment" / f"{entry}.yaml").exists():
             check_tuned(entry, conf_dir)
-        elif isinstance(entry, dict):
-            for group, name in entry.items():
-                if str(group).lstrip("/").split("@")[0] == "tuned" and not (conf_dir / "tuned" / f"{name}.yaml").exists():
-                    raise ConfigError(
-                        f"experiment={preset} trains the tuned recipes of conf/tuned/{name}.yaml, which is not written "
-                        f"yet: once the search's trials have finished, write it with `s2s-tuned <the search's runs>` "
-                        f"(the header of conf/experiment/{preset}.yaml names the search)")
+        for name in tuned_recipes(entry):
+            if not (conf_dir / "tuned" / f"{name}.yaml").exists():
+                raise ConfigError(
+                    f"experiment={preset} trains the tuned recipes of conf/tuned/{name}.yaml, which is not written "
+                    f"yet: once the search's trials have finished, write it with `s2s-tuned <the search's runs>` "
+                    f"(the header of conf/experiment/{preset}.yaml names the search)")
+
+
+def tuned_recipes(entry: object) -> list[str]:
+    """The conf/tuned/ recipes one entry of a preset's defaults list loads (``- /tuned@tuned: <task>``)."""
+    if not isinstance(entry, dict):
+        return []
+    return [str(name) for group, name in entry.items() if str(group).lstrip("/").split("@")[0] == "tuned"]
