@@ -236,6 +236,10 @@ class DecodingConfig:
     max_len_b: int = 10
     min_len: int = 0
     n_best: int = 1  # hypotheses kept per sentence (s2s-eval writes them as TSV when > 1); at most beam_size
+    # Values tried on the validation split after training; the best pair decodes the test splits
+    # (experiments/evaluation/lengths.py). Empty: length_penalty and min_len above, as given.
+    length_penalty_choices: list[float] = field(default_factory=list)
+    min_len_choices: list[int] = field(default_factory=list)
     # Batch sizes are speed settings (outputs are the same). Measured with a converged Multi30k Transformer on a
     # 2-core CPU in paired runs: greedy is fastest at about 8000 source tokens a batch, beam 5 at about twice
     # as many rows (16000 source tokens x beam: ~10% faster than 8000 for both models).

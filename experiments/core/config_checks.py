@@ -46,6 +46,12 @@ def check_values(cfg: DictConfig) -> None:
     if not 1 <= decoding.n_best <= decoding.beam_size:
         raise ConfigError(f"decoding.n_best={decoding.n_best} must be between 1 and "
                           f"decoding.beam_size={decoding.beam_size}: beam search keeps only that many")
+    if decoding.length_penalty_choices and decoding.beam_size == 1:
+        raise ConfigError("decoding.length_penalty_choices needs decoding.beam_size > 1: greedy search has no length "
+                          "penalty; set a beam size or drop the choices")
+    if any(m < 0 for m in decoding.min_len_choices):
+        raise ConfigError(f"decoding.min_len_choices={list(decoding.min_len_choices)} must all be 0 (no minimum) "
+                          "or more")
     if tc.average_checkpoints > tc.keep_checkpoints:
         raise ConfigError(f"trainer.average_checkpoints={tc.average_checkpoints} must be between 0 (off) "
                           f"and trainer.keep_checkpoints={tc.keep_checkpoints}: keep at least the snapshots "

@@ -3,7 +3,9 @@
 ``s2s-eval <run dir or checkpoint> split=test decoding.beam_size=5`` decodes
 a split with a trained model and writes the hypotheses and a metrics JSON
 (with the sacreBLEU signature) beside the checkpoint's run folder;
-``decoding.n_best=N`` also writes the N best of every sentence as TSV.
+``decoding.n_best=N`` also writes the N best of every sentence as TSV;
+``'decoding.length_penalty_choices=[0.6,1.0,1.5]'`` (and ``decoding.min_len_choices``)
+first chooses the length settings on the validation split (experiments/evaluation/lengths.py).
 """
 
 from __future__ import annotations
@@ -181,19 +183,24 @@ def evaluate_checkpoint(target: str, overrides: list[str]) -> dict[str, Any]:
     cfg, data, model, device, run_dir = run.cfg, run.data, run.model, run.device, run.run_dir
     data.split(split)  # unknown split names fail here, listing the valid ones
     autocast = autocast_for(device, cfg.trainer.precision)
-    decoded = decode_split(model, data, split, cfg.decoding, device, autocast, n_best=cfg.decoding.n_best)
+    out = run_dir / "eval"
+    from experiments.evaluation import lengths  # it decodes with this module's functions
+
+    decoding, choice = lengths.choose(model, data, cfg.decoding, device, autocast,
+                                      metrics.PRIMARY[str(data.task.kind.value)], out)
+    decoded = decode_split(model, data, split, decoding, device, autocast, n_best=decoding.n_best)
     result = {
         "split": split,
         "checkpoint": str(target),
         "step": run.step,
-        "beam_size": cfg.decoding.beam_size,
-        "length_penalty": cfg.decoding.length_penalty,
-        "min_len": cfg.decoding.min_len,
-        "n_best": cfg.decoding.n_best,
+        "beam_size": decoding.beam_size,
+        "length_penalty": decoding.length_penalty,
+        "min_len": decoding.min_len,
+        **({"length_choice": choice} if choice else {}),
+        "n_best": decoding.n_best,
         "decode_seconds": decoded.seconds,
         **score(data, split, decoded.hypotheses),
     }
-    out = run_dir / "eval"
     stem = f"{split}-beam{cfg.decoding.beam_size}"
     write_text(out / f"{stem}.txt", "\n".join(decoded.hypotheses) + "\n")
     if decoded.n_best:
@@ -210,7 +217,9 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: s2s-eval RUN_DIR_OR_CHECKPOINT [split=test] [decoding.beam_size=5] [decoding.n_best=1] "
               "[key=value ...]\n\nDecodes the split, writes <run>/eval/<split>-beam<K>.txt and .json (the metrics); "
               "decoding.n_best=N > 1 also writes <split>-beam<K>.nbest.tsv\n(sentence index, rank, score, "
-              "hypothesis; N <= decoding.beam_size).")
+              "hypothesis; N <= decoding.beam_size).\n'decoding.length_penalty_choices=[0.6,1.0,1.5]' "
+              "'decoding.min_len_choices=[0,4]': decode the validation split with each pair first and use the best "
+              "(eval/valid-beam<K>-lp<A>-min<M>.txt).")
         sys.exit(0 if args else 2)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -4,6 +4,9 @@ Rank 0 alone runs this part (the other ranks are done). Hypotheses go to
 ``hyps/<split>-beamK.txt`` (best checkpoint) and ``hyps/<split>-beamK-average.txt``
 (the average of the kept snapshots, ``trainer.average_checkpoints``); every
 score is a metrics.jsonl row too, and ``results.json`` is what s2s-tables reads.
+Where the preset lists length settings to try, each checkpoint first chooses
+its own on validation (experiments/evaluation/lengths.py), recorded under
+``length_choice``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from experiments.training import averaging
-from experiments.evaluation import checkpoint
+from experiments.evaluation import checkpoint, lengths
 from experiments.core.atomic import write_text
 from experiments.evaluation.evaluate import decode_split, score
 from experiments.training.preflight import evaluation_splits
@@ -28,7 +31,7 @@ log = logging.getLogger(__name__)
 def finish(t: Trainer) -> dict[str, Any]:
     """Test (rank 0 alone), write results.json, close W&B; the results as written."""
     p = t.progress
-    tests = test_best(t) if t.is_main else {}
+    tests, choice = test_best(t) if t.is_main else ({}, {})
     averaged = test_average(t) if t.is_main and t.tc.average_checkpoints else {}
     results = {
         "task": t.cfg.task.name,
@@ -45,6 +48,7 @@ def finish(t: Trainer) -> dict[str, Any]:
         "train_seconds": p.train_seconds,
         "train_tokens_per_s": p.tokens / p.train_seconds if p.train_seconds else 0.0,
         "test": tests,
+        **({"length_choice": choice} if choice else {}),
         **({"averaged": averaged} if averaged else {}),
         "beam_size": t.cfg.decoding.beam_size,
         "truncated": {name: {"src": s.truncated_src, "tgt": s.truncated_tgt} for name, s in t.data._splits.items()},
@@ -63,22 +67,30 @@ def finish(t: Trainer) -> dict[str, Any]:
     return results
 
 
-def test_best(t: Trainer) -> dict[str, Any]:
-    """Load the best checkpoint and decode the test splits with it (when ``test_after_training``)."""
+def test_best(t: Trainer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load the best checkpoint and decode the test splits with it (when ``test_after_training``): the scores, and
+    the length choice that decoded them (empty where the preset lists none)."""
     best = checkpoint.load(t.ckpt_dir / "best.pt", map_location=t.device)
     t.model.load_state_dict(best["model"])
-    return decode_tests(t, "") if t.tc.test_after_training else {}
+    return decode_tests(t, "") if t.tc.test_after_training else ({}, {})
 
 
-def decode_tests(t: Trainer, suffix: str) -> dict[str, Any]:
-    """Decode and score every test split with the current weights; hypotheses to hyps/<split>-beamK<suffix>.txt."""
+def decode_tests(t: Trainer, suffix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Decode and score every test split with the current weights; hypotheses to hyps/<split>-beamK<suffix>.txt.
+
+    The length settings are chosen on validation first, where the preset lists some; the choice is returned.
+    """
     tests: dict[str, Any] = {}
     which = "the average of the kept snapshots" if suffix else "the best checkpoint"
+    decoding, choice = lengths.choose(t.model, t.data, t.cfg.decoding, t.device, t.autocast, t.primary,
+                                      t.run_dir / "hyps", suffix)
+    for row in choice.get("tried", []):
+        t.record("valid_length" + suffix.replace("-", "_"), row)
     splits = evaluation_splits(t.cfg)
     for n, split in enumerate(splits, start=1):
         log.info("test %d/%d: decoding %s (%d sentences, beam %d) with %s ...", n, len(splits), split,
                  len(t.data.split(split)), t.cfg.decoding.beam_size, which)
-        decoded = decode_split(t.model, t.data, split, t.cfg.decoding, t.device, t.autocast)
+        decoded = decode_split(t.model, t.data, split, decoding, t.device, t.autocast)
         tests[split] = {**score(t.data, split, decoded.hypotheses), "decode_seconds": decoded.seconds}
         log.info("test %d/%d: %s %s %.2f in %.0f s", n, len(splits), split, t.primary,
                  tests[split].get(t.primary, float("nan")), decoded.seconds)
@@ -87,7 +99,7 @@ def decode_tests(t: Trainer, suffix: str) -> dict[str, Any]:
         t.record(split + suffix.replace("-", "_"), tests[split])
         if split == "test" and not suffix:
             log_samples(t, split, decoded.hypotheses)
-    return tests
+    return tests, choice
 
 
 def test_average(t: Trainer) -> dict[str, Any]:
@@ -108,9 +120,9 @@ def test_average(t: Trainer) -> dict[str, Any]:
     t.record("valid_average", values)
     log.info("average of the %s %d snapshots (steps %s): valid %s %.2f", by, n, state["averaged"]["steps"],
              t.primary, values[t.primary])
+    tests, choice = decode_tests(t, "-average") if tc.test_after_training else ({}, {})
     return {"by": by, "n": n, "steps": state["averaged"]["steps"], "checkpoint": str(path.name),
-            f"valid_{t.primary}": values[t.primary],
-            "test": decode_tests(t, "-average") if tc.test_after_training else {}}
+            f"valid_{t.primary}": values[t.primary], "test": tests, **({"length_choice": choice} if choice else {})}
 
 
 def log_samples(t: Trainer, split: str, hypotheses: list[str]) -> None:

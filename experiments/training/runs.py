@@ -9,7 +9,9 @@ nothing else, into ``results/runs/<experiment>/<model>/seed<k>/``::
     config.yaml      the resolved config it trained with
     hyps/            detokenized test outputs, gzipped: <split>-beam<K>.txt.gz
                      (best checkpoint) and <split>-beam<K>-average.txt.gz
-                     (averaged checkpoint, where the run averaged)
+                     (averaged checkpoint, where the run averaged); where the
+                     run chose its length settings on validation, the
+                     validation outputs of every setting it tried
 
 Those files, with the public datasets, are enough to rebuild every table
 (``s2s-tables results/runs/<experiment>``) or to re-score any row with the
@@ -150,6 +152,9 @@ def export(run: dict[str, Any], into: Path) -> Path:
     if not run["test"]:  # a search trial decodes no test set: its claim is the best validation, kept re-scorable
         best = f"valid-step{run['best_step']}.txt"
         outputs[best] = read_text_file(source / "hyps" / best)
+    for choice in (run.get("length_choice"), (run.get("averaged") or {}).get("length_choice")):
+        for tried in (choice or {}).get("tried", []):  # the validation outputs that chose the length settings
+            outputs[tried["hyps"]] = read_text_file(source / "hyps" / tried["hyps"])
     with atomic_path(target) as tmp:
         (tmp / "hyps").mkdir(parents=True)
         for name in KEPT:
