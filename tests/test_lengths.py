@@ -11,7 +11,8 @@ import pytest
 from experiments.core.errors import ConfigError
 from experiments.data.pipeline import TaskData
 from experiments.evaluation import lengths
-from experiments.evaluation.evaluate import evaluate_checkpoint, score
+from experiments.evaluation import evaluate
+from experiments.evaluation.evaluate import choose_lengths, evaluate_checkpoint, score
 from experiments.training.runs import export, find_runs
 from experiments.training.train import run
 from tests.attention_runs import tiny
@@ -90,16 +91,16 @@ def test_the_export_keeps_the_outputs_that_chose(chosen: tuple[Path, dict], tmp_
 def test_without_choices_the_preset_s_values_decode_as_given() -> None:
     decoding = compose_cfg(["decoding.length_penalty=1.3", "decoding.min_len=2"]).decoding
     assert lengths.settings(decoding) == [(1.3, 2)]
-    assert lengths.choose(None, None, decoding, None, None, "bleu", Path("unused")) == (decoding, {})  # type: ignore
+    assert choose_lengths(None, None, decoding, None, None, "bleu", Path("unused")) == (decoding, {})  # type: ignore
 
 
 def test_equal_validation_scores_keep_the_earlier_setting(monkeypatch, tmp_path: Path) -> None:
     from experiments.evaluation.evaluate import Decoded
 
     decoding = compose_cfg(list(CHOICES)).decoding
-    monkeypatch.setattr(lengths, "decode_split", lambda *a, **k: Decoded([str(a[3].min_len)], [], 0.0))
-    monkeypatch.setattr(lengths, "score", lambda data, split, hyps: {"bleu": 5.0 if hyps == ["6"] else 1.0})
-    picked, choice = lengths.choose(None, None, decoding, None, None, "bleu", tmp_path)  # type: ignore[arg-type]
+    monkeypatch.setattr(evaluate, "decode_split", lambda *a, **k: Decoded([str(a[3].min_len)], [], 0.0))
+    monkeypatch.setattr(evaluate, "score", lambda data, split, hyps: {"bleu": 5.0 if hyps == ["6"] else 1.0})
+    picked, choice = choose_lengths(None, None, decoding, None, None, "bleu", tmp_path)  # type: ignore[arg-type]
     assert (choice["length_penalty"], choice["min_len"]) == (0.6, 6)
     assert (picked.length_penalty, picked.min_len, list(picked.min_len_choices)) == (0.6, 6, [])
 
@@ -112,7 +113,7 @@ def test_a_length_penalty_choice_needs_beam_search(make_cfg) -> None:
 
 
 def test_the_table_names_each_checkpoint_s_pick_and_the_lists_it_chose_from() -> None:
-    from experiments.reporting.tables import length_choice_text
+    from experiments.evaluation.lengths import choice_text
 
     def choice(penalty: float, min_len: int) -> dict:
         tried = [{"length_penalty": p, "min_len": m} for p in PENALTIES for m in MINIMUMS]
@@ -121,7 +122,7 @@ def test_the_table_names_each_checkpoint_s_pick_and_the_lists_it_chose_from() ->
     runs = [{"model": "transformer", "seed": 1, "length_choice": choice(2.0, 6)},
             {"model": "gru", "seed": 1, "length_choice": choice(0.6, 0), "averaged": {"length_choice": choice(1.0, 6)}},
             {"model": "gru", "seed": 2}]
-    text = length_choice_text(runs, "rouge_mean")
+    text = choice_text(runs, "rouge_mean")
     assert "over length_penalty {0.6, 1, 2} x min_len {0, 6}" in text
     assert text.endswith(": gru seed 1 0.6, 0; gru seed 1 average 1, 6; transformer seed 1 2, 6; the other runs "
                          "decode with their preset's.\n")

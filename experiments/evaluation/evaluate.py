@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.evaluation import checkpoint, metrics
+from experiments.evaluation import checkpoint, lengths, metrics
 from experiments.core.atomic import write_text
 from experiments.evaluation.builders import autocast_for, build_model
 from experiments.data.pipeline import TaskData
@@ -130,6 +130,36 @@ def score(data: TaskData, split: str, hypotheses: list[str]) -> dict[str, Any]:
     return metrics.task_metrics(str(data.task.kind.value), hypotheses, refs)
 
 
+def choose_lengths(model: torch.nn.Module, data: TaskData, decoding: Any, device: torch.device, autocast: Any,
+           primary: str, hyps_dir: Path, suffix: str = "") -> tuple[Any, dict[str, Any]]:
+    """The decoding settings the test splits get, and the record of the choice (empty when there was none):
+    each listed length setting decodes the validation split (experiments/evaluation/lengths.py).
+
+    ``suffix`` tells apart the outputs of another checkpoint of the same run (``-average``).
+    """
+    tried_settings = lengths.settings(decoding)
+    if len(tried_settings) == 1:
+        return decoding, {}
+    beam = decoding.beam_size
+    tried: list[dict[str, Any]] = []
+    for n, (length_penalty, min_len) in enumerate(tried_settings, start=1):
+        decoded = decode_split(model, data, "valid", lengths.with_lengths(decoding, length_penalty, min_len), device,
+                               autocast)
+        name = lengths.output_name(beam, length_penalty, min_len, suffix)
+        write_text(hyps_dir / name, "\n".join(decoded.hypotheses) + "\n")
+        value = score(data, "valid", decoded.hypotheses)[primary]
+        tried.append({"length_penalty": length_penalty, "min_len": min_len, f"valid_{primary}": value,
+                      "hyps": name, "decode_seconds": decoded.seconds})
+        log.info("length choice %d/%d: beam %d, length_penalty %g, min_len %d: valid %s %.2f", n,
+                 len(tried_settings), beam, length_penalty, min_len, primary, value)
+    best = max(tried, key=lambda row: row[f"valid_{primary}"])  # max keeps the first of equal scores
+    log.info("length choice: length_penalty %g, min_len %d decode the test splits", best["length_penalty"],
+             best["min_len"])
+    record = {"beam_size": beam, "length_penalty": best["length_penalty"], "min_len": best["min_len"],
+              "tried": tried}
+    return lengths.with_lengths(decoding, best["length_penalty"], best["min_len"]), record
+
+
 # ---------------------------------------------------------------------------
 # s2s-eval
 
@@ -184,9 +214,7 @@ def evaluate_checkpoint(target: str, overrides: list[str]) -> dict[str, Any]:
     data.split(split)  # unknown split names fail here, listing the valid ones
     autocast = autocast_for(device, cfg.trainer.precision)
     out = run_dir / "eval"
-    from experiments.evaluation import lengths  # it decodes with this module's functions
-
-    decoding, choice = lengths.choose(model, data, cfg.decoding, device, autocast,
+    decoding, choice = choose_lengths(model, data, cfg.decoding, device, autocast,
                                       metrics.PRIMARY[str(data.task.kind.value)], out)
     decoded = decode_split(model, data, split, decoding, device, autocast, n_best=decoding.n_best)
     result = {

@@ -10,23 +10,15 @@ training, every combination decodes the validation split at
 earlier in the lists' order) decodes the test splits. The test splits never
 take part in the choice. Each tried setting's validation outputs are kept
 (``hyps/valid-beam<K>-lp<A>-min<M>.txt``), so the choice can be re-scored.
+The choice itself is ``evaluate.choose_lengths``: it decodes and scores.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
-from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import OmegaConf
-
-from experiments.core.atomic import write_text
-from experiments.data.pipeline import TaskData
-from experiments.evaluation.evaluate import decode_split, score
-
-log = logging.getLogger(__name__)
 
 
 def settings(decoding: Any) -> list[tuple[float, int]]:
@@ -46,30 +38,18 @@ def output_name(beam: int, length_penalty: float, min_len: int, suffix: str = ""
     return f"valid-beam{beam}-lp{length_penalty:g}-min{min_len}{suffix}.txt"
 
 
-def choose(model: torch.nn.Module, data: TaskData, decoding: Any, device: torch.device, autocast: Any,
-           primary: str, hyps_dir: Path, suffix: str = "") -> tuple[Any, dict[str, Any]]:
-    """The decoding settings the test splits get, and the record of the choice (empty when there was none).
-
-    ``suffix`` tells apart the outputs of another checkpoint of the same run (``-average``).
-    """
-    tried_settings = settings(decoding)
-    if len(tried_settings) == 1:
-        return decoding, {}
-    beam = decoding.beam_size
-    tried: list[dict[str, Any]] = []
-    for n, (length_penalty, min_len) in enumerate(tried_settings, start=1):
-        decoded = decode_split(model, data, "valid", with_lengths(decoding, length_penalty, min_len), device,
-                               autocast)
-        name = output_name(beam, length_penalty, min_len, suffix)
-        write_text(hyps_dir / name, "\n".join(decoded.hypotheses) + "\n")
-        value = score(data, "valid", decoded.hypotheses)[primary]
-        tried.append({"length_penalty": length_penalty, "min_len": min_len, f"valid_{primary}": value,
-                      "hyps": name, "decode_seconds": decoded.seconds})
-        log.info("length choice %d/%d: beam %d, length_penalty %g, min_len %d: valid %s %.2f", n,
-                 len(tried_settings), beam, length_penalty, min_len, primary, value)
-    best = max(tried, key=lambda row: row[f"valid_{primary}"])  # max keeps the first of equal scores
-    log.info("length choice: length_penalty %g, min_len %d decode the test splits", best["length_penalty"],
-             best["min_len"])
-    record = {"beam_size": beam, "length_penalty": best["length_penalty"], "min_len": best["min_len"],
-              "tried": tried}
-    return with_lengths(decoding, best["length_penalty"], best["min_len"]), record
+def choice_text(runs: list[dict[str, Any]], primary: str) -> str:
+    """A table's line: the length settings each run's checkpoints chose on validation, and the lists they chose from."""
+    chosen = []
+    for r in sorted(runs, key=lambda r: (r["model"], r["seed"])):
+        for label, choice in (("", r.get("length_choice")), (" average", (r.get("averaged") or {}).get("length_choice"))):
+            if choice:
+                chosen.append(f"{r['model']} seed {r['seed']}{label} {choice['length_penalty']:g}, {choice['min_len']}")
+    tried = next(r["length_choice"]["tried"] for r in runs if r.get("length_choice"))
+    penalties = sorted({t["length_penalty"] for t in tried})
+    minimums = sorted({t["min_len"] for t in tried})
+    return (f"Length settings (length penalty, minimum length) chosen per checkpoint on the best validation {primary} "
+            f"of beam search over length_penalty {{{', '.join(f'{p:g}' for p in penalties)}}} x min_len "
+            f"{{{', '.join(map(str, minimums))}}}, the test set taking no part: {'; '.join(chosen)}"
+            + ("; the other runs decode with their preset's" if not all(r.get("length_choice") for r in runs) else "")
+            + ".\n")

@@ -46,7 +46,7 @@ from typing import Any
 
 
 from experiments.reporting import baselines, buckets, curves, studies, summary
-from experiments.evaluation import metrics
+from experiments.evaluation import lengths, metrics
 from experiments.core.atomic import write_text
 from experiments.core.errors import UserError
 from experiments.core.outdirs import default_out, out_help, say_wrote
@@ -198,23 +198,6 @@ def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
             + "".join("| " + " | ".join(r) + " |\n" for r in rows))
 
 
-def length_choice_text(runs: list[dict[str, Any]], primary: str) -> str:
-    """One line: the length settings each run chose on validation (experiments/evaluation/lengths.py)."""
-    chosen = []
-    for r in sorted(runs, key=lambda r: (r["model"], r["seed"])):
-        for label, choice in (("", r.get("length_choice")), (" average", (r.get("averaged") or {}).get("length_choice"))):
-            if choice:
-                chosen.append(f"{r['model']} seed {r['seed']}{label} {choice['length_penalty']:g}, {choice['min_len']}")
-    tried = next(r["length_choice"]["tried"] for r in runs if r.get("length_choice"))
-    penalties = sorted({t["length_penalty"] for t in tried})
-    minimums = sorted({t["min_len"] for t in tried})
-    return (f"Length settings (length penalty, minimum length) chosen per checkpoint on the best validation {primary} "
-            f"of beam search over length_penalty {{{', '.join(f'{p:g}' for p in penalties)}}} x min_len "
-            f"{{{', '.join(map(str, minimums))}}}, the test set taking no part: {'; '.join(chosen)}"
-            + ("; the other runs decode with their preset's" if not all(r.get("length_choice") for r in runs) else "")
-            + ".\n")
-
-
 def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: str) -> Path:
     kind = runs[0]["kind"]
     primary = metrics.PRIMARY[kind]
@@ -269,7 +252,7 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
     md.write(f"Column `test words`: mean words per output on `test` (whitespace-separated; the references "
              f"average {mean_words([r[0] for r in refs]):.1f}).\n")
     if any(r.get("length_choice") for r in runs):
-        md.write(length_choice_text(runs, primary))
+        md.write(lengths.choice_text(runs, primary))
     md.write(f"Metric signatures: {signatures}.\n")
     md.write(f"Hardware: {hardware}; precision {', '.join(sorted({r['precision'] for r in runs}))}; "
              f"commits {', '.join(sorted({r['commit'] for r in runs}))}.\n")

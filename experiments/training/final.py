@@ -5,7 +5,7 @@ Rank 0 alone runs this part (the other ranks are done). Hypotheses go to
 (the average of the kept snapshots, ``trainer.average_checkpoints``); every
 score is a metrics.jsonl row too, and ``results.json`` is what s2s-tables reads.
 Where the preset lists length settings to try, each checkpoint first chooses
-its own on validation (experiments/evaluation/lengths.py), recorded under
+its own on validation (evaluate.choose_lengths), recorded under
 ``length_choice``.
 """
 
@@ -16,9 +16,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from experiments.training import averaging
-from experiments.evaluation import checkpoint, lengths
+from experiments.evaluation import checkpoint
 from experiments.core.atomic import write_text
-from experiments.evaluation.evaluate import decode_split, score
+from experiments.evaluation.evaluate import choose_lengths, decode_split, score
 from experiments.training.preflight import evaluation_splits
 from experiments.core.runtime import git_commit, hardware
 
@@ -82,7 +82,7 @@ def decode_tests(t: Trainer, suffix: str) -> tuple[dict[str, Any], dict[str, Any
     """
     tests: dict[str, Any] = {}
     which = "the average of the kept snapshots" if suffix else "the best checkpoint"
-    decoding, choice = lengths.choose(t.model, t.data, t.cfg.decoding, t.device, t.autocast, t.primary,
+    decoding, choice = choose_lengths(t.model, t.data, t.cfg.decoding, t.device, t.autocast, t.primary,
                                       t.run_dir / "hyps", suffix)
     for row in choice.get("tried", []):
         t.record("valid_length" + suffix.replace("-", "_"), row)
