@@ -197,6 +197,23 @@ def test_checkpoints_load_weights_only_and_reject_bad_files(trained: tuple[Path,
         checkpoint.load(tmp_path / "missing.pt")
 
 
+def test_results_name_the_code_each_start_ran_not_the_code_there_at_the_end(tmp_path: Path, shared_cache: Path,
+                                                                              monkeypatch) -> None:
+    """The grid moves its checkout while jobs run: a run records the commit read when it started, and a resume
+    under other code adds its own."""
+    from experiments.training import trainer
+
+    reads = iter(["aaaaaaa", "bbbbbbb", "bbbbbbb"])
+    monkeypatch.setattr(trainer, "git_commit", lambda: next(reads))
+    short = ["trainer.max_steps=20", "trainer.eval_every=10", "trainer.test_after_training=false",
+             "logger.mode=disabled", f"cache_dir={shared_cache}"]
+    first = run(compose_cfg(TINY + short), tmp_path)
+    assert first["commit"] == "aaaaaaa"
+    longer = [o.replace("max_steps=20", "max_steps=30") for o in short]
+    resumed = run(compose_cfg(TINY + longer + ["trainer.resume=true", "trainer.change_budget=true"]), tmp_path)
+    assert resumed["commit"] == "aaaaaaa+bbbbbbb"
+
+
 def test_a_crash_during_save_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
     target = tmp_path / "last.pt"
     checkpoint.save({"step": 1}, target)

@@ -20,7 +20,7 @@ from experiments.evaluation import checkpoint
 from experiments.core.atomic import write_text
 from experiments.evaluation.evaluate import choose_lengths, decode_split, score
 from experiments.training.preflight import evaluation_splits
-from experiments.core.runtime import git_commit, hardware
+from experiments.core.runtime import hardware
 
 if TYPE_CHECKING:  # for the annotations only: the trainer imports this module
     from experiments.training.trainer import Trainer
@@ -55,7 +55,7 @@ def finish(t: Trainer) -> dict[str, Any]:
         "hardware": hardware(t.device),
         "precision": t.precision,
         "world_size": t.world_size,
-        "commit": git_commit(),
+        "commit": "+".join(p.commits),  # read at start (and at each resume under other code), not now
         "run_dir": str(t.run_dir),
     }
     if t.is_main:

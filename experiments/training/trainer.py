@@ -32,7 +32,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from experiments.evaluation.evaluate import decode_split, score, split_loss
 from experiments.training.optim import make_optimizer, make_schedules
 from experiments.training.preflight import check_limits, run_splits
 from experiments.evaluation.loss import sequence_loss
-from experiments.core.runtime import FreeCores, pick_device, seed_everything, set_threads
+from experiments.core.runtime import FreeCores, git_commit, pick_device, seed_everything, set_threads
 from experiments.data.tokenizer import save as save_tokenizer
 from experiments.training.tracking import Tracker
 from models import count_parameters
@@ -80,6 +80,9 @@ class Progress:
     window_loss: float = 0.0
     window_tokens: int = 0
     window_seconds: float = 0.0
+    # The code each start and resume ran (git commit), read when it began: code that changes under a running job
+    # (a checkout moved for the next one) is not the code it ran.
+    commits: list[str] = field(default_factory=list)
 
 
 class Trainer:
@@ -134,6 +137,9 @@ class Trainer:
             self.restore(self.ckpt_dir / "last.pt")  # first: it refuses settings the run was not trained with
         elif self.is_main and self.metrics_file.exists():
             self.metrics_file.unlink()
+        commit = git_commit()
+        if self.progress.commits[-1:] != [commit]:
+            self.progress.commits.append(commit)
         if self.is_main:
             write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
         logger = cfg.logger if self.is_main else OmegaConf.create({"mode": "disabled"})  # W&B from rank 0 only
