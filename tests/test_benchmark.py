@@ -632,8 +632,8 @@ def test_a_saved_report_is_judged_again_against_the_targets_as_they_stand(monkey
               "training": [{"model": "transformer", "config": "base", "tokens_per_s": 2213.0}],
               "comparison": [{"model": "transformer", "fp32_ratio": 2.68, "best_ratio": 3.83,
                               "joeynmt_source": "measured in this run"}],
-              "targets": [{"target": "transformer training (fp32) >= 2.5x JoeyNMT on multi30k_de_en", "value": 2.68,
-                           "unit": "x", "met": True, "against": "measured in this run"}, kept]}
+              "targets": [{"kind": "training", "target": "transformer training (fp32) >= 2.5x JoeyNMT on multi30k_de_en",
+                           "value": 2.68, "unit": "x", "met": True, "against": "measured in this run"}, kept]}
     fresh, again = analysis.rejudged_training_targets(report)
     assert fresh["target"] == "transformer training (fp32) >= 3x JoeyNMT on multi30k_de_en"
     assert fresh["value"] == 2.68 and fresh["met"] is False and fresh["against"] == "measured in this run"

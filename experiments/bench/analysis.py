@@ -148,7 +148,8 @@ def speed_targets(models: list[str], by: Rows, comparison: list[dict[str, Any]],
         if model not in models:
             continue
         value = comp.get(model, {}).get(f"{which}_ratio")
-        targets.append({"target": f"{model} training ({'fp32' if which == 'fp32' else 'fast paths'}) "
+        targets.append({"kind": "training",  # --from-json judges these rows again (rejudged_training_targets)
+                        "target": f"{model} training ({'fp32' if which == 'fp32' else 'fast paths'}) "
                                   f">= {minimum:g}x JoeyNMT on {task}", "value": value, "unit": "x",
                         "met": None if value is None or not comparable else value >= minimum,
                         "against": comp.get(model, {}).get("joeynmt_source") if comparable else
@@ -189,8 +190,8 @@ def rejudged_training_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     models = [c["model"] for c in report["comparison"]]
     fresh = [t for t in speed_targets(models, by, report["comparison"], torch.device(meta.get("device", "cpu")),
                                       task, comparable=not tiny)
-             if " training (" in t["target"]]
-    kept = [t for t in report["targets"] if " training (" not in t["target"]]
+             if t.get("kind") == "training"]
+    kept = [t for t in report["targets"] if t.get("kind") != "training"]
     return fresh + kept
 
 
