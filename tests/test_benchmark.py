@@ -18,7 +18,7 @@ import yaml
 
 from experiments.evaluation import builders, evaluate
 from experiments.data.batching import cut_sorted
-from experiments.bench import analysis, cli, decode, joeynmt, joeynmt_config, plan, plots
+from experiments.bench import analysis, cli, decode, joeynmt, joeynmt_config, other_work, plan, plots
 from experiments.bench.decode import NoKVCache, decode_one_at_a_time
 from experiments.bench.plan import compose, native_bf16
 from experiments.bench.report import REPORT_KEYS
@@ -70,6 +70,9 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
     for key in ("date", "commit", "cpu", "cores", "torch", "device", "gpu", "task", "command"):
         assert key in meta
     assert meta["gpu"] is None and meta["device"] == "cpu" and meta["torch"] == torch.__version__
+    work = meta["other_work"]  # measured over the whole run (whether it was busy depends on this machine)
+    assert work["seconds"] > 0 and work["other_cores"] >= 0 and work["steal_cores"] >= 0
+    assert f"| other work during the run (CPU time not this bench's, from /proc/stat) | {other_work.describe(work)} |" in md
     assert set(saved) >= REPORT_KEYS == {"meta", "training", "fast_paths", "comparison", "targets",
                                                    "scaling", "joeynmt", "profiles", "time_to_bleu"}
 

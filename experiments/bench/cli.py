@@ -30,6 +30,7 @@ import torch
 
 from experiments.bench.analysis import analyse, rejudged_training_targets, scaling_rows
 from experiments.bench.joeynmt import run_all as run_joeynmt
+from experiments.bench import other_work
 from experiments.bench.load import run_sweeps
 from experiments.bench.plan import CONF_DIR, base_overrides, build_specs, compose, native_bf16
 from experiments.bench.report import load_report, write_report
@@ -198,7 +199,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     if args.from_json:
         return rerender(args)
     commit = git_commit()  # the code measured: taken before the (possibly hour-long) runs
-    load_before = load_average()
+    load_before, started = load_average(), other_work.mark()
     device = pick_device(args.device, "--device")
     work_dir = Path(args.work_dir).resolve()
     out_dir = Path(args.out)
@@ -218,7 +219,9 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     targets_of = "multi30k_de_en" if args.tiny else args.task
     analysis = analyse(results, joeynmt, device, args.batch_tokens, ttb, task=targets_of, comparable=not args.tiny,
                        ttq=ttq)
-    report = {"meta": run_meta(args, argv, device, commit, notes, load_before), "training": results, **analysis,
+    meta = {**run_meta(args, argv, device, commit, notes, load_before),
+            "other_work": other_work.between(started, other_work.mark())}
+    report = {"meta": meta, "training": results, **analysis,
               "scaling": scaling_rows(results, scaled), "scaling_plot": None, "joeynmt": joeynmt,
               "profiles": profiles, "time_to_bleu": ttb, "ttb_plot": None, "sweeps": sweeps}
     write_report(report, args.report, out_dir, args.readme)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from experiments.core.atomic import write_text
+from experiments.bench import other_work
 from experiments.bench.markdown import fmt, machine, md_table, ratio_cell
 from experiments.bench.profile_report import bf16_split, profiles
 from experiments.bench.plots import save_png, scaling_figure, ttb_figure
@@ -48,6 +49,9 @@ def header(report: dict[str, Any], image_prefix: str) -> list[str]:
         hw.append(["load average (1, 5, 15 min) before / after the run",
                    " / ".join(" ".join(fmt(x, ".2f") for x in load) if load else "–"
                               for load in (meta.get("load_before"), meta.get("load_after")))])
+    if meta.get("other_work"):
+        hw.append(["other work during the run (CPU time not this bench's, from /proc/stat)",
+                   other_work.describe(meta["other_work"])])
     hw += [["task", meta["task"]], ["command", f"`{meta['command']}`"]]
     out += [md_table(["", ""], hw), ""]
     if not meta.get("gpu"):
@@ -365,6 +369,8 @@ def embed_in_readme(report: dict[str, Any], readme: Path, name: str, out_dir: Pa
     meta = report["meta"]
     prefix = os.path.relpath(out_dir.resolve(), readme.resolve().parent) + "/"
     provenance = (f"Measured by `{meta['command']}` on {machine(meta)}, torch {meta['torch']}, commit "
-                  f"{meta['commit']}, {meta['date']}; the whole report: `{prefix}{name}.md`.")
+                  f"{meta['commit']}, {meta['date']}; the whole report: `{prefix}{name}.md`."
+                  + (f" Other work during the run: {other_work.describe(meta['other_work'])}."
+                     if meta.get("other_work") else ""))
     body = ("\n" + render_markdown(report, README_SECTIONS, prefix)).replace("\n## ", "\n#### ").strip()
     embed(readme, name, f"# {name}\n\n{provenance}\n\n{body}\n")
