@@ -127,8 +127,11 @@ def test_a_new_budget_on_resume_needs_its_flag_and_is_recorded(finished_run: Pat
         run(compose_cfg(longer), finished_run)
     assert snapshot(finished_run) == before
     # where and how the run goes on, and how it is tested at the end, may change without a flag
-    free = ["trainer.num_threads=2", "decoding.beam_size=2", "trainer.test_after_training=true"]
-    assert run(compose_cfg([*longer, "trainer.change_budget=true", *free]), finished_run)["steps"] == 30
+    free = ["trainer.num_threads=2", "decoding.beam_size=2", "trainer.test_after_training=true",
+            "decoding.min_len_choices=[0,3]"]
+    resumed_results = run(compose_cfg([*longer, "trainer.change_budget=true", *free]), finished_run)
+    assert resumed_results["steps"] == 30
+    assert [t["min_len"] for t in resumed_results["length_choice"]["tried"]] == [0, 3]
     resumed = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
     assert {"event": "resume", "step": 20, "changed": {"trainer.max_steps": [20, 30]}} in resumed
     assert [r["step"] for r in resumed if r["event"] == "valid"] == [10, 20, 30]

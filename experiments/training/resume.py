@@ -7,7 +7,9 @@ record settings that most of its updates never used (``config.yaml``,
 ``trainer.resume=true`` compares the settings asked for with the checkpoint's
 and refuses any change to what shapes training. Settings that only say where
 or how fast the run goes on (threads, device, data folder, logger, the
-decoding of the final tests) may change freely. The budget
+decoding of the final tests, the length settings tried on validation after
+training) may change freely: a finished run resumed with length choices
+chooses and is tested again. The budget
 (``trainer.max_steps``, ``max_epochs``, ``max_tokens``) may change with
 ``trainer.change_budget=true``: the schedule does not depend on it, so the
 updates already made stay the ones an uninterrupted run with the new budget
@@ -36,6 +38,7 @@ FREE = ("trainer.resume", "trainer.overwrite", "trainer.change_budget", "trainer
         "trainer.device", "trainer.compile", "trainer.fused_adamw", "trainer.test_after_training",
         "trainer.test_splits", "trainer.keep_checkpoints", "trainer.average_checkpoints", "trainer.average_by",
         "decoding.beam_size", "decoding.n_best", "decoding.batch_tokens", "decoding.beam_batch_tokens",
+        "decoding.length_penalty_choices", "decoding.min_len_choices",
         "logger", "cache_dir", "task.data_root", "task.download", "task.verify_checksums", "task.num_proc")
 BUDGET = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_tokens")
 TRAINING_SPLITS = ("task.splits.train", "task.splits.valid")  # the other splits are only tested after training
