@@ -97,3 +97,28 @@ def test_a_dash_is_standard_output(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     write_report(Path("-"), "on stdout\n")
     assert capsys.readouterr().out == "on stdout\n" and not (tmp_path / "-").exists()
+
+
+def test_a_cached_split_another_process_published_first_is_kept_not_replaced(tmp_path: Path) -> None:
+    """Two grid jobs on a fresh cache build the same split (its folder is named by its content): the second
+    must not remove the first's folder, which the first is about to read, to put its own in."""
+    import datasets
+
+    from experiments.data.sources import publish_dataset
+
+    target = tmp_path / "raw" / "toy-train-abc"
+    target.parent.mkdir()
+
+    def write_while_the_other_publishes(into: Path) -> None:
+        datasets.Dataset.from_dict({"src": ["ours"]}).save_to_disk(str(into))
+        datasets.Dataset.from_dict({"src": ["theirs"]}).save_to_disk(str(target))  # the other job wins the race
+
+    publish_dataset(target, write_while_the_other_publishes)
+    assert datasets.load_from_disk(str(target))["src"] == ["theirs"]
+    assert no_temporaries(target.parent)
+    alone = tmp_path / "raw" / "toy-valid-def"
+    publish_dataset(alone, lambda into: datasets.Dataset.from_dict({"src": ["only"]}).save_to_disk(str(into)))
+    assert datasets.load_from_disk(str(alone))["src"] == ["only"]
+    with pytest.raises(OSError):  # a failure that is not the race is not swallowed
+        publish_dataset(tmp_path / "raw" / "broken", lambda into: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    assert no_temporaries(target.parent)

@@ -35,7 +35,7 @@ from typing import Any
 
 import datasets
 
-from experiments.core.atomic import atomic_path, remove_stale
+from experiments.core.atomic import atomic_path, failed_write, owned_temporary, remove_stale
 from experiments.core.errors import DataError
 from experiments.data.textfiles import read_jsonl, read_lines
 
@@ -288,9 +288,24 @@ def raw_split(task: Any, split: str, data_root: Path, cache_dir: Path) -> tuple[
             if sha256_file(path) != digest:
                 raise DataError(f"{path} changed while it was read: wait until whatever writes it has finished, "
                                 "then run again (nothing was cached from it)")
-        with atomic_path(target) as tmp:
-            datasets.Dataset.from_dict(columns).save_to_disk(str(tmp))
+        publish_dataset(target, lambda into: datasets.Dataset.from_dict(columns).save_to_disk(str(into)))
     return datasets.load_from_disk(str(target)), raw.key
+
+
+def publish_dataset(target: Path, write: Callable[[Path], None]) -> None:
+    """Write a dataset folder named by its content key beside ``target`` and rename it there, unless another
+    process (a grid's other job on a fresh cache) has put the same folder there first: theirs stays.
+
+    Replacing it instead (``atomic_path``) would leave, for an instant, no folder where the other process is about
+    to read one.
+    """
+    with owned_temporary(target) as tmp:
+        try:
+            write(tmp / target.name)
+            os.rename(tmp / target.name, target)
+        except OSError as e:
+            if not (target / "dataset_info.json").exists():
+                raise failed_write(target, e) from None  # not the other process's copy: a real failure to write
 
 
 def iter_text(ds: datasets.Dataset, column: str, batch_size: int = 10_000) -> Iterator[str]:
