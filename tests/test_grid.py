@@ -158,3 +158,35 @@ def test_a_job_committed_under_results_runs_is_done_even_when_the_runs_folder_wa
     (gru1.folder / "results.json").write_text("{}")
     (gru1.folder / "metrics.jsonl").write_text(json.dumps({"event": "valid", "step": 3000, "bleu": 39.0}) + "\n")
     assert gru1.state() == "done" and gru1.facts()["best"] == 40.0
+
+
+def test_a_done_job_whose_preset_changed_since_says_so(tmp_path: Path, capsys) -> None:
+    """A committed run counts as done whatever the preset says today; --status and the compute plan name the
+    settings that changed since it ran, so its rows are rerun on purpose, not trusted by mistake."""
+    from omegaconf import OmegaConf
+
+    from experiments.core.config import validate
+
+    committed = tmp_path / "results" / "runs"
+    gru1, transformer1 = grid.plan("multi30k_de_en", tmp_path / "s2s-runs", [], {"seed": "1"}, committed)
+    for job in (gru1, transformer1):
+        config = validate(job.preset_config())
+        config.trainer.num_threads = 2  # where and how fast it ran: not a change of what it reports
+        job.committed.mkdir(parents=True)
+        (job.committed / "results.json").write_text("{}")
+        (job.committed / "metrics.jsonl").write_text("")
+        (job.committed / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    assert gru1.changed_since() == {} and transformer1.changed_since() == {}
+    config = OmegaConf.load(transformer1.committed / "config.yaml")
+    config.decoding.min_len, config.trainer.lr = 3, 0.5
+    (transformer1.committed / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    preset = validate(transformer1.preset_config())
+    assert transformer1.changed_since() == {"decoding.min_len": (3, preset.decoding.min_len),
+                                            "trainer.lr": (0.5, preset.trainer.lr)}
+    assert transformer1.state() == "done"  # still skipped by the grid: a rerun is asked for, not made
+    assert "| multi30k_de_en | transformer | 1 | done (preset changed since: decoding.min_len, trainer.lr) |" in \
+        plan_table([gru1, transformer1])
+    grid.main(["multi30k_de_en:1", "--status", "--runs-dir", str(tmp_path / "s2s-runs"), "--committed", str(committed)])
+    out = capsys.readouterr().out
+    assert out.count("the preset changed since this run") == 1
+    assert f"decoding.min_len 3 -> {preset.decoding.min_len!r}, trainer.lr 0.5 -> {preset.trainer.lr!r}" in out

@@ -28,8 +28,10 @@ def plan_table(jobs: list[Any]) -> str:
         updates = f"{f['step']} / {limit}" + (f" ({f.get('tokens', 0) / 1e6:.2f}M / {tokens / 1e6:.2f}M tokens)"
                                               if tokens else "")
         pace = f"{f['s_per_update']:.2f}" if "s_per_update" in f else "–"
+        changed = job.changed_since()
+        state = job.state() + (f" (preset changed since: {', '.join(changed)})" if changed else "")
         lines.append(f"| {job.experiment} | {job.params.get('model', '–')} | {job.params.get('seed', '–')} | "
-                     f"{job.state()} | {updates} | {best} | {pace} | {left} |")
+                     f"{state} | {updates} | {best} | {pace} | {left} |")
     return "\n".join(lines) + "\n"
 
 

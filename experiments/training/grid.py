@@ -56,6 +56,7 @@ from experiments.training.compute_plan import embed_plan
 from experiments.core.config_groups import check_tuned
 from experiments.core.errors import ConfigError, UserError
 from experiments.training.deadline import Deadline, clock, parse_until
+from experiments.training.resume import show
 from experiments.training.runs import default_runs_dir, shown_path
 from experiments.core.runtime import usable_cores
 from experiments.training.train import CONF_DIR
@@ -120,13 +121,36 @@ class Job:
         """The job's update limit and real-target-token limit (0: none), from its run folder's (or committed
         copy's) config, else from the preset."""
         config = self.source() / "config.yaml"
-        if config.exists():
-            trainer = OmegaConf.load(config).trainer
-        else:
-            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-                trainer = compose("config", overrides=[f"experiment={self.experiment}", *self.overrides,
-                                                       *(f"{k}={v}" for k, v in self.params.items())]).trainer
+        trainer = OmegaConf.load(config).trainer if config.exists() else self.preset_config().trainer
         return int(trainer.max_steps), int(trainer.get("max_tokens") or 0)
+
+    def preset_config(self) -> Any:
+        """The config the preset composes for this job today, before a trial's draws or a tuned recipe."""
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose("config", overrides=[f"experiment={self.experiment}", *self.overrides,
+                                                *(f"{k}={v}" for k, v in self.params.items())])
+
+    def changed_since(self) -> dict[str, tuple[Any, Any]]:
+        """A done job: the settings its preset gives today (with a trial's draws and a tuned recipe applied, as
+        s2s-train applies them) that differ from those its run recorded, where and how fast it ran left out.
+
+        A committed run counts as done whatever the preset says now; this says when its rows are not what the
+        preset would train and test today (a preset changed after the run), so they are rerun on purpose."""
+        from experiments.core.config import validate
+        from experiments.training.resume import changes, is_environment
+        from experiments.training.search import apply_trial, apply_tuned
+
+        config = self.source() / "config.yaml"
+        if self.state() != "done" or not config.exists():
+            return {}
+        given = frozenset(o.split("=", 1)[0] for o in self.overrides) | frozenset(self.params)
+        try:
+            now = validate(apply_tuned(apply_trial(self.preset_config()), keep=given))
+            saved = validate(OmegaConf.load(config))
+        except UserError:
+            return {}  # a recipe the preset needs is missing (or the record is damaged): nothing to compare
+        return changes(OmegaConf.to_container(saved, resolve=True, enum_to_str=True),
+                       OmegaConf.to_container(now, resolve=True, enum_to_str=True), ignored=is_environment)
 
     def limit(self) -> int:
         return self.limits()[0]
@@ -363,6 +387,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.status:
         for job in jobs:
             print(f"{job.state():12s} {job.name:28s} {job.progress():70s} {job.where(args.runs_dir)}")
+            if changed := job.changed_since():
+                print(f"{'':12s} the preset changed since this run: {show(changed)}; its rows are not what "
+                      "the preset trains today (rerun: move its run folder and exported copy away)")
         if args.readme:
             embed_plan(args.readme, jobs, " ".join(args.items))
         return

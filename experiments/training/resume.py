@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,16 @@ from experiments.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-FREE = ("trainer.resume", "trainer.overwrite", "trainer.change_budget", "trainer.progress", "trainer.num_threads",
-        "trainer.device", "trainer.compile", "trainer.fused_adamw", "trainer.test_after_training",
-        "trainer.test_splits", "trainer.keep_checkpoints", "trainer.average_checkpoints", "trainer.average_by",
-        "decoding.beam_size", "decoding.n_best", "decoding.batch_tokens", "decoding.beam_batch_tokens",
-        "decoding.length_penalty_choices", "decoding.min_len_choices",
-        "logger", "cache_dir", "task.data_root", "task.download", "task.verify_checksums", "task.num_proc")
+# Where and how fast a run goes, and what it logs: the numbers it reports are the same under any of these.
+ENVIRONMENT = ("trainer.resume", "trainer.overwrite", "trainer.change_budget", "trainer.progress",
+               "trainer.num_threads", "trainer.device", "trainer.compile", "trainer.fused_adamw",
+               "decoding.batch_tokens", "decoding.beam_batch_tokens", "logger", "cache_dir", "task.data_root",
+               "task.download", "task.verify_checksums", "task.num_proc")
+# What acts only after the last update: the tests, their decoding, the snapshots kept and averaged.
+AFTER_TRAINING = ("trainer.test_after_training", "trainer.test_splits", "trainer.keep_checkpoints",
+                  "trainer.average_checkpoints", "trainer.average_by", "decoding.beam_size", "decoding.n_best",
+                  "decoding.length_penalty_choices", "decoding.min_len_choices")
+FREE = ENVIRONMENT + AFTER_TRAINING
 BUDGET = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_tokens")
 TRAINING_SPLITS = ("task.splits.train", "task.splits.valid")  # the other splits are only tested after training
 
@@ -55,10 +59,20 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def under(key: str, keys: tuple[str, ...]) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in keys)
+
+
 def is_free(key: str) -> bool:
+    """May change on resume: the environment, and what acts after training (the test splits included)."""
     if key.startswith("task.splits."):
         return key not in TRAINING_SPLITS
-    return any(key == free or key.startswith(free + ".") for free in FREE)
+    return under(key, FREE)
+
+
+def is_environment(key: str) -> bool:
+    """Leaves a finished run's reported numbers as they are."""
+    return under(key, ENVIRONMENT)
 
 
 def defaults(model_name: str) -> dict[str, Any]:
@@ -69,13 +83,15 @@ def defaults(model_name: str) -> dict[str, Any]:
     return flatten(OmegaConf.to_container(schema, enum_to_str=True))
 
 
-def changes(saved: Mapping[str, Any], asked: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """The settings that shape training and differ: key -> (saved, asked)."""
+def changes(saved: Mapping[str, Any], asked: Mapping[str, Any],
+            ignored: Callable[[str], bool] = is_free) -> dict[str, tuple[Any, Any]]:
+    """The settings that differ, ``ignored`` keys left out (by default those a resume may change): key -> (saved,
+    asked)."""
     old, new = flatten(saved), flatten(asked)
     fallback = defaults(str(new.get("model.name")))
     differ = {}
     for key in sorted(new):
-        if is_free(key) or (key == "trainer.precision" and new[key] == "auto"):
+        if ignored(key) or (key == "trainer.precision" and new[key] == "auto"):
             continue  # auto goes on in the precision the run started in (Trainer.restore)
         before = old.get(key, fallback.get(key, new[key]))  # a key the checkpoint predates: its default
         if before != new[key]:
