@@ -13,7 +13,7 @@ import pytest
 from experiments.training import grid
 from experiments.training.compute_plan import embed_plan, plan_table
 from experiments.core.errors import ConfigError
-from tests.conftest import REPO
+from tests.conftest import HUNG_S, REPO
 
 
 def test_jobs_are_the_sweep_product_with_seeds_outermost(tmp_path: Path) -> None:
@@ -190,3 +190,59 @@ def test_a_done_job_whose_preset_changed_since_says_so(tmp_path: Path, capsys) -
     out = capsys.readouterr().out
     assert out.count("the preset changed since this run") == 1
     assert f"decoding.min_len 3 -> {preset.decoding.min_len!r}, trainer.lr 0.5 -> {preset.trainer.lr!r}" in out
+
+
+@pytest.mark.slow
+def test_a_preset_trained_as_another_is_tested_from_its_finished_runs_not_trained_again(tmp_path: Path,
+                                                                                        shared_cache: Path) -> None:
+    """smoke_lengths trains what smoke trains (trained_as: smoke): the grid copies smoke's finished run and only
+    the final tests run again, under smoke_lengths' length choices; a job whose source has no run here trains."""
+    runs = tmp_path / "runs"
+    common = ["--runs-dir", str(runs), "--committed", "none", "--jobs", "1", f"cache_dir={shared_cache}"]
+    grid_cmd = [sys.executable, "-m", "experiments.training.grid"]
+    first = subprocess.run([*grid_cmd, "smoke/gru_tiny:1", "smoke_lengths/gru_tiny:1", *common],
+                           capture_output=True, text=True, timeout=HUNG_S)
+    assert first.returncode == 0, first.stderr + first.stdout
+    assert "copy   model=gru_tiny seed=1: the finished run" in first.stdout
+    source, derived = runs / "smoke" / "gru_tiny" / "seed1", runs / "smoke_lengths" / "gru_tiny" / "seed1"
+    before, after = (json.loads((d / "results.json").read_text()) for d in (source, derived))
+    assert (after["experiment"], before["experiment"]) == ("smoke_lengths", "smoke")
+    assert "length_choice" in after and "length_choice" not in before
+    assert (after["steps"], after["best_step"], after["valid_bleu"]) == (before["steps"], before["best_step"],
+                                                                         before["valid_bleu"])
+    trained = [[r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if r["event"] == "train"]
+               for d in (source, derived)]
+    assert trained[0] == trained[1]  # not one update more: the copy's record of training, as it was
+    assert "experiment: smoke_lengths" in (derived / "config.yaml").read_text()
+    assert not (derived / "wandb_run_id").exists() or (derived / "wandb_run_id").read_text() != \
+        (source / "wandb_run_id").read_text()
+    # no finished smoke run of seed 2 here: smoke_lengths trains it as smoke would
+    second = subprocess.run([*grid_cmd, "smoke_lengths/gru_tiny:2", *common], capture_output=True, text=True,
+                            timeout=HUNG_S)
+    assert second.returncode == 0 and "copy " not in second.stdout, second.stderr + second.stdout
+    assert [r for r in map(json.loads, (runs / "smoke_lengths" / "gru_tiny" / "seed2" / "metrics.jsonl").read_text()
+                                      .splitlines()) if r["event"] == "train"]
+
+
+def test_trained_as_is_refused_where_the_presets_train_differently(tmp_path: Path) -> None:
+    from experiments.training import derive
+    from omegaconf import OmegaConf
+
+    from experiments.core.config import validate
+    from tests.conftest import compose_cfg
+
+    source = tmp_path / "samsum" / "gru" / "seed1"
+    source.mkdir(parents=True)
+    trained = validate(compose_cfg(["experiment=samsum", "model=gru"]))
+    trained.trainer.lr = 0.5
+    (source / "config.yaml").write_text(OmegaConf.to_yaml(trained))
+    with pytest.raises(ConfigError, match=r"trained_as: samsum says this preset trains what .* trained, but they "
+                                          r"differ in trainer\.lr 0\.5 -> 0\.001"):
+        derive.check_same_training(source, validate(compose_cfg(["experiment=samsum_lengths", "model=gru"])))
+    trained.trainer.lr = validate(compose_cfg(["experiment=samsum", "model=gru"])).trainer.lr
+    (source / "config.yaml").write_text(OmegaConf.to_yaml(trained))
+    derive.check_same_training(source, validate(compose_cfg(["experiment=samsum_lengths", "model=gru"])))
+    with pytest.raises(ConfigError, match=r"differ in model\.copy False -> True"):
+        copy = validate(compose_cfg(["experiment=samsum_copy", "model=gru"]))
+        copy.trained_as = "samsum"  # as if samsum_copy had kept samsum_lengths' trained_as
+        derive.check_same_training(source, copy)

@@ -294,6 +294,9 @@ class Config:
     seed: int = 1
     cache_dir: Optional[str] = None  # default: $S2S_CACHE_DIR, else ~/.cache/s2s-compare/cache
     experiment: Optional[str] = None  # the preset's name, recorded with the results
+    # A preset that trains exactly what another preset trains (only its tests differ): s2s-grid starts its jobs
+    # from that preset's finished run folders instead of training again (experiments/training/derive.py).
+    trained_as: Optional[str] = None
     search: SearchConfig = field(default_factory=SearchConfig)
     tuned: TunedConfig = field(default_factory=TunedConfig)
 

@@ -63,6 +63,7 @@ from experiments.training.train import CONF_DIR
 
 
 COMMITTED = Path(CONF_DIR).parent / "results" / "runs"  # where s2s-tables --export puts finished runs
+COMPOSING = threading.Lock()  # Hydra's compose API is one global state: the jobs' threads take turns
 
 
 @dataclass
@@ -126,7 +127,7 @@ class Job:
 
     def preset_config(self) -> Any:
         """The config the preset composes for this job today, before a trial's draws or a tuned recipe."""
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        with COMPOSING, initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             return compose("config", overrides=[f"experiment={self.experiment}", *self.overrides,
                                                 *(f"{k}={v}" for k, v in self.params.items())])
 
@@ -138,14 +139,12 @@ class Job:
         preset would train and test today (a preset changed after the run), so they are rerun on purpose."""
         from experiments.core.config import validate
         from experiments.training.resume import changes, is_environment
-        from experiments.training.search import apply_trial, apply_tuned
 
         config = self.source() / "config.yaml"
         if self.state() != "done" or not config.exists():
             return {}
-        given = frozenset(o.split("=", 1)[0] for o in self.overrides) | frozenset(self.params)
         try:
-            now = validate(apply_tuned(apply_trial(self.preset_config()), keep=given))
+            now = preset_as_trained(self, self.preset_config())
             saved = validate(OmegaConf.load(config))
         except UserError:
             return {}  # a recipe the preset needs is missing (or the record is damaged): nothing to compare
@@ -273,6 +272,8 @@ def run_job(job: Job, threads: int, running: Running | None = None,
         if deadline and (late := too_late_to_start(job, deadline)):
             print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] skip   {job.name}: {late}", flush=True)
             return job, "skipped (--until)"
+        if waiting := start_from_source(job):
+            return job, waiting
         cmd = job.command(threads)
         started = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -295,6 +296,42 @@ def run_job(job: Job, threads: int, running: Running | None = None,
         print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {outcome}  {job.name} after {took:.1f} min "
               f"(log: {job.folder / 'grid.log'})", flush=True)
         return job, outcome
+
+
+def start_from_source(job: Job) -> str:
+    """A job of a preset with ``trained_as``: copy its source's finished run into its folder, so that it resumes
+    there instead of training (experiments/training/derive.py). Returns why it does not start now ('' when it
+    does: from the copy, or training as usual where the source has no finished run here)."""
+    from experiments.training import derive
+
+    if (job.folder / "checkpoints" / "last.pt").exists():
+        return ""  # copied already, or begun: it resumes
+    preset = job.preset_config()
+    if not preset.get("trained_as"):
+        return ""
+    source = job.folder.parents[2] / preset.trained_as / job.folder.relative_to(job.folder.parents[1])
+    state = derive.state(source)
+    if state == "busy":
+        return f"waiting for {source} (trained_as: {preset.trained_as}): run the grid again once it has finished"
+    if state == "ready":
+        try:
+            derive.check_same_training(source, preset_as_trained(job, preset))
+        except UserError as e:
+            print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] failed {job.name}: {e}", flush=True)
+            return f"failed ({e})"
+        derive.copy_run(source, job.folder)
+        print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] copy   {job.name}: the finished run {source} "
+              f"(trained_as: {preset.trained_as}); it is tested under {job.experiment}", flush=True)
+    return ""
+
+
+def preset_as_trained(job: Job, preset: Any) -> Any:
+    """The job's config as s2s-train makes it from the preset: a trial's draws and a tuned recipe applied."""
+    from experiments.core.config import validate
+    from experiments.training.search import apply_trial, apply_tuned
+
+    given = frozenset(o.split("=", 1)[0] for o in job.overrides) | frozenset(job.params)
+    return validate(apply_tuned(apply_trial(preset), keep=given))
 
 
 def siblings(job: Job) -> list[Job]:

@@ -43,7 +43,10 @@ ENVIRONMENT = ("trainer.resume", "trainer.overwrite", "trainer.change_budget", "
 AFTER_TRAINING = ("trainer.test_after_training", "trainer.test_splits", "trainer.keep_checkpoints",
                   "trainer.average_checkpoints", "trainer.average_by", "decoding.beam_size", "decoding.n_best",
                   "decoding.length_penalty_choices", "decoding.min_len_choices")
-FREE = ENVIRONMENT + AFTER_TRAINING
+# What names the run: a run resumed under a preset that trains the same (``trained_as``) is tested and recorded
+# under that preset's name.
+LABELS = ("experiment", "trained_as")
+FREE = ENVIRONMENT + AFTER_TRAINING + LABELS
 BUDGET = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_tokens")
 TRAINING_SPLITS = ("task.splits.train", "task.splits.valid")  # the other splits are only tested after training
 
