@@ -84,7 +84,7 @@ def test_an_ended_grid_ends_its_jobs_and_starts_no_more(tmp_path: Path, shared_c
                             stderr=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline(), proc.stdout.readline()]  # the queue's header, then its first job's start
-        assert "start  model=gru_tiny seed=1" in lines[1], lines
+        assert "start  smoke/gru_tiny:1" in lines[1], lines
         folder = tmp_path / "smoke" / "gru_tiny" / "seed1"
         assert locks.is_locked(folder)
         worker = min(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
@@ -97,7 +97,7 @@ def test_an_ended_grid_ends_its_jobs_and_starts_no_more(tmp_path: Path, shared_c
                     os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 1, out + err
     assert "SIGTERM: ending the running jobs" in out
-    assert "stopped (the grid got SIGTERM; resumes from last.pt next time)  model=gru_tiny seed=1" in out
+    assert "stopped (the grid got SIGTERM; resumes from last.pt next time)  smoke/gru_tiny:1" in out
     assert "transformer_tiny" not in out  # the queue's next job was not started
     assert "run the same command again to resume" in err
     assert not locks.is_locked(folder)
@@ -120,6 +120,6 @@ def test_grid_skips_a_job_its_sibling_says_cannot_end_in_time(tmp_path: Path, sh
                           "seed=1", "--only", "model=gru_tiny", "--until", "+5m", f"cache_dir={shared_cache}"],
                          cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr + out.stdout
-    assert "skip   model=gru_tiny seed=1: 100 updates at 100.00 s (its sibling's pace)" in out.stdout
+    assert "skip   smoke/gru_tiny:1: 100 updates at 100.00 s (its sibling's pace)" in out.stdout
     assert "the free cores as thread(s) each, until" in out.stdout
     assert not (tmp_path / "smoke" / "gru_tiny" / "seed1" / "metrics.jsonl").exists()

@@ -18,10 +18,10 @@ from tests.conftest import HUNG_S, REPO
 
 def test_jobs_are_the_sweep_product_with_seeds_outermost(tmp_path: Path) -> None:
     jobs = grid.plan("multi30k_de_en", tmp_path, [], {})
-    assert [j.name for j in jobs] == [f"model={m} seed={s}" for s in (1, 2, 3) for m in ("gru", "transformer")]
+    assert [j.name for j in jobs] == [f"multi30k_de_en/{m}:{s}" for s in (1, 2, 3) for m in ("gru", "transformer")]
     assert jobs[0].folder == tmp_path / "multi30k_de_en" / "gru" / "seed1"
     assert [j.name for j in grid.plan("multi30k_de_en", tmp_path, [], {"seed": "2,3", "model": "gru"})] == \
-        ["model=gru seed=2", "model=gru seed=3"]
+        ["multi30k_de_en/gru:2", "multi30k_de_en/gru:3"]
     with pytest.raises(ConfigError, match="'lr' is not swept by multi30k_de_en"):
         grid.plan("multi30k_de_en", tmp_path, [], {"lr": "1"})
     with pytest.raises(ConfigError, match="no hydra.sweeper.params"):
@@ -203,7 +203,7 @@ def test_a_preset_trained_as_another_is_tested_from_its_finished_runs_not_traine
     first = subprocess.run([*grid_cmd, "smoke/gru_tiny:1", "smoke_lengths/gru_tiny:1", *common],
                            capture_output=True, text=True, timeout=HUNG_S)
     assert first.returncode == 0, first.stderr + first.stdout
-    assert "copy   model=gru_tiny seed=1: the finished run" in first.stdout
+    assert "copy   smoke_lengths/gru_tiny:1: the finished run" in first.stdout
     source, derived = runs / "smoke" / "gru_tiny" / "seed1", runs / "smoke_lengths" / "gru_tiny" / "seed1"
     before, after = (json.loads((d / "results.json").read_text()) for d in (source, derived))
     assert (after["experiment"], before["experiment"]) == ("smoke_lengths", "smoke")

@@ -76,7 +76,11 @@ class Job:
 
     @property
     def name(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.params.items())
+        """As a queue item names it, so a log line can be pasted into a command: ``samsum/gru:2``."""
+        model, seed = self.params.get("model"), self.params.get("seed")
+        other = " ".join(f"{k}={v}" for k, v in self.params.items() if k not in ("model", "seed"))
+        return (self.experiment + (f"/{model}" if model else "") + (f":{seed}" if seed else "")
+                + (f" {other}" if other else ""))
 
     def state(self) -> str:
         if (self.folder / "results.json").exists() or self.is_committed():
@@ -423,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if args.status:
         for job in jobs:
-            print(f"{job.state():12s} {job.name:28s} {job.progress():70s} {job.where(args.runs_dir)}")
+            print(f"{job.state():12s} {job.name:44s} {job.progress():70s} {job.where(args.runs_dir)}")
             if changed := job.changed_since():
                 print(f"{'':12s} the preset changed since this run: {show(changed)}; its rows are not what "
                       "the preset trains today (rerun: move its run folder and exported copy away)")
