@@ -71,7 +71,7 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
         assert key in meta
     assert meta["gpu"] is None and meta["device"] == "cpu" and meta["torch"] == torch.__version__
     work = meta["other_work"]  # measured over the whole run (whether it was busy depends on this machine)
-    assert work["seconds"] > 0 and work["other_cores"] >= 0 and work["steal_cores"] >= 0
+    assert work["seconds"] > 0 and work["other_cores"] >= 0 and isinstance(work["busy"], bool)
     assert f"| other work during the run (CPU time not this bench's, from /proc/stat) | {other_work.describe(work)} |" in md
     assert set(saved) >= REPORT_KEYS == {"meta", "training", "fast_paths", "comparison", "targets",
                                                    "scaling", "joeynmt", "profiles", "time_to_bleu"}
