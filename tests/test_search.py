@@ -273,3 +273,11 @@ def test_the_recipe_is_chosen_from_the_same_number_of_trials_per_model(search_ru
         tuned_main([str(runs), "--trials", "2", "--out", str(tmp_path / "c.yaml")])
     assert "gru trial(s) 2" in capsys.readouterr().err
     assert not (tmp_path / "a.yaml").exists() and not (tmp_path / "c.yaml").exists()
+
+
+def test_the_report_counts_the_trials_its_preset_plans() -> None:
+    """'trials done / planned': the preset's sweep (12 seeds a model), not only the trial folders found so far."""
+    from experiments.reporting.expected_max import planned_trials
+
+    assert planned_trials("tune_multi30k_de_en") == 12
+    assert planned_trials("no_such_search") == 0 and planned_trials("") == 0

@@ -72,10 +72,21 @@ def settings_text(settings: dict[str, Any]) -> str:
                      for k, v in settings.items())
 
 
+def planned_trials(experiment: str) -> int:
+    """Trials per model the search's preset plans (its sweep's seeds); 0 where no preset of that name is found."""
+    from experiments.training.grid import sweep_params
+
+    try:
+        return len(sweep_params(experiment).get("seed", [])) if experiment else 0
+    except UserError:
+        return 0
+
+
 def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Path, regenerate: str) -> str:
     first = next(iter(trials.values()))[0]
     metric = first.metric
-    planned = {m: len(ts) + unfinished.get(m, 0) for m, ts in trials.items()}
+    per_model = planned_trials(str(first.run.get("experiment") or ""))
+    planned = {m: max(per_model, len(ts) + unfinished.get(m, 0)) for m, ts in trials.items()}
     budgets = {t.budget for ts in trials.values() for t in ts}
     if len(budgets) > 1:
         raise UserError(f"{root}: its trials trained on different token budgets {sorted(budgets)}: not one search")
