@@ -62,6 +62,8 @@ def crossing(trials: dict[str, list[Trial]]) -> str:
     for n in range(1, min(len(ta), len(tb)) + 1):
         gap = expected_max([t.score for t in ta], n)[0] - expected_max([t.score for t in tb], n)[0]
         leads.append(a if gap > 0 else b if gap < 0 else "neither")
+    if len(leads) == 1:
+        return f"With n = 1, all that both models have so far, the {leads[0]} leads."
     changes = [f"between n = {n + 1} and n = {n + 2}" for n in range(len(leads) - 1) if leads[n] != leads[n + 1]]
     where = f"the lead changes hands {', '.join(changes)}" if changes else "the curves do not cross"
     return f"With n = 1 the {leads[0]} leads, with n = {len(leads)} the {leads[-1]}: {where} within n <= {len(leads)}."
@@ -118,14 +120,18 @@ def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Pat
     return "\n".join(lines)
 
 
-def plot(trials: dict[str, list[Trial]], title: str, path: Path) -> None:
+def plot(trials: dict[str, list[Trial]], title: str, path: Path, planned: int = 0) -> None:
+    """The curves over n = 1 .. the planned trials (the x axis spans the whole search while it runs)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for model, ts in trials.items():
         n = np.arange(1, len(ts) + 1)
         mean, std = np.array([expected_max([t.score for t in ts], k) for k in n]).T
-        ax.plot(n, mean, marker="o", label=f"{model} ({len(ts)} trials)")
+        ax.plot(n, mean, marker="o", label=f"{model} ({len(ts)} trial{'s' if len(ts) > 1 else ''})")
         ax.fill_between(n, mean - std, mean + std, alpha=0.2)
     metric = next(iter(trials.values()))[0].metric
+    last = max(planned, *(len(ts) for ts in trials.values()))
+    ax.set_xlim(0.5, last + 0.5)
+    ax.set_xticks(range(1, last + 1))
     ax.set_xlabel("trials (n)")
     ax.set_ylabel(f"expected best validation {metric} (± std)")
     ax.set_title(title, fontsize=10)
@@ -156,7 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     regenerate = f"python -m experiments.reporting.expected_max {shown_path(args.runs)} --out {shown_path(args.out)}"
     text = report(trials, unfinished, args.runs, regenerate) + "\n"
     write_text(args.out / f"{name}.md", text)
-    plot(trials, f"Expected best validation score vs tuning budget: {args.runs.name}", args.out / f"{name}.png")
+    first = next(iter(trials.values()))[0]
+    plot(trials, f"Expected best validation score vs tuning budget: {args.runs.name}", args.out / f"{name}.png",
+         planned_trials(str(first.run.get("experiment") or "")))
     if args.readme:
         embed(args.readme, name, text)
     say_wrote(args.out, [f"{name}.md", f"{name}.png"])
