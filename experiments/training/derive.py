@@ -22,12 +22,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from experiments.core.config import validate
 from experiments.core.errors import ConfigError
 from experiments.training import locks
-from experiments.training.resume import changes, show
+from experiments.training.resume import recorded_changes, show
 
 # What a derived job takes from its source: what resuming needs, and the record of training.
 TAKEN = ("checkpoints", "tokenizer", "metrics.jsonl", "config.yaml")
@@ -45,9 +42,7 @@ def state(source: Path) -> str:
 
 def check_same_training(source: Path, preset: Any) -> None:
     """Refuse a ``trained_as`` whose source trained otherwise than the preset asks: the copy would be a lie."""
-    saved = OmegaConf.to_container(validate(OmegaConf.load(source / "config.yaml")), resolve=True, enum_to_str=True)
-    asked = OmegaConf.to_container(preset, resolve=True, enum_to_str=True)
-    differ = changes(saved, asked)
+    differ = recorded_changes(source / "config.yaml", preset)
     if differ:
         raise ConfigError(f"trained_as: {preset.trained_as} says this preset trains what {source} trained, but "
                           f"they differ in {show(differ)}: drop trained_as from conf/experiment/"

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import itertools
 import json
 import os
@@ -56,7 +57,8 @@ from experiments.training.compute_plan import embed_plan
 from experiments.core.config_groups import check_tuned
 from experiments.core.errors import ConfigError, UserError
 from experiments.training.deadline import Deadline, clock, parse_until
-from experiments.training.resume import show
+from experiments.training.resume import is_environment, recorded_changes, show
+from experiments.training.search import as_trained, given_keys
 from experiments.training.runs import default_runs_dir, shown_path
 from experiments.core.runtime import usable_cores
 from experiments.training.train import CONF_DIR
@@ -73,6 +75,7 @@ class Job:
     folder: Path
     overrides: list[str] = field(default_factory=list)
     committed: Path | None = None  # its exported copy (results/runs/...): a job committed there is done
+    composed: Any = field(default=None, repr=False)  # preset_config's composition, made on first use
 
     @property
     def name(self) -> str:
@@ -129,11 +132,22 @@ class Job:
         trainer = OmegaConf.load(config).trainer if config.exists() else self.preset_config().trainer
         return int(trainer.max_steps), int(trainer.get("max_tokens") or 0)
 
+    def overrides_of_job(self) -> list[str]:
+        """What s2s-train is given for this job besides where and how fast: the preset, its sweep's choices,
+        the grid's overrides."""
+        return [f"experiment={self.experiment}", *self.overrides, *(f"{k}={v}" for k, v in self.params.items())]
+
     def preset_config(self) -> Any:
-        """The config the preset composes for this job today, before a trial's draws or a tuned recipe."""
-        with COMPOSING, initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return compose("config", overrides=[f"experiment={self.experiment}", *self.overrides,
-                                                *(f"{k}={v}" for k, v in self.params.items())])
+        """The config the preset composes for this job today, before a trial's draws or a tuned recipe (composed
+        once a process: the status, the plan and the job's start all read it; each call gets its own copy)."""
+        if self.composed is None:
+            with COMPOSING, initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+                self.composed = compose("config", overrides=self.overrides_of_job())
+        return copy.deepcopy(self.composed)
+
+    def as_trained(self) -> Any:
+        """The job's config as s2s-train makes it from the preset: a trial's draws and a tuned recipe applied."""
+        return as_trained(self.preset_config(), given_keys(self.overrides_of_job()))
 
     def changed_since(self) -> dict[str, tuple[Any, Any]]:
         """A done job: the settings its preset gives today (with a trial's draws and a tuned recipe applied, as
@@ -141,19 +155,13 @@ class Job:
 
         A committed run counts as done whatever the preset says now; this says when its rows are not what the
         preset would train and test today (a preset changed after the run), so they are rerun on purpose."""
-        from experiments.core.config import validate
-        from experiments.training.resume import changes, is_environment
-
         config = self.source() / "config.yaml"
         if self.state() != "done" or not config.exists():
             return {}
         try:
-            now = preset_as_trained(self, self.preset_config())
-            saved = validate(OmegaConf.load(config))
+            return recorded_changes(config, self.as_trained(), ignored=is_environment)
         except UserError:
             return {}  # a recipe the preset needs is missing (or the record is damaged): nothing to compare
-        return changes(OmegaConf.to_container(saved, resolve=True, enum_to_str=True),
-                       OmegaConf.to_container(now, resolve=True, enum_to_str=True), ignored=is_environment)
 
     def limit(self) -> int:
         return self.limits()[0]
@@ -313,13 +321,13 @@ def start_from_source(job: Job) -> str:
     preset = job.preset_config()
     if not preset.get("trained_as"):
         return ""
-    source = job.folder.parents[2] / preset.trained_as / job.folder.relative_to(job.folder.parents[1])
+    source = job_folder(job.folder.parents[2], preset.trained_as, job.params)  # the same model and seed there
     state = derive.state(source)
     if state == "busy":
         return f"waiting for {source} (trained_as: {preset.trained_as}): run the grid again once it has finished"
     if state == "ready":
         try:
-            derive.check_same_training(source, preset_as_trained(job, preset))
+            derive.check_same_training(source, job.as_trained())
         except UserError as e:
             print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] failed {job.name}: {e}", flush=True)
             return f"failed ({e})"
@@ -327,15 +335,6 @@ def start_from_source(job: Job) -> str:
         print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] copy   {job.name}: the finished run {source} "
               f"(trained_as: {preset.trained_as}); it is tested under {job.experiment}", flush=True)
     return ""
-
-
-def preset_as_trained(job: Job, preset: Any) -> Any:
-    """The job's config as s2s-train makes it from the preset: a trial's draws and a tuned recipe applied."""
-    from experiments.core.config import validate
-    from experiments.training.search import apply_trial, apply_tuned
-
-    given = frozenset(o.split("=", 1)[0] for o in job.overrides) | frozenset(job.params)
-    return validate(apply_tuned(apply_trial(preset), keep=given))
 
 
 def siblings(job: Job) -> list[Job]:

@@ -29,7 +29,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from experiments.core.atomic import write_text
-from experiments.core.config import MODEL_SCHEMAS, Config
+from experiments.core.config import MODEL_SCHEMAS, Config, validate
 from experiments.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,14 @@ def changes(saved: Mapping[str, Any], asked: Mapping[str, Any],
         if before != new[key]:
             differ[key] = (before, new[key])
     return differ
+
+
+def recorded_changes(config_yaml: Path, asked: Any, ignored: Callable[[str], bool] = is_free
+                     ) -> dict[str, tuple[Any, Any]]:
+    """``changes`` between the config a run recorded (its config.yaml, validated) and the config ``asked``."""
+    saved = validate(OmegaConf.load(config_yaml))
+    return changes(OmegaConf.to_container(saved, resolve=True, enum_to_str=True),
+                   OmegaConf.to_container(asked, resolve=True, enum_to_str=True), ignored)
 
 
 def show(differ: Mapping[str, tuple[Any, Any]]) -> str:

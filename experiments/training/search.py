@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from experiments.core.config import validate
 from experiments.core.errors import ConfigError, UserError
 from models import MODELS, count_parameters
 
@@ -158,6 +159,18 @@ def apply_tuned(cfg: DictConfig, keep: frozenset[str] = frozenset()) -> DictConf
                           "trials have finished")
     settings = OmegaConf.to_container(settings) if isinstance(settings, DictConfig) else dict(settings)
     return with_draws(cfg, {k: v for k, v in settings.items() if k not in keep}, f"tuned.settings.{model}")
+
+
+def given_keys(overrides: list[str]) -> frozenset[str]:
+    """The keys ``key=value`` overrides set (``+key``/``~key`` included): those a tuned recipe leaves as given."""
+    return frozenset(o.split("=", 1)[0].lstrip("+~") for o in overrides)
+
+
+def as_trained(cfg: DictConfig, given: frozenset[str] = frozenset()) -> DictConfig:
+    """The config s2s-train trains with: a trial's draws and a tuned recipe applied (``given`` keys kept), validated.
+
+    The grid composes the same from a preset to compare it with what a run recorded."""
+    return validate(apply_tuned(apply_trial(cfg), keep=given))
 
 
 # ---- a search's finished trials, read back from their run folders (exported copies included)

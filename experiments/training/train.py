@@ -21,11 +21,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from experiments.training import distributed, runfolder
-from experiments.core.config import check_override_keys, validate
+from experiments.core.config import check_override_keys
 from experiments.core.config_groups import check_groups
 from experiments.core.errors import UserError
 from experiments.core.extras import check_sweep
-from experiments.training.search import apply_trial, apply_tuned
+from experiments.training.search import as_trained, given_keys
 from experiments.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def run(cfg: DictConfig, run_dir: Path, given: frozenset[str] = frozenset()) -> 
     ``given``: the keys set on the command line, which a tuned recipe leaves as they are.
     """
     # a search trial's drawn settings, or a tuned recipe's, first, so config.yaml records them
-    cfg = validate(apply_tuned(apply_trial(cfg), keep=given))
+    cfg = as_trained(cfg, given)
     requeued = distributed.launched_by_submitit()  # a preempted or timed-out job, requeued into its own folder
     if requeued and (run_dir / "checkpoints" / "last.pt").exists():
         cfg.trainer.resume = True  # go on from its last.pt
@@ -69,7 +69,7 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_entry(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    given = frozenset(o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task)
+    given = given_keys(list(HydraConfig.get().overrides.task))
     signal.signal(signal.SIGTERM, terminated)  # a scheduler's or the grid's stop: say how to go on, as Ctrl-C does
     try:
         results = run(cfg, run_dir, given)
