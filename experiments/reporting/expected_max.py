@@ -84,10 +84,11 @@ def planned_trials(experiment: str) -> int:
         return 0
 
 
-def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Path, regenerate: str) -> str:
+def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Path, regenerate: str,
+           per_model: int = 0) -> str:
+    """The report's Markdown; ``per_model``: the trials a model the preset plans (``planned_trials``)."""
     first = next(iter(trials.values()))[0]
     metric = first.metric
-    per_model = planned_trials(str(first.run.get("experiment") or ""))
     planned = {m: max(per_model, len(ts) + unfinished.get(m, 0)) for m, ts in trials.items()}
     budgets = {t.budget for ts in trials.values() for t in ts}
     if len(budgets) > 1:
@@ -160,11 +161,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"error: {e}\n")
     name = f"{args.runs.name}_evp"
     regenerate = f"python -m experiments.reporting.expected_max {shown_path(args.runs)} --out {shown_path(args.out)}"
-    text = report(trials, unfinished, args.runs, regenerate) + "\n"
+    per_model = planned_trials(str(next(iter(trials.values()))[0].run.get("experiment") or ""))
+    text = report(trials, unfinished, args.runs, regenerate, per_model) + "\n"
     write_text(args.out / f"{name}.md", text)
-    first = next(iter(trials.values()))[0]
     plot(trials, f"Expected best validation score vs tuning budget: {args.runs.name}", args.out / f"{name}.png",
-         planned_trials(str(first.run.get("experiment") or "")))
+         per_model)
     if args.readme:
         embed(args.readme, name, text)
     say_wrote(args.out, [f"{name}.md", f"{name}.png"])
