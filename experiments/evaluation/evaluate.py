@@ -131,7 +131,7 @@ def score(data: TaskData, split: str, hypotheses: list[str]) -> dict[str, Any]:
 
 
 def choose_lengths(model: torch.nn.Module, data: TaskData, decoding: Any, device: torch.device, autocast: Any,
-           primary: str, hyps_dir: Path, suffix: str = "") -> tuple[Any, dict[str, Any]]:
+                   primary: str, hyps_dir: Path, suffix: str = "") -> tuple[Any, dict[str, Any]]:
     """The decoding settings the test splits get, and the record of the choice (empty when there was none):
     each listed length setting decodes the validation split (experiments/evaluation/lengths.py).
 
