@@ -39,7 +39,7 @@ from experiments.bench.runner import Runner, worker_main
 from experiments.data.pipeline import TaskData
 from experiments.core.errors import UserError
 from experiments.core.outdirs import default_out, out_help, say_wrote
-from experiments.core.runtime import git_commit, hardware, pick_device
+from experiments.core.runtime import ONEDNN_CACHE_CAPACITY, git_commit, hardware, pick_device
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -265,6 +265,9 @@ def run_meta(args: argparse.Namespace, argv: list[str] | None, device: torch.dev
         "python": sys.version.split()[0],
         "device": str(device),
         "native_bf16": native_bf16(device),
+        # what the workers' trainers run with (runtime.widen_onednn_cache): bf16 matmul kernels kept compiled
+        "onednn_cache": int(os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY))
+        if device.type == "cpu" else None,
         "load_before": load_before,
         "load_after": load_average(),
         "task": "toy_reverse (tiny)" if args.tiny else args.task,

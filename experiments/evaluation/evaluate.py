@@ -179,7 +179,7 @@ class LoadedRun:
 def load_run(target: str | Path, overrides: list[str] | None = None) -> LoadedRun:
     """Rebuild a run from a run folder (its best.pt) or a checkpoint file, with ``key=value`` overrides."""
     from experiments.core.config import validate
-    from experiments.core.runtime import pick_device, set_threads
+    from experiments.core.runtime import pick_device, set_threads, widen_onednn_cache
 
     state = checkpoint.load(target)
     cfg = OmegaConf.create(state["config"])
@@ -201,6 +201,7 @@ def load_run(target: str | Path, overrides: list[str] | None = None) -> LoadedRu
     device = pick_device(cfg.trainer.device)
     if device.type == "cpu":
         set_threads(cfg.trainer.num_threads)  # as the trainer does: torch's default leaves cores idle
+        widen_onednn_cache()
     model = build_model(cfg.model, data).to(device)
     checkpoint.load_model(model, state, cfg.model, checkpoint.resolve(target))
     model.eval()

@@ -51,7 +51,8 @@ from experiments.evaluation.evaluate import decode_split, score, split_loss
 from experiments.training.optim import make_optimizer, make_schedules
 from experiments.training.preflight import check_limits, run_splits
 from experiments.evaluation.loss import sequence_loss
-from experiments.core.runtime import FreeCores, git_commit, pick_device, seed_everything, set_threads
+from experiments.core.runtime import (FreeCores, git_commit, pick_device, seed_everything, set_threads,
+                                     widen_onednn_cache)
 from experiments.data.tokenizer import save as save_tokenizer
 from experiments.training.tracking import Tracker
 from models import count_parameters
@@ -104,6 +105,8 @@ class Trainer:
         self.cores = FreeCores(distributed.local_world_size()) if self.device.type == "cpu" and not self.tc.num_threads \
             else None
         self.threads = self.set_threads(self.first_threads() if self.cores else self.tc.num_threads)
+        if self.device.type == "cpu":
+            widen_onednn_cache()  # before the model's first matmul: oneDNN reads it once
         seed_everything(cfg.seed)
         with distributed.main_first():  # rank 0 builds the Arrow, tokenizer and token-id caches; the others read them
             # A resumed run goes on with its own tokenizer; a fresh start's comes from its settings (the cache),
