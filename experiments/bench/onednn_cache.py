@@ -53,13 +53,13 @@ def train_once(model: str, capacity: int, args: argparse.Namespace) -> dict[str,
     return {"windows": windows, "peak_mb": peak, "seconds": seconds}
 
 
-def report(results: dict[str, dict[int, dict[str, Any]]], args: argparse.Namespace, command: str,
+def report(results: dict[str, dict[int, dict[str, Any]]], args: argparse.Namespace, command: str, commit: str,
            work: dict[str, Any] | None) -> str:
     small, wide = DEFAULT_CAPACITY, args.capacity
     lines = [
         "# oneDNN's kernel cache in bf16 training", "",
         f"Measured by `{command}` on {cpu_name()} (bf16 {'native' if native_bf16(torch.device('cpu')) else 'emulated'}"
-        f"), {args.threads} thread(s), torch {torch.__version__}, commit {git_commit()}, "
+        f"), {args.threads} thread(s), torch {torch.__version__}, commit {commit}, "
         f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}."
         + (f" Other work during the run: {other_work.describe(work)}." if work else ""), "",
         f"`{args.experiment}`, seed 1, {args.steps} updates each, bf16 autocast, the caches one after the other; "
@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.readme and not args.out:
         p.error("--readme needs --out (its file name names the README's markers)")
     command = " ".join(["python -m experiments.bench.onednn_cache", *(sys.argv[1:] if argv is None else argv)])
-    start = other_work.mark()
+    commit, start = git_commit(), other_work.mark()  # the code as the runs start
     results = {model: {c: train_once(model, c, args) for c in (DEFAULT_CAPACITY, args.capacity)}
                for model in args.models.split(",")}
-    text = report(results, args, command, other_work.between(start, other_work.mark()))
+    text = report(results, args, command, commit, other_work.between(start, other_work.mark()))
     print(text)
     if args.out:
         write_text(args.out, text)
