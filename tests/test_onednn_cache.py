@@ -66,19 +66,20 @@ def test_a_cpu_trainer_widens_the_cache_before_its_model_is_built_unless_the_use
     assert seen == [given or str(ONEDNN_CACHE_CAPACITY)]
 
 
-def test_the_cache_bench_trains_both_caches_to_the_same_losses(tmp_path: Path, shared_cache: Path) -> None:
+def test_the_cache_bench_trains_both_caches_to_the_same_losses_side_by_side(tmp_path: Path,
+                                                                           shared_cache: Path) -> None:
     from experiments.bench import onednn_cache
 
     out = tmp_path / "cache.md"
-    onednn_cache.main(["--models", "gru_tiny", "--steps", "4", "--log-every", "2", "--threads", "1",
-                       "--work-dir", str(tmp_path / "work"), "--out", str(out), *TINY_TASK,
-                       "trainer.batch_tokens=256", f"cache_dir={shared_cache}"])
+    onednn_cache.main(["--models", "gru_tiny", "--steps", "4", "--log-every", "2", "--work-dir", str(tmp_path / "work"),
+                       "--out", str(out), *TINY_TASK, "trainer.batch_tokens=256", f"cache_dir={shared_cache}"])
     text = out.read_text()
-    windows = [line.split(" | ") for line in text.splitlines() if line.startswith("| gru_tiny | ") and "-" in
-               line.split(" | ")[1]]
-    assert [w[1] for w in windows] == ["1-2", "3-4"]
-    assert all(float(cell) > 0 for w in windows for cell in w[3:6])
-    runs = [line.split(" | ")[1] for line in text.splitlines() if line.startswith("| gru_tiny | ") and "-" not in
-            line.split(" | ")[1]]
-    assert runs == ["fp32", "bf16, cache 1024", f"bf16, cache {ONEDNN_CACHE_CAPACITY}"]
-    assert text.rstrip().endswith("| yes |")  # the wide cache's run logged the losses of the default one
+    windows = [line.strip("| ").split(" | ") for line in text.splitlines() if line.startswith("| gru_tiny | ") and
+               line.split(" | ")[1][0].isdigit()]
+    assert [w[1] for w in windows] == ["1-2", "3-4"] * 2  # the cache pair, then bf16 against fp32
+    assert all(float(cell) > 0 for w in windows for cell in w[3:5])
+    runs = [line.strip("| ").split(" | ") for line in text.splitlines() if line.startswith("| gru_tiny | cache |") or
+            line.startswith("| gru_tiny | precision |")]
+    wide = f"bf16, cache {ONEDNN_CACHE_CAPACITY}"
+    assert [(r[1], r[2], r[5]) for r in runs] == [("cache", "bf16, cache 1024", "–"), ("cache", wide, "the same"),
+                                                  ("precision", "fp32", "–"), ("precision", wide, "the same")]
