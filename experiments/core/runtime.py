@@ -119,14 +119,14 @@ def widen_onednn_cache(capacity: int = ONEDNN_CACHE_CAPACITY) -> None:
     """Let oneDNN keep the kernels of ``capacity`` matmul shapes instead of 1024, unless the environment says.
 
     On a CPU torch runs bf16 matmuls through oneDNN, which compiles a kernel
-    for each new shape (about 2 ms on the AMX Xeon, three times the matmul
-    it serves) and caches the last ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``. A
-    Multi30k epoch of the GRU meets several thousand shapes (the rows each
-    decoder step runs, each batch's token count in every weight gradient),
-    so with 1024 the cache is emptied before a shape comes back and every
-    epoch compiles them all again. A wider cache costs memory (a few GB for
-    the GRU) and changes no number a run computes: ``python -m
-    experiments.bench.onednn_cache`` measures both. oneDNN reads the variable
+    for each new shape (on the AMX Xeon longer than the matmul it serves)
+    and caches the last ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``. A Multi30k
+    epoch of the GRU meets thousands of shapes (the rows each decoder step
+    runs, each batch's token count in every weight gradient), so with 1024
+    the cache is emptied before a shape comes back and every epoch compiles
+    them all again. A wider cache costs memory (GBs for the GRU) and changes
+    no number a run computes: ``python -m experiments.bench.onednn_cache``
+    measures both (results/onednn_cache.md). oneDNN reads the variable
     at its first kernel, so this runs before any model does; setting
     ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` yourself (e.g. 1024, oneDNN's default)
     overrides it.
