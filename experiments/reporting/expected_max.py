@@ -65,8 +65,10 @@ def crossing(trials: dict[str, list[Trial]]) -> str:
     if len(leads) == 1:
         return f"With n = 1, all that both models have so far, the {leads[0]} leads."
     changes = [f"between n = {n + 1} and n = {n + 2}" for n in range(len(leads) - 1) if leads[n] != leads[n + 1]]
-    where = f"the lead changes hands {', '.join(changes)}" if changes else "the curves do not cross"
-    return f"With n = 1 the {leads[0]} leads, with n = {len(leads)} the {leads[-1]}: {where} within n <= {len(leads)}."
+    if not changes:
+        return f"The {leads[0]} leads at every n up to {len(leads)}: the curves do not cross within n <= {len(leads)}."
+    return (f"With n = 1 the {leads[0]} leads, with n = {len(leads)} the {leads[-1]}: the lead changes hands "
+            f"{', '.join(changes)} within n <= {len(leads)}.")
 
 
 def settings_text(settings: dict[str, Any]) -> str:
