@@ -31,9 +31,8 @@ from typing import Any
 
 import torch
 
-from experiments.core.atomic import write_text
+from experiments.bench.markdown import save_report
 from experiments.bench.plan import GRU_BEFORE_CPU_PATHS, TINY_TASK
-from experiments.core.outdirs import say_wrote
 from experiments.core.runtime import cpu_name, git_commit
 from models.gru import GRUSeq2Seq
 
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             "| path | seconds | target tokens/s |", "| --- | --- | --- |", *rows, "",
             f"Now against before: {a / b:.2f}x.", ""])
         print(text)
-        save(text, args.out, args.readme)
+        save_report(text, args.out, args.readme)
         return
     size = ({"emb_dim": 8, "hidden_size": 16, "enc_layers": 1} if args.tiny
             else {"emb_dim": 256, "hidden_size": 512, "enc_layers": 2})  # conf/model/gru.yaml
@@ -155,18 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "| source length | sentences | target length | packed + autograd s | batched + hand-written s | speedup |",
         "| --- | --- | --- | --- | --- | --- |", *rows, ""])
-    save(text, args.out, args.readme)
-
-
-def save(text: str, out: Path | None, readme: Path | None) -> None:
-    """Write the report to ``out`` and embed it in ``readme`` between markers named for ``out``."""
-    from experiments.reporting.tables import embed
-
-    if out:
-        write_text(out, text)
-        say_wrote(out.parent, [out])
-    if readme:
-        embed(readme, out.stem, text)
+    save_report(text, args.out, args.readme)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
+
+from experiments.core.atomic import write_text
+from experiments.core.outdirs import say_wrote
 
 
 def fmt(value: Any, spec: str = ".0f", missing: str = "–") -> str:
@@ -27,3 +31,14 @@ def ratio_cell(value: float | None) -> str:
 def machine(meta: dict[str, Any]) -> str:
     """The report's machine as prose: "Intel(R) Xeon(R) Processor (2 cores, no GPU)"."""
     return f"{meta['cpu']} ({meta['cores']} cores" + (f", {meta['gpu']})" if meta.get("gpu") else ", no GPU)")
+
+
+def save_report(text: str, out: Path | None, readme: Path | None) -> None:
+    """Write a one-file report to ``out`` and embed it in ``readme`` between markers named for ``out``."""
+    from experiments.reporting.tables import embed
+
+    if out:
+        write_text(out, text)
+        say_wrote(out.parent, [out])
+    if readme:
+        embed(readme, out.stem, text)

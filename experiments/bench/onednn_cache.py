@@ -31,11 +31,10 @@ from typing import Any
 import torch
 
 from experiments.bench import other_work
+from experiments.bench.markdown import save_report
 from experiments.bench.plan import native_bf16
 from experiments.bench.runner import run_measured
-from experiments.core.atomic import write_text
 from experiments.core.errors import UserError
-from experiments.core.outdirs import say_wrote
 from experiments.core.runtime import ONEDNN_CACHE_CAPACITY, cpu_name, git_commit
 
 DEFAULT_CAPACITY = 1024  # oneDNN's own
@@ -132,14 +131,7 @@ def main(argv: list[str] | None = None) -> None:
                for model in args.models.split(",")}
     text = report(results, args, command, commit, other_work.between(start, other_work.mark()))
     print(text)
-    if args.out:
-        write_text(args.out, text)
-        say_wrote(args.out.parent, [args.out])
-    if args.readme:
-        from experiments.reporting.tables import embed
-
-        embed(args.readme, args.out.stem, text)
-
+    save_report(text, args.out, args.readme)
 
 if __name__ == "__main__":
     try:
