@@ -45,10 +45,15 @@ def test_a_preset_item_names_its_model_and_seeds_in_the_folder_layouts_order() -
 def test_state_comes_from_the_folder_and_its_lock(tmp_path: Path, lock: str) -> None:
     job = grid.plan("multi30k_de_en", tmp_path, [], {"seed": "1", "model": "gru"})[0]
     assert job.state() == "missing"
-    assert "trainer.resume=true" not in job.command(1)
-    (job.folder / "checkpoints").mkdir(parents=True)
+    assert "trainer.resume=true" not in job.command(1) and "trainer.overwrite=true" not in job.command(1)
+    # stopped before its first checkpoint: nothing to resume, so it starts over (the begun run moved aside)
+    job.folder.mkdir(parents=True)
+    (job.folder / "metrics.jsonl").write_text('{"step": 50}\n')
+    assert job.state() == "missing" and "trainer.overwrite=true" in job.command(1)
+    (job.folder / "checkpoints").mkdir()
     (job.folder / "checkpoints" / "last.pt").write_bytes(b"")
     assert job.state() == "interrupted" and "trainer.resume=true" in job.command(1)
+    assert "trainer.overwrite=true" not in job.command(1)
     # another process holds the folder's lock: the job is running there
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
                                "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(600)",

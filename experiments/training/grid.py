@@ -53,6 +53,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from experiments.training import locks
+from experiments.training.runfolder import previous_run
 from experiments.training.compute_plan import embed_plan
 from experiments.core.config_groups import check_tuned
 from experiments.core.errors import ConfigError, UserError
@@ -181,6 +182,10 @@ class Job:
                f"trainer.num_threads={threads}", "trainer.progress=false", *self.overrides]
         if (self.folder / "checkpoints" / "last.pt").exists():
             cmd.append("trainer.resume=true")
+        elif previous_run(self.folder):
+            # Stopped before its first validation wrote last.pt: nothing to resume, so it starts over, and the
+            # begun run is moved aside (<seed>.replaced-<time>/, left out of every table) rather than refused.
+            cmd.append("trainer.overwrite=true")
         return cmd
 
 
