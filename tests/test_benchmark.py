@@ -18,7 +18,7 @@ import yaml
 
 from experiments.evaluation import builders, evaluate
 from experiments.data.batching import cut_sorted
-from experiments.bench import analysis, cli, decode, joeynmt, joeynmt_config, other_work, plan, plots
+from experiments.bench import analysis, cli, decode, joeynmt, joeynmt_config, measure, other_work, plan, plots
 from experiments.bench.decode import NoKVCache, decode_one_at_a_time
 from experiments.bench.plan import compose, native_bf16
 from experiments.bench.report import REPORT_KEYS
@@ -56,13 +56,30 @@ def toy(cache: Path) -> TaskData:
 # end to end
 
 
+def test_a_configuration_past_its_time_limit_stops_after_the_fewest_updates_and_says_so(cache: Path,
+                                                                                      tmp_path: Path) -> None:
+    """``max_seconds`` ends the timed phase early (a slow configuration must not hold the bench up), never before
+    MIN_MEASURED updates; the row says how many it measured of how many asked. A limit any update exceeds makes
+    the count exact on every machine."""
+    spec = plan.Spec("train", "transformer_tiny", "base", [*TINY, "model=transformer_tiny", "logger=none",
+                                                           "trainer.progress=false", "trainer.device=cpu",
+                                                           "trainer.num_threads=1", "trainer.precision=fp32"],
+                     warmup=1, steps=measure.MIN_MEASURED + 3, max_seconds=1e-9, run_dir=str(tmp_path / "run"))
+    row = measure.measure(spec)
+    assert "error" not in row, row.get("error")
+    assert row["steps"] == measure.MIN_MEASURED and row["steps_asked"] == measure.MIN_MEASURED + 3
+    assert row["tokens_per_s"] > 0
+
+
 def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, prof = tmp_path / "results", tmp_path / "prof"
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- table:benchmarks -->\nSTALE\n<!-- /table:benchmarks -->\noutro\n")
+    # --max-measure-seconds 0: every configuration runs all its updates however slow the machine is (the early
+    # stop is tested on its own below), so the counts asserted here hold on any CPU and under any load.
     report = cli.main(["--tiny", "--in-process", "--no-compile", "--out", str(out), "--work-dir",
                              str(tmp_path / "work"), "--profile", str(prof), "--time-to-bleu", "0",
-                             "--readme", str(readme), "trainer.num_threads=1"])
+                             "--max-measure-seconds", "0", "--readme", str(readme), "trainer.num_threads=1"])
     md = (out / "benchmarks.md").read_text()
     saved = json.loads((out / "benchmarks.json").read_text())
     assert saved["meta"] == report["meta"]
