@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,7 +226,8 @@ def load_trials(root: Path) -> tuple[dict[str, list[Trial]], dict[str, int]]:
         raise UserError(f"{root} is not a folder: pass a search's runs, e.g. results/runs/tune_multi30k_de_en")
     trials: dict[str, list[Trial]] = {}
     unfinished: dict[str, int] = {}
-    for folder in sorted(p for p in root.glob("*/seed*") if p.is_dir()):
+    # seed<k> only: a <seed>.replaced-<time> beside it is a run trainer.overwrite=true moved aside, not a trial
+    for folder in sorted(p for p in root.glob("*/seed*") if p.is_dir() and re.fullmatch(r"seed\d+", p.name)):
         if (folder / "results.json").exists():
             trial = load_trial(folder)
             trials.setdefault(trial.model, []).append(trial)
