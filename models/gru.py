@@ -35,7 +35,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.attention import build_attention
 from models.copy import copy_log_probs, teacher_forced_copy
-from models.interface import Cache, target_lengths
+from models.interface import Cache, check_joint_vocabulary, target_lengths
 from models.decoder_loop import teacher_forced_loop
 from models.recurrence import bidirectional_gru
 
@@ -76,14 +76,7 @@ class GRUSeq2Seq(nn.Module):
         super().__init__()
         if hidden_size % 2:
             raise ValueError(f"hidden_size must be even (two encoder directions): {hidden_size}")
-        if copy and src_vocab_size != tgt_vocab_size:
-            raise ValueError("copy puts a source piece's probability on its own id: it needs one joint vocabulary, "
-                             f"got src_vocab_size={src_vocab_size}, tgt_vocab_size={tgt_vocab_size}")
-        if share_embeddings and src_vocab_size != tgt_vocab_size:
-            raise ValueError(
-                "share_embeddings needs one joint vocabulary, "
-                f"got src_vocab_size={src_vocab_size}, tgt_vocab_size={tgt_vocab_size}"
-            )
+        check_joint_vocabulary(src_vocab_size, tgt_vocab_size, copy, share_embeddings)
         if recurrence not in RECURRENCES:
             raise ValueError(f"unknown recurrence {recurrence!r}; expected one of {RECURRENCES}")
         if decoder_loop not in DECODER_LOOPS:

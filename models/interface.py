@@ -90,6 +90,17 @@ def log_probs(model: Seq2SeqModel, outputs: Tensor) -> Tensor:
     return torch.log_softmax(outputs.float(), dim=-1)
 
 
+def check_joint_vocabulary(src_vocab_size: int, tgt_vocab_size: int, copy: bool, share_embeddings: bool) -> None:
+    """Copy and shared embeddings both index source and target pieces by one id space: refuse two vocabularies."""
+    if src_vocab_size == tgt_vocab_size:
+        return
+    sizes = f"got src_vocab_size={src_vocab_size}, tgt_vocab_size={tgt_vocab_size}"
+    if copy:
+        raise ValueError(f"copy puts a source piece's probability on its own id: it needs one joint vocabulary, {sizes}")
+    if share_embeddings:
+        raise ValueError(f"share_embeddings needs one joint vocabulary, {sizes}")
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     """Number of trainable parameters (``parameters()`` already counts tied weights once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from models.attention import masked_softmax
 from models.copy import teacher_forced_copy
-from models.interface import Cache
+from models.interface import Cache, check_joint_vocabulary
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float, is_causal: bool) -> Tensor:
@@ -258,14 +258,7 @@ class TransformerSeq2Seq(nn.Module):
             raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
         if norm not in ("pre", "post"):
             raise ValueError(f"norm must be 'pre' or 'post', got {norm!r}")
-        if copy and src_vocab_size != tgt_vocab_size:
-            raise ValueError("copy puts a source piece's probability on its own id: it needs one joint vocabulary, "
-                             f"got src_vocab_size={src_vocab_size}, tgt_vocab_size={tgt_vocab_size}")
-        if share_embeddings and src_vocab_size != tgt_vocab_size:
-            raise ValueError(
-                "share_embeddings needs one joint vocabulary, "
-                f"got src_vocab_size={src_vocab_size}, tgt_vocab_size={tgt_vocab_size}"
-            )
+        check_joint_vocabulary(src_vocab_size, tgt_vocab_size, copy, share_embeddings)
         self.pad_id = pad_id
         self.d_model = d_model
         self.heads = heads

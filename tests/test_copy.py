@@ -245,7 +245,7 @@ def test_a_model_trained_to_copy_copies_pieces_it_never_saw(name: str, at_least:
 
 def test_copy_needs_one_joint_vocabulary() -> None:
     for name in MODELS:
-        with pytest.raises(ValueError, match="joint vocabulary"):
+        with pytest.raises(ValueError, match="copy puts a source piece's probability on its own id"):
             MODELS[name](src_vocab_size=20, tgt_vocab_size=23, pad_id=PAD, copy=True)
     separate = ["task=toy_reverse", "model=gru_tiny", "task.tokenizer.joint=false"]
     with pytest.raises(ConfigError, match="task.tokenizer.joint"):

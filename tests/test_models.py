@@ -325,7 +325,7 @@ def test_tied_weights_train_as_one():
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_shared_embeddings_need_a_joint_vocabulary(name):
-    with pytest.raises(ValueError, match="joint vocabulary"):
+    with pytest.raises(ValueError, match="share_embeddings needs one joint vocabulary"):
         tiny_model(name, share_embeddings=True)  # SRC_VOCAB != TGT_VOCAB
     model = MODELS[name](
         src_vocab_size=TGT_VOCAB, tgt_vocab_size=TGT_VOCAB, pad_id=PAD, share_embeddings=True,
