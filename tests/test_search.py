@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from omegaconf import OmegaConf, open_dict
 from experiments.core.config import validate
 from experiments.core.config_groups import check_groups
 from experiments.core.errors import ConfigError
-from experiments.reporting.expected_max import crossing, expected_max, main as evp_main
+from experiments.reporting.expected_max import cpu_hours_text, crossing, expected_max, main as evp_main
 from experiments.training.search import Trial, apply_trial, apply_tuned, parameters
 from experiments.training.train import run
 from experiments.training.tuned import main as tuned_main
@@ -68,7 +69,7 @@ def test_expected_max_is_the_mean_of_the_best_of_n_draws_with_replacement() -> N
 
 def test_the_report_says_between_which_budgets_the_lead_changes_hands() -> None:
     def trials(*scores: float) -> list[Trial]:
-        return [Trial("m", k, v, "bleu", 1, 1, 1, 0.0, 1, 1, {}, {}) for k, v in enumerate(scores, start=1)]
+        return [Trial("m", k, v, "bleu", 1, 1, 1, 0.0, None, 1, 1, {}, {}) for k, v in enumerate(scores, start=1)]
 
     # n = 1: means 2.0 against 2.25; n = 2: 1 x 1/4 + 3 x 3/4 = 2.5 against 2 x 1/4 + 2.5 x 3/4 = 2.375
     assert crossing({"gru": trials(1.0, 3.0), "transformer": trials(2.0, 2.5)}) == (
@@ -78,6 +79,15 @@ def test_the_report_says_between_which_budgets_the_lead_changes_hands() -> None:
         "The gru leads at every n up to 2: the curves do not cross within n <= 2.")
     assert crossing({"gru": trials(3.0, 1.0), "transformer": trials(2.5)}) == (
         "With n = 1, all that both models have so far, the transformer leads.")
+
+
+def test_cpu_hours_are_summed_and_say_how_many_trials_recorded_them() -> None:
+    def trial(cpu: float | None) -> Trial:
+        return Trial("m", 1, 30.0, "bleu", 1, 1, 1, 2.0, cpu, 1, 1, {}, {})
+
+    assert cpu_hours_text([trial(1.25), trial(0.5)]) == "1.75"
+    assert cpu_hours_text([trial(None), trial(0.5)]) == "0.50 (1 of 2 trials)"  # an older trial did not record it
+    assert cpu_hours_text([trial(None)]) == "–"
 
 
 # ---- the draws
@@ -167,6 +177,12 @@ def test_the_report_gives_each_models_expected_best_and_its_trials(search_runs: 
                                                                  *expected_max(scores["transformer"], n))
         assert row in text
     assert "| gru | 2 / 3 |" in text and "| transformer | 2 / 2 |" in text
+    # every trial here recorded its CPU seconds: the budget table sums them, each trial's row gives its own
+    for model in ("gru", "transformer"):
+        cpu = [json.loads((search_runs / model / f"seed{t}" / "results.json").read_text())["train_cpu_seconds"] / 3600
+               for t in (1, 2)]
+        assert all(c > 0 for c in cpu)
+        assert re.search(rf"\| {model} \| 2 / \d \| [\d,]+ \| [\d.]+ \| [\d.]+ \| {sum(cpu):.2f} \|", text)
     assert "batch_tokens=" in text and "up to 3,000 real target tokens" in text
     assert (tmp_path / f"{search_runs.name}_evp.png").read_bytes().startswith(b"\x89PNG")
 

@@ -214,6 +214,36 @@ def test_results_name_the_code_each_start_ran_not_the_code_there_at_the_end(tmp_
     assert resumed["commit"] == "aaaaaaa+bbbbbbb"
 
 
+def test_cpu_seconds_leave_out_a_pause_that_wall_seconds_count(tmp_path: Path, shared_cache: Path,
+                                                               monkeypatch) -> None:
+    """A grid job paused by SIGSTOP (a benchmark, CI) keeps its wall clock running: train_seconds counts the pause,
+    train_cpu_seconds does not. The pause is played by a sleep in every update (no CPU used, time passes); a run
+    resumed from a checkpoint written before CPU seconds were counted says it does not know them (null)."""
+    from experiments.training import trainer
+
+    pause, steps = 0.25, 20
+    real_step = trainer.Trainer.train_step
+
+    def paused_step(self, group):
+        time.sleep(pause)
+        return real_step(self, group)
+
+    monkeypatch.setattr(trainer.Trainer, "train_step", paused_step)
+    short = ["trainer.max_steps=20", "trainer.eval_every=10", "trainer.test_after_training=false",
+             "logger.mode=disabled", f"cache_dir={shared_cache}"]
+    first = run(compose_cfg(TINY + short), tmp_path)
+    assert first["train_seconds"] >= steps * pause
+    assert 0 < first["train_cpu_seconds"] <= first["train_seconds"] - steps * pause / 2
+
+    last = tmp_path / "checkpoints" / "last.pt"
+    state = checkpoint.load(last)
+    del state["trainer"]["train_cpu_seconds"]  # as a checkpoint of an older run holds it
+    checkpoint.save(state, last)
+    longer = [o.replace("max_steps=20", "max_steps=30") for o in short]
+    resumed = run(compose_cfg(TINY + longer + ["trainer.resume=true", "trainer.change_budget=true"]), tmp_path)
+    assert resumed["steps"] == 30 and resumed["train_cpu_seconds"] is None
+
+
 def test_a_crash_during_save_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
     target = tmp_path / "last.pt"
     checkpoint.save({"step": 1}, target)

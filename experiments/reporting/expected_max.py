@@ -71,6 +71,15 @@ def crossing(trials: dict[str, list[Trial]]) -> str:
             f"{', '.join(changes)} within n <= {len(leads)}.")
 
 
+def cpu_hours_text(trials: list[Trial]) -> str:
+    """The CPU hours of a model's trials, saying of how many where some did not record them ('–': none did)."""
+    recorded = [t.cpu_hours for t in trials if t.cpu_hours is not None]
+    if not recorded:
+        return "–"
+    total = f"{sum(recorded):.2f}"
+    return total if len(recorded) == len(trials) else f"{total} ({len(recorded)} of {len(trials)} trials)"
+
+
 def settings_text(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
                      for k, v in settings.items())
@@ -106,19 +115,27 @@ def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Pat
              markdown_table(["n trials", *(f"{m} (of {len(ts)})" for m, ts in trials.items())], curve_rows(trials)),
              crossing(trials), "",
              "Budget spent (finished trials):", "",
-             markdown_table(["model", "trials done / planned", "updates", "real target tokens (M)", "training hours"],
+             markdown_table(["model", "trials done / planned", "updates", "real target tokens (M)", "training hours",
+                             "CPU hours"],
                             [[m, f"{len(ts)} / {planned[m]}", f"{sum(t.steps for t in ts):,}",
-                              f"{sum(t.tokens for t in ts) / 1e6:.1f}", f"{sum(t.hours for t in ts):.2f}"]
+                              f"{sum(t.tokens for t in ts) / 1e6:.1f}", f"{sum(t.hours for t in ts):.2f}",
+                              cpu_hours_text(ts)]
                              for m, ts in trials.items()]), "",
+             "Training hours: the wall time of the trials' updates (validation left out), which counts any time a "
+             "job was paused (SIGSTOP) or waited for a core another process held; CPU hours: the CPU time their "
+             "processes spent in those updates, which counts neither (one thread a job in the grid), for the trials "
+             "that recorded it.", "",
              f"Each model's best trial becomes its tuned recipe: `s2s-tuned {shown_path(root)}` writes them into conf/tuned/ "
              "(the best of the same number of finished trials per model).", ""]
     for model, ts in trials.items():
         best = max(ts, key=lambda t: t.score)
         lines += [f"## {model}: the trials", "",
                   f"Best: trial {best.trial}, validation {metric} {best.score:.2f} at update {best.best_step}.", "",
-                  markdown_table(["trial", f"valid {metric}", "best at", "updates", "params", "hours", "settings"],
+                  markdown_table(["trial", f"valid {metric}", "best at", "updates", "params", "hours", "CPU hours",
+                                  "settings"],
                                  [[str(t.trial), f"{t.score:.2f}", str(t.best_step), str(t.steps),
-                                   f"{t.params / 1e6:.2f}M", f"{t.hours:.2f}", settings_text(t.settings)]
+                                   f"{t.params / 1e6:.2f}M", f"{t.hours:.2f}",
+                                   "–" if t.cpu_hours is None else f"{t.cpu_hours:.2f}", settings_text(t.settings)]
                                   for t in ts]), ""]
     return "\n".join(lines)
 

@@ -46,6 +46,7 @@ def finish(t: Trainer) -> dict[str, Any]:
         "stopped_early": p.stopped_early,
         f"valid_{t.primary}": p.best,
         "train_seconds": p.train_seconds,
+        "train_cpu_seconds": p.train_cpu_seconds,
         "train_tokens_per_s": p.tokens / p.train_seconds if p.train_seconds else 0.0,
         "test": tests,
         **({"length_choice": choice} if choice else {}),

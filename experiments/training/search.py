@@ -188,7 +188,8 @@ class Trial:
     best_step: int
     steps: int
     tokens: int
-    hours: float
+    hours: float  # wall time of its updates, pauses and waits for a shared core included
+    cpu_hours: float | None  # its process's CPU time in them (neither counted); None where the run did not record it
     params: int
     budget: int  # trainer.max_tokens: the real target tokens every trial of the search may train on
     settings: dict[str, Any]
@@ -216,7 +217,8 @@ def load_trial(folder: Path) -> Trial:
     settings = {k: OmegaConf.select(flat, k) for k in space_keys(search.get("space"), run["model"])}
     tokens = max((e.get("tokens", 0) for e in events if e.get("event") == "valid"), default=0)
     return Trial(run["model"], int(run["seed"]), float(run[f"valid_{metric}"]), metric, int(run["best_step"]),
-                 int(run["steps"]), int(tokens), float(run["train_seconds"]) / 3600, int(run["params"]),
+                 int(run["steps"]), int(tokens), float(run["train_seconds"]) / 3600,
+                 None if run.get("train_cpu_seconds") is None else float(run["train_cpu_seconds"]) / 3600, int(run["params"]),
                  int(cfg["trainer"]["max_tokens"]), settings, run)
 
 

@@ -76,6 +76,10 @@ class Progress:
     bad_evals: int = 0
     tokens: int = 0
     train_seconds: float = 0.0
+    # Process CPU seconds (all its threads) in the same updates: unlike train_seconds, a pause (SIGSTOP: the grid
+    # paused for a benchmark) or a wait for a busy core adds nothing. None: a run resumed from a checkpoint written
+    # before this was counted, so its count would miss the updates before the resume.
+    train_cpu_seconds: float | None = 0.0
     stopped_early: bool = False
     # The train-log window so far (loss x tokens, tokens, seconds): a resumed run's first row averages the whole window.
     window_loss: float = 0.0
@@ -193,7 +197,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.warmup.load_state_dict(state["warmup"])
         self.plateau.load_state_dict(state["plateau"])
-        self.progress = Progress(**state["trainer"])
+        self.progress = Progress(**{"train_cpu_seconds": None, **state["trainer"]})
         rng = state["rng"]
         rng = rng[self.rank] if isinstance(rng, list) else rng  # older checkpoints hold one state
         torch.set_rng_state(rng["torch"])
@@ -290,9 +294,11 @@ class Trainer:
                     break
             if not group:
                 break  # max_epochs reached
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             loss, tokens = self.train_step(group)
             p.train_seconds += time.perf_counter() - started
+            if p.train_cpu_seconds is not None:
+                p.train_cpu_seconds += time.process_time() - cpu_started
             p.step += 1
             p.tokens += tokens
             p.window_loss += loss * tokens
