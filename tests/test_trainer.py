@@ -221,7 +221,7 @@ def test_cpu_seconds_leave_out_a_pause_that_wall_seconds_count(tmp_path: Path, s
     resumed from a checkpoint written before CPU seconds were counted says it does not know them (null)."""
     from experiments.training import trainer
 
-    pause, steps = 0.25, 20
+    pause, steps = 0.25, 10
     real_step = trainer.Trainer.train_step
 
     def paused_step(self, group):
@@ -229,7 +229,7 @@ def test_cpu_seconds_leave_out_a_pause_that_wall_seconds_count(tmp_path: Path, s
         return real_step(self, group)
 
     monkeypatch.setattr(trainer.Trainer, "train_step", paused_step)
-    short = ["trainer.max_steps=20", "trainer.eval_every=10", "trainer.test_after_training=false",
+    short = [f"trainer.max_steps={steps}", "trainer.eval_every=10", "trainer.test_after_training=false",
              "logger.mode=disabled", f"cache_dir={shared_cache}"]
     first = run(compose_cfg(TINY + short), tmp_path)
     assert first["train_seconds"] >= steps * pause
@@ -239,9 +239,9 @@ def test_cpu_seconds_leave_out_a_pause_that_wall_seconds_count(tmp_path: Path, s
     state = checkpoint.load(last)
     del state["trainer"]["train_cpu_seconds"]  # as a checkpoint of an older run holds it
     checkpoint.save(state, last)
-    longer = [o.replace("max_steps=20", "max_steps=30") for o in short]
+    longer = [o.replace(f"max_steps={steps}", f"max_steps={steps + 2}") for o in short]
     resumed = run(compose_cfg(TINY + longer + ["trainer.resume=true", "trainer.change_budget=true"]), tmp_path)
-    assert resumed["steps"] == 30 and resumed["train_cpu_seconds"] is None
+    assert resumed["steps"] == steps + 2 and resumed["train_cpu_seconds"] is None
 
 
 def test_a_crash_during_save_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
