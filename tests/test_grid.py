@@ -117,6 +117,8 @@ def test_the_compute_plan_is_written_from_the_run_folders(tmp_path: Path) -> Non
     assert "| multi30k_de_en | transformer | 1 | missing | 250 / 1000 | bleu 20.00 (step 250) | 3.00 | 0.6 |" in text
     # seed 2 has not started: the preset's limit, at the pace of its seed-1 sibling
     assert "| multi30k_de_en | gru | 2 | missing | 0 / 3000 | – | – | ~1.7 |" in text
+    # what is left adds up beneath the table: 750 x 3 s + 3000 x 2 s + 3000 x 3 s (transformer 2 at seed 1's pace)
+    assert "In all, 3 jobs not done: 4.8 job-hours at these paces; about 2.4 h as two one-thread jobs" in text
     plain = tmp_path / "plain.md"
     plain.write_text("nothing here\n")
     with pytest.raises(ConfigError, match="no <!-- compute-plan -->"):
@@ -125,7 +127,7 @@ def test_the_compute_plan_is_written_from_the_run_folders(tmp_path: Path) -> Non
 
 def test_a_search_trial_is_planned_by_its_token_budget(tmp_path: Path) -> None:
     """A trial ends at trainer.max_tokens, long before its update cap: hours left count the tokens left."""
-    first, _, second, _ = grid.plan("tune_multi30k_de_en", tmp_path, [], {"seed": "1,2"})  # gru 1, tr 1, gru 2, tr 2
+    first, other, second, _ = grid.plan("tune_multi30k_de_en", tmp_path, [], {"seed": "1,2"})  # gru 1, tr 1, gru 2, tr 2
     first.folder.mkdir(parents=True)
     (first.folder / "metrics.jsonl").write_text(json.dumps(
         {"event": "valid", "step": 500, "bleu": 20.0, "tokens": 1_280_000, "train_seconds": 640.0}) + "\n")
@@ -135,6 +137,9 @@ def test_a_search_trial_is_planned_by_its_token_budget(tmp_path: Path) -> None:
     assert "| tune_multi30k_de_en | gru | 1 | missing | 500 / 20000 (1.28M / 5.12M tokens) | bleu 20.00 (step 500) " \
            "| 1.28 | 0.5 |" in table
     assert "| tune_multi30k_de_en | gru | 2 | missing | 0 / 20000 (0.00M / 5.12M tokens) | – | – | ~0.7 |" in table
+    # no Transformer trial has timed an update: its hours are unknown, and the total says it leaves them out
+    assert "In all, 3 jobs not done: 1.2 job-hours at these paces, and 1 with no pace yet" in plan_table(
+        [first, other, second])
 
 
 def test_a_job_committed_under_results_runs_is_done_even_when_the_runs_folder_was_lost(tmp_path: Path) -> None:

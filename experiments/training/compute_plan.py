@@ -15,6 +15,7 @@ def plan_table(jobs: list[Any]) -> str:
     lines = ["| preset | model | seed | state | updates | best validation | s/update | hours left |",
              "|---|---|---|---|---|---|---|---|"]
     facts = {id(job): job.facts() for job in jobs}
+    hours, unknown = 0.0, 0  # what the jobs not done add up to, and how many of them have no pace to go by
     paces = {(j.experiment, j.params.get("model"), unit): facts[id(j)][unit] for j in jobs
              for unit in ("s_per_update", "s_per_token") if unit in facts[id(j)]}
     for job in jobs:
@@ -24,6 +25,9 @@ def plan_table(jobs: list[Any]) -> str:
         pace = f.get(unit) or paces.get((job.experiment, job.params.get("model"), unit))
         guess = "" if unit in f else "~"  # at the pace of the same model in the same preset
         left = "0" if job.state() == "done" else (f"{guess}{(total - done) * pace / 3600:.1f}" if pace else "–")
+        if job.state() != "done":
+            hours += (total - done) * pace / 3600 if pace else 0.0
+            unknown += not pace
         best = f"{f['metric']} {f['best']:.2f} (step {f['best_step']})" if "metric" in f else "–"
         updates = f"{f['step']} / {limit}" + (f" ({f.get('tokens', 0) / 1e6:.2f}M / {tokens / 1e6:.2f}M tokens)"
                                               if tokens else "")
@@ -32,7 +36,12 @@ def plan_table(jobs: list[Any]) -> str:
         state = job.state() + (f" (preset changed since: {', '.join(changed)})" if changed else "")
         lines.append(f"| {job.experiment} | {job.params.get('model', '–')} | {job.params.get('seed', '–')} | "
                      f"{state} | {updates} | {best} | {pace} | {left} |")
-    return "\n".join(lines) + "\n"
+    todo = sum(job.state() != "done" for job in jobs)
+    total = (f"In all, {todo} jobs not done: {hours:.1f} job-hours at these paces"
+             + (f", and {unknown} with no pace yet (no run of that model and preset has timed an update)" if unknown
+                else "")
+             + f"; about {hours / 2:.1f} h as two one-thread jobs side by side (on 2 cores, as these paces were timed).")
+    return "\n".join(lines) + "\n\n" + (total if todo else "Every job is done.") + "\n"
 
 
 def embed_plan(readme: Path, jobs: list[Any], command: str) -> None:
