@@ -20,6 +20,7 @@ from experiments.core.config import validate
 from experiments.core.config_groups import check_groups
 from experiments.core.errors import ConfigError
 from experiments.reporting.expected_max import cpu_hours_text, crossing, expected_max, main as evp_main
+from experiments.training import search
 from experiments.training.search import Trial, apply_trial, apply_tuned, parameters
 from experiments.training.train import run
 from experiments.training.tuned import main as tuned_main
@@ -107,7 +108,7 @@ def test_a_trial_is_a_pure_function_of_search_seed_model_and_trial() -> None:
     assert gru.model.attention.value in ("bahdanau", "luong_dot")
 
 
-def test_shapes_outside_the_parameter_budget_are_drawn_again() -> None:
+def test_shapes_outside_the_parameter_budget_are_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:
     space = {"transformer": {"model.ff_size": {"choice": [64, 4096]}, "model.d_model": {"choice": [32, 64]}}}
     sizes = set()
     for trial in range(1, 7):
@@ -115,7 +116,8 @@ def test_shapes_outside_the_parameter_budget_are_drawn_again() -> None:
         sizes.add((cfg.model.ff_size, cfg.model.d_model))
         assert parameters(cfg) <= 60_000
     assert sizes <= {(64, 32), (64, 64)} and (4096, 32) not in sizes
-    with pytest.raises(ConfigError, match="no draw of transformer's space"):
+    monkeypatch.setattr(search, "MAX_REDRAWS", 20)  # the refusal after the last redraw, without building 1000 models
+    with pytest.raises(ConfigError, match="no draw of transformer's space in 20 fell within"):
         apply_trial(trial_cfg("transformer", 1, space, budget=[0, 10]))
 
 
