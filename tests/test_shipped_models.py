@@ -8,7 +8,7 @@ outputs do not depend on a CPU's bf16 kernels; measured on the parity GRU,
 its fp16 release decoded 998 of 1000 test sentences as its fp32 checkpoint
 did. Different CPUs may still round the last bits of a matmul differently and
 flip a near-tie in beam search, so a few changed sentences are allowed, not a
-changed score. With nothing shipped yet, there is nothing to collect.
+changed score. With nothing shipped yet, the test is skipped and says why.
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from tests.conftest import REPO, data_root
 SHIPPED = sorted((p, out) for p in (REPO / "results" / "models").glob("*") for out in p.glob("eval/*-beam*.txt"))
 
 
-@pytest.mark.parametrize("release, outputs", SHIPPED, ids=[f"{p.name}/{o.stem}" for p, o in SHIPPED])
+NOTHING_SHIPPED = pytest.param(None, None, id="none", marks=pytest.mark.skip(
+    reason="no model is shipped under results/models/ yet (s2s-release, then s2s-eval as the docstring says)"))
+
+
+@pytest.mark.parametrize("release, outputs", [pytest.param(p, o, id=f"{p.name}/{o.stem}") for p, o in SHIPPED]
+                         or [NOTHING_SHIPPED])
 def test_a_shipped_model_reproduces_its_committed_test_outputs(release: Path, outputs: Path) -> None:
     data_root()
     split, beam = re.fullmatch(r"(.+)-beam(\d+)", outputs.stem).groups()
