@@ -19,9 +19,9 @@ from omegaconf import OmegaConf, open_dict
 from experiments.core.config import validate
 from experiments.core.config_groups import check_groups
 from experiments.core.errors import ConfigError
-from experiments.reporting.expected_max import cpu_hours_text, crossing, expected_max, main as evp_main
+from experiments.reporting.expected_max import cpu_hours_text, crossing, expected_max, main as evp_main, shared_settings
 from experiments.training import search
-from experiments.training.search import Trial, apply_trial, apply_tuned, parameters
+from experiments.training.search import Trial, apply_trial, apply_tuned, distributions, parameters
 from experiments.training.train import run
 from experiments.training.tuned import main as tuned_main
 from tests.conftest import CONF, compose_cfg
@@ -187,6 +187,25 @@ def test_the_report_gives_each_models_expected_best_and_its_trials(search_runs: 
         assert re.search(rf"\| {model} \| 2 / \d \| [\d,]+ \| [\d.]+ \| [\d.]+ \| {sum(cpu):.2f} \|", text)
     assert "batch_tokens=" in text and "up to 3,000 real target tokens" in text
     assert (tmp_path / f"{search_runs.name}_evp.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / f"{search_runs.name}_settings.png").read_bytes().startswith(b"\x89PNG")
+    assert f"`{search_runs.name}_settings.png`" in text
+
+
+def test_the_settings_plot_reads_each_keys_distribution_from_the_space() -> None:
+    """A bundle's keys are choices of their own (eval_every has no panel: it follows the batch size)."""
+    assert distributions(SPACE, "gru") == {
+        "trainer.batch_tokens": ("choice", [512, 1024]), "trainer.eval_every": ("choice", [4, 2]),
+        "trainer.label_smoothing": ("choice", [0.0, 0.1]), "trainer.lr": ("log_uniform", [1e-3, 5e-3]),
+        "model.attention": ("choice", ["bahdanau", "luong_dot"])}
+    assert distributions(SPACE, "transformer")["model.dropout"] == ("uniform", [0.0, 0.3])
+
+    def trial(model: str, settings: dict) -> Trial:
+        return Trial(model, 1, 30.0, "bleu", 1, 1, 1, 1.0, None, 1, 1, settings, {}, SPACE)
+
+    both = {"trainer.batch_tokens": 512, "trainer.eval_every": 4, "trainer.label_smoothing": 0.0, "trainer.lr": 2e-3}
+    trials = {"gru": [trial("gru", {**both, "model.attention": "bahdanau"})],
+              "transformer": [trial("transformer", {**both, "model.dropout": 0.1})]}
+    assert shared_settings(trials) == ["trainer.batch_tokens", "trainer.label_smoothing", "trainer.lr"]
 
 
 def test_export_keeps_each_trials_best_validation_outputs_re_scorable(search_runs: Path, tmp_path: Path) -> None:

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from experiments.core.atomic import write_text
 from experiments.core.errors import UserError
 from experiments.core.outdirs import default_out, out_help, say_wrote
 from experiments.core.plotting import plt, save_figure
 from experiments.training.runs import export, shown_path
-from experiments.training.search import Trial, load_trials
+from experiments.training.search import Trial, distributions, load_trials
 from experiments.reporting.tables import embed, markdown_table
 
 
@@ -114,6 +115,8 @@ def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Pat
              f"Hardware: {'; '.join(machines)}; commits {', '.join(commits)}. Regenerate: `{regenerate}`.", "",
              markdown_table(["n trials", *(f"{m} (of {len(ts)})" for m, ts in trials.items())], curve_rows(trials)),
              crossing(trials), "",
+             f"Plots: `{root.name}_evp.png` (these curves), `{root.name}_settings.png` (each trial's best validation "
+             f"{metric} against the settings it drew, a panel for each setting both models search).", "",
              "Budget spent (finished trials):", "",
              markdown_table(["model", "trials done / planned", "updates", "real target tokens (M)", "training hours",
                              "CPU hours"],
@@ -138,6 +141,74 @@ def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Pat
                                    "–" if t.cpu_hours is None else f"{t.cpu_hours:.2f}", settings_text(t.settings)]
                                   for t in ts]), ""]
     return "\n".join(lines)
+
+
+def shared_settings(trials: dict[str, list[Trial]]) -> list[str]:
+    """The searched keys every model's trials have, in the first model's order (the axes one plot can share)."""
+    keys = [list(ts[0].settings) for ts in trials.values()]
+    # trainer.eval_every is drawn with the batch size (each trial validates at the same tokens): no panel of its own
+    return [k for k in keys[0] if all(k in other for other in keys[1:]) and k != "trainer.eval_every"]
+
+
+def plot_settings(trials: dict[str, list[Trial]], title: str, path: Path) -> None:
+    """Each trial's best validation score against each searched setting the models share, a panel a setting.
+
+    The x axis is the space's, not the draws': a log axis for a log-uniform draw (the learning rate) and for
+    choices that double (batch tokens, warm-up), ticks at every choice of a numeric choice, a category each for
+    any other choice (batching), the models' points side by side within it.
+    """
+    keys = shared_settings(trials)
+    spaces = {model: distributions(ts[0].space, model) for model, ts in trials.items()}
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows + 0.5), squeeze=False, sharey=True)
+    metric = next(iter(trials.values()))[0].metric
+    for ax, key in zip(axes.flat, keys):
+        kinds = {spaces[m].get(key, ("choice", []))[0] for m in trials}
+        choices = [v for m in trials for v in spaces[m].get(key, ("", []))[1] if kinds == {"choice"}]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                      for v in [*choices, *(t.settings[key] for ts in trials.values() for t in ts)])
+        categories = sorted({str(v) for v in choices}, key=choices_order(choices)) if not numeric else []
+        for m, (model, ts) in enumerate(trials.items()):
+            ys = [t.score for t in ts]
+            if numeric:
+                xs = [float(t.settings[key]) for t in ts]
+            else:  # the models side by side within a category
+                xs = [categories.index(str(t.settings[key])) + (m - (len(trials) - 1) / 2) * 0.15 for t in ts]
+            ax.scatter(xs, ys, s=22, alpha=0.8, label=model)
+        steps = sorted(set(choices))
+        geometric = numeric and len(steps) > 2 and steps[0] > 0 and all(b >= 1.5 * a for a, b in zip(steps, steps[1:]))
+        if kinds == {"log_uniform"} or geometric:  # a log-uniform draw, or choices such as 1024/2048/4096
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        if numeric and choices:
+            ax.set_xticks(steps)
+            ax.xaxis.set_minor_locator(NullLocator())
+        if numeric:
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        else:
+            ax.set_xticks(range(len(categories)))
+            ax.set_xticklabels(categories, fontsize=8)
+            ax.set_xlim(-0.5, len(categories) - 0.5)
+        ax.set_title(key.split(".", 1)[1], fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"valid {metric}", fontsize=9)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+
+
+def choices_order(choices: list[Any]) -> Any:
+    """Sort key: categories in the order the space first lists them."""
+    first = {}
+    for v in choices:
+        first.setdefault(str(v), len(first))
+    return lambda text: first.get(text, len(first))
 
 
 def plot(trials: dict[str, list[Trial]], title: str, path: Path, planned: int = 0) -> None:
@@ -187,7 +258,10 @@ def main(argv: list[str] | None = None) -> None:
          per_model)
     if args.readme:
         embed(args.readme, name, text)
-    say_wrote(args.out, [f"{name}.md", f"{name}.png"])
+    settings_png = f"{args.runs.name}_settings.png"
+    plot_settings(trials, f"Each trial's best validation score against its draws: {args.runs.name}",
+                  args.out / settings_png)
+    say_wrote(args.out, [f"{name}.md", f"{name}.png", settings_png])
 
 
 if __name__ == "__main__":

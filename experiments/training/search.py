@@ -39,7 +39,7 @@ import json
 import math
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,20 @@ def space_keys(space: Any, model: str) -> list[str]:
         bundle = next((o for o in spec.get("choice", []) if isinstance(o, dict)), None) if isinstance(spec, dict) else None
         keys += list(bundle) if bundle else [name]
     return keys
+
+
+def distributions(space: Any, model: str) -> dict[str, tuple[str, list[Any]]]:
+    """Each config key a trial of ``model`` sets, with what it is drawn from: ``("choice", [values])`` (a
+    bundle's keys each with their values across its bundles), ``("uniform", [lo, hi])`` or ``("log_uniform", ...)``."""
+    out: dict[str, tuple[str, list[Any]]] = {}
+    for name, spec in entries(space, model):
+        (kind, args), = spec.items()
+        bundles = [o for o in args if isinstance(o, dict)] if kind == "choice" else []
+        if bundles:
+            out.update({key: ("choice", [b[key] for b in bundles]) for key in bundles[0]})
+        else:
+            out[name] = (kind, list(args))
+    return out
 
 
 def draw(search: DictConfig, model: str, rng: np.random.Generator) -> dict[str, Any]:
@@ -194,6 +208,7 @@ class Trial:
     budget: int  # trainer.max_tokens: the real target tokens every trial of the search may train on
     settings: dict[str, Any]
     run: dict[str, Any]
+    space: dict[str, Any] = field(default_factory=dict)  # the search's space as its config.yaml holds it
 
 
 def load_trial(folder: Path) -> Trial:
@@ -219,7 +234,7 @@ def load_trial(folder: Path) -> Trial:
     return Trial(run["model"], int(run["seed"]), float(run[f"valid_{metric}"]), metric, int(run["best_step"]),
                  int(run["steps"]), int(tokens), float(run["train_seconds"]) / 3600,
                  None if run.get("train_cpu_seconds") is None else float(run["train_cpu_seconds"]) / 3600, int(run["params"]),
-                 int(cfg["trainer"]["max_tokens"]), settings, run)
+                 int(cfg["trainer"]["max_tokens"]), settings, run, search.get("space") or {})
 
 
 def load_trials(root: Path) -> tuple[dict[str, list[Trial]], dict[str, int]]:
