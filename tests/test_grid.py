@@ -49,7 +49,7 @@ def test_state_comes_from_the_folder_and_its_lock(tmp_path: Path, lock: str) -> 
     # stopped before its first checkpoint: nothing to resume, so it starts over (the begun run moved aside)
     job.folder.mkdir(parents=True)
     (job.folder / "metrics.jsonl").write_text('{"step": 50}\n')
-    assert job.state() == "missing" and "trainer.overwrite=true" in job.command(1)
+    assert job.state() == "begun" and "trainer.overwrite=true" in job.command(1)
     (job.folder / "checkpoints").mkdir()
     (job.folder / "checkpoints" / "last.pt").write_bytes(b"")
     assert job.state() == "interrupted" and "trainer.resume=true" in job.command(1)
@@ -113,12 +113,12 @@ def test_the_compute_plan_is_written_from_the_run_folders(tmp_path: Path) -> Non
     text = readme.read_text()
     assert "old" not in text and text.endswith("<!-- /compute-plan -->\nend\n")
     assert "| multi30k_de_en | gru | 1 | done | 500 / 1000 | bleu 33.00 (step 500) | 2.00 | 0 |" in text
-    # interrupted (no last.pt here, so "missing"): 750 updates left at 3 s each
-    assert "| multi30k_de_en | transformer | 1 | missing | 250 / 1000 | bleu 20.00 (step 250) | 3.00 | 0.6 |" in text
+    # begun, with no last.pt to resume from: it starts over, so all 1000 updates are left, at 3 s each
+    assert "| multi30k_de_en | transformer | 1 | begun | 250 / 1000 | bleu 20.00 (step 250) | 3.00 | 0.8 |" in text
     # seed 2 has not started: the preset's limit, at the pace of its seed-1 sibling
     assert "| multi30k_de_en | gru | 2 | missing | 0 / 3000 | – | – | ~1.7 |" in text
-    # what is left adds up beneath the table: 750 x 3 s + 3000 x 2 s + 3000 x 3 s (transformer 2 at seed 1's pace)
-    assert "In all, 3 jobs not done: 4.8 job-hours at these paces; about 2.4 h as two one-thread jobs" in text
+    # what is left adds up beneath the table: 1000 x 3 s + 3000 x 2 s + 3000 x 3 s (transformer 2 at seed 1's pace)
+    assert "In all, 3 jobs not done: 5.0 job-hours at these paces; about 2.5 h as two one-thread jobs" in text
     plain = tmp_path / "plain.md"
     plain.write_text("nothing here\n")
     with pytest.raises(ConfigError, match="no <!-- compute-plan -->"):
@@ -133,12 +133,13 @@ def test_a_search_trial_is_planned_by_its_token_budget(tmp_path: Path) -> None:
         {"event": "valid", "step": 500, "bleu": 20.0, "tokens": 1_280_000, "train_seconds": 640.0}) + "\n")
     (first.folder / "config.yaml").write_text("trainer:\n  max_steps: 20000\n  max_tokens: 5120000\n")
     table = plan_table([first, second])
-    # 3.84M tokens left at 0.5 ms each: 0.53 h; the second trial, not begun, at its sibling's pace: 0.71 h
-    assert "| tune_multi30k_de_en | gru | 1 | missing | 500 / 20000 (1.28M / 5.12M tokens) | bleu 20.00 (step 500) " \
-           "| 1.28 | 0.5 |" in table
+    # begun without a checkpoint, so it starts over: 5.12M tokens at 0.5 ms each, 0.71 h; the second trial, not
+    # begun, at its sibling's pace: 0.71 h too
+    assert "| tune_multi30k_de_en | gru | 1 | begun | 500 / 20000 (1.28M / 5.12M tokens) | bleu 20.00 (step 500) " \
+           "| 1.28 | 0.7 |" in table
     assert "| tune_multi30k_de_en | gru | 2 | missing | 0 / 20000 (0.00M / 5.12M tokens) | – | – | ~0.7 |" in table
     # no Transformer trial has timed an update: its hours are unknown, and the total says it leaves them out
-    assert "In all, 3 jobs not done: 1.2 job-hours at these paces, and 1 with no pace yet" in plan_table(
+    assert "In all, 3 jobs not done: 1.4 job-hours at these paces, and 1 with no pace yet" in plan_table(
         [first, other, second])
 
 

@@ -22,6 +22,7 @@ def plan_table(jobs: list[Any]) -> str:
         f, (limit, tokens) = facts[id(job)], job.limits()
         # A token budget (a search's trials) ends a run before its update cap: count what is left in tokens.
         unit, done, total = ("s_per_token", f.get("tokens", 0), tokens) if tokens else ("s_per_update", f["step"], limit)
+        done = 0 if job.state() == "begun" else done  # no checkpoint to resume from: it starts over
         pace = f.get(unit) or paces.get((job.experiment, job.params.get("model"), unit))
         guess = "" if unit in f else "~"  # at the pace of the same model in the same preset
         left = "0" if job.state() == "done" else (f"{guess}{(total - done) * pace / 3600:.1f}" if pace else "–")

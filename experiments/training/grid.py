@@ -2,7 +2,7 @@
 
     s2s-grid multi30k_de_en                       # start, resume or skip every job; 2 jobs side by side
     s2s-grid multi30k_de_en samsum:1 aeslc:1      # several grids, one queue, in this order (samsum seed 1 only)
-    s2s-grid multi30k_de_en --status              # what is done, running, interrupted, missing
+    s2s-grid multi30k_de_en --status              # what is done, running, interrupted, begun, missing
     s2s-grid samsum --jobs 1 --threads 2 trainer.eval_every=400
     s2s-grid multi30k_de_en:2,3 --until 06:50    # only what can end by 06:50: shed the slower job if need be
     s2s-grid samsum:2 multi30k_de_en/transformer:1,2,3 --committed none   # retrain committed runs (checkpoints)
@@ -16,7 +16,8 @@ job has a fixed folder, ``<runs-dir>/<experiment>/<model>/seed<k>`` (default run
 anew between sessions). Running the command again after any interruption is
 safe: a job with ``results.json`` is skipped, one with ``checkpoints/last.pt``
 resumes from it (exactly: same batches, RNG and schedule), the others start
-fresh, and a job that another ``s2s-grid`` or a plain ``s2s-train`` is running
+fresh (one stopped before its first checkpoint, "begun", has its partial run
+moved aside to ``seed<k>.replaced-<time>/``), and a job that another ``s2s-grid`` or a plain ``s2s-train`` is running
 right now (its folder's ``.grid.lock`` or ``.train.lock`` is held) is left to it. Ending the grid (SIGTERM, Ctrl-C) ends its running
 jobs with it and starts no more: a job left running without its grid would hold
 no lock, and the same command would start it a second time in the same folder.
@@ -93,6 +94,8 @@ class Job:
             return "running"
         if (self.folder / "checkpoints" / "last.pt").exists():
             return "interrupted"
+        if previous_run(self.folder):
+            return "begun"  # stopped before its first validation wrote last.pt: it starts over (command)
         return "missing"
 
     def is_committed(self) -> bool:
@@ -438,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.readme:
             embed_plan(args.readme, jobs, " ".join(args.items))
         return
-    todo = [j for j in jobs if j.state() in ("interrupted", "missing")]
+    todo = [j for j in jobs if j.state() in ("interrupted", "begun", "missing")]
     try:
         deadline = Deadline(parse_until(args.until), 60 * args.final_minutes) if args.until else None
     except UserError as e:
