@@ -96,7 +96,8 @@ def check_joint_vocabulary(src_vocab_size: int, tgt_vocab_size: int, copy: bool,
         return
     sizes = f"got src_vocab_size={src_vocab_size}, tgt_vocab_size={tgt_vocab_size}"
     if copy:
-        raise ValueError(f"copy puts a source piece's probability on its own id: it needs one joint vocabulary, {sizes}")
+        raise ValueError(f"copy puts a source piece's probability on its own id: it needs one joint vocabulary, "
+                         f"{sizes}")
     if share_embeddings:
         raise ValueError(f"share_embeddings needs one joint vocabulary, {sizes}")
 

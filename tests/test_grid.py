@@ -127,7 +127,8 @@ def test_the_compute_plan_is_written_from_the_run_folders(tmp_path: Path) -> Non
 
 def test_a_search_trial_is_planned_by_its_token_budget(tmp_path: Path) -> None:
     """A trial ends at trainer.max_tokens, long before its update cap: hours left count the tokens left."""
-    first, other, second, _ = grid.plan("tune_multi30k_de_en", tmp_path, [], {"seed": "1,2"})  # gru 1, tr 1, gru 2, tr 2
+    # gru 1, transformer 1, gru 2, transformer 2
+    first, other, second, _ = grid.plan("tune_multi30k_de_en", tmp_path, [], {"seed": "1,2"})
     first.folder.mkdir(parents=True)
     (first.folder / "metrics.jsonl").write_text(json.dumps(
         {"event": "valid", "step": 500, "bleu": 20.0, "tokens": 1_280_000, "train_seconds": 640.0}) + "\n")

@@ -41,7 +41,8 @@ def plan_table(jobs: list[Any]) -> str:
     total = (f"In all, {todo} jobs not done: {hours:.1f} job-hours at these paces"
              + (f", and {unknown} with no pace yet (no run of that model and preset has timed an update)" if unknown
                 else "")
-             + f"; about {hours / 2:.1f} h as two one-thread jobs side by side (on 2 cores, as these paces were timed).")
+             + f"; about {hours / 2:.1f} h as two one-thread jobs side by side (on 2 cores, as these paces were "
+               "timed).")
     return "\n".join(lines) + "\n\n" + (total if todo else "Every job is done.") + "\n"
 
 

@@ -231,9 +231,10 @@ def load_trial(folder: Path) -> Trial:
     flat = OmegaConf.create(cfg)
     settings = {k: OmegaConf.select(flat, k) for k in space_keys(search.get("space"), run["model"])}
     tokens = max((e.get("tokens", 0) for e in events if e.get("event") == "valid"), default=0)
+    cpu = run.get("train_cpu_seconds")
     return Trial(run["model"], int(run["seed"]), float(run[f"valid_{metric}"]), metric, int(run["best_step"]),
                  int(run["steps"]), int(tokens), float(run["train_seconds"]) / 3600,
-                 None if run.get("train_cpu_seconds") is None else float(run["train_cpu_seconds"]) / 3600, int(run["params"]),
+                 None if cpu is None else float(cpu) / 3600, int(run["params"]),
                  int(cfg["trainer"]["max_tokens"]), settings, run, search.get("space") or {})
 
 
