@@ -20,8 +20,9 @@ fresh (one stopped before its first checkpoint, "begun", has its partial run
 moved aside to ``seed<k>.replaced-<time>/``), and a job that another
 ``s2s-grid`` or a plain ``s2s-train`` is running right now (its folder's
 ``.grid.lock`` or ``.train.lock`` is held) is left to it. Ending the grid
-(SIGTERM, Ctrl-C) ends its running jobs with it and starts no more: a job left running without its grid would hold
-no lock, and the same command would start it a second time in the same folder.
+(SIGTERM, Ctrl-C) ends its running jobs with it and starts no more: a job
+left running without its grid would hold no lock, and the same command would
+start it a second time in the same folder.
 
 Why several one-thread jobs instead of one job with every core: on these small
 models a second thread adds far less than a second job (measured on a 2-core
