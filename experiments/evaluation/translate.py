@@ -111,6 +111,44 @@ def translate_stream(run: LoadedRun, label: str, lines: BinaryIO, out: TextIO, e
     return skipped
 
 
+class Translator:
+    """``s2s-translate`` from Python (a notebook, a script): load once, translate strings.
+
+        from experiments.evaluation.translate import Translator
+        translator = Translator("RUN")                  # several runs: their ensemble, as the command takes them
+        translator("Ein Mann fährt Fahrrad.")           # the best hypothesis, detokenized
+        translator.translate(texts, beam=1, n_best=1, attention=True)  # dicts: what --attention writes a line
+
+    Same decoding as the command (the run's beam unless ``beam``; length rules
+    from the run's config). A text that cannot be translated (empty, more
+    pieces than ``task.max_src_len``) is a ``ValueError`` naming its position.
+    """
+
+    def __init__(self, *runs: str | os.PathLike[str], overrides: list[str] | None = None) -> None:
+        self.run, members = load_models([os.fspath(r) for r in runs], overrides)
+        self.label = run_label(members[0])
+
+    def translate(self, texts: list[str], beam: int | None = None, n_best: int = 1,
+                  attention: bool = False) -> list[dict[str, Any]]:
+        """Each text's result: ``source``, ``hypothesis``, ``score``; ``n_best`` and the attention when asked."""
+        beam = int(self.run.cfg.decoding.beam_size) if beam is None else beam
+        if beam < 1 or not 1 <= n_best <= beam:
+            raise ValueError(f"need beam >= 1 and 1 <= n_best <= beam, got beam {beam} and n_best {n_best}")
+        if isinstance(texts, str):
+            raise TypeError("translate takes a list of texts; for one text, call the Translator itself")
+        results = []
+        for index, text in enumerate(texts):
+            try:
+                _, ids = check_line(text.encode("utf-8"), index + 1, self.run)
+            except ValueError as e:
+                raise ValueError(f"texts[{index}]: {str(e).split(': ', 1)[1]}") from None
+            results.append(translate(self.run, self.label, text, ids, beam, n_best, attention))
+        return results
+
+    def __call__(self, text: str, beam: int | None = None) -> str:
+        return self.translate([text], beam)[0]["hypothesis"]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="s2s-translate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
