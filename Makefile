@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 export S2S_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data))
 export WANDB_MODE ?= offline
 
-.PHONY: install run test reproduce grid tables bench clean
+.PHONY: install run test reproduce grid tables bench lease-prepare clean
 
 # .core: what `make run` needs (torch and the project); .installed: also the tests, sweeps and the
 # analysis extras (eflomal compiles from source: about a minute that `make run` does not wait for).
@@ -69,6 +69,22 @@ tables: install
 # make bench BENCH_ARGS="--joeynmt": the speed report (outputs/bench/benchmarks.md, .json, benchmarks_scaling.png).
 bench: install
 	$(VENV)/bin/s2s-bench $(BENCH_ARGS)
+
+# make lease-prepare: what a lent GPU needs beside the work tree, in .lease/ (carried there; about 6 MB): wheels of
+# the packages its Python lacks (python -m experiments.training.lease, docs/scaling.md), at this venv's versions,
+# for CPython $(LEASE_PYTHON) on x86-64 Linux, and the Multi30k mirror. pyarrow stays behind (55 MB): the lease
+# checks the GPU machine's own at once.
+LEASE_PYTHON ?= 3.12
+LEASE_PACKAGES := hydra[-_]core omegaconf datasets dill multiprocess fsspec sacrebleu nltk
+LEASE_BUILT := antlr4[-_]python3[-_]runtime rouge[-_]score
+lease-prepare: install
+	rm -rf .lease && mkdir -p .lease/wheels .lease/data
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version $(LEASE_PYTHON) --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	    --platform any -d .lease/wheels $$($(PY) -m pip freeze | grep -iE '^($(subst $(eval) ,|,$(LEASE_PACKAGES)))==')
+	$(PY) -m pip wheel -q --no-deps -w .lease/wheels $$($(PY) -m pip freeze | grep -iE '^($(subst $(eval) ,|,$(LEASE_BUILT)))==')
+	cp -r $(S2S_DATA_DIR)/multi30k .lease/data/
+	@ls .lease/wheels; du -sh .lease
 
 clean:
 	rm -rf outputs multirun .pytest_cache
