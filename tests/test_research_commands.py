@@ -319,15 +319,14 @@ def test_translator_from_python_gives_what_the_command_gives(runs: dict[str, Pat
     sources = loaded["gru"].data.split("test").sources()[:3]
     stdin = "".join(s + "\n" for s in sources).encode()
     for members in (["gru"], ["gru", "transformer"]):  # one run, and an ensemble
-        run, loaded_members = ensemble.load_models([str(runs[m]) for m in members])
-        out = io.StringIO()
-        translate.translate_stream(run, ensemble.run_label(loaded_members[0]), io.BytesIO(stdin), out,
-                                   io.StringIO(), beam=2)
         translator = translate.Translator(*(runs[m] for m in members))
+        out = io.StringIO()  # what s2s-translate prints for the same lines, from the same loaded models
+        translate.translate_stream(translator.run, translator.label, io.BytesIO(stdin), out, io.StringIO(), beam=2)
         assert [r["hypothesis"] for r in translator.translate(sources, beam=2)] == out.getvalue().splitlines()
         assert translator(sources[0], beam=2) == out.getvalue().splitlines()[0]
+    assert translator.label == ensemble.run_label(load_run(runs["gru"]))  # as the command labels an ensemble
     with_attention = translator.translate(sources[:1], beam=3, n_best=2, attention=True)[0]
-    assert len(with_attention["n_best"]) == 2 and set(with_attention["attention"]) == set(run.model.names)
+    assert len(with_attention["n_best"]) == 2 and set(with_attention["attention"]) == set(translator.run.model.names)
     with pytest.raises(ValueError, match=r"texts\[1\]: empty"):
         translator.translate([sources[0], "  "])
     with pytest.raises(ValueError, match="n_best <= beam"):
