@@ -19,7 +19,8 @@ from omegaconf import OmegaConf, open_dict
 from experiments.core.config import validate
 from experiments.core.config_groups import check_groups
 from experiments.core.errors import ConfigError
-from experiments.reporting.expected_max import cpu_hours_text, crossing, expected_max, main as evp_main, shared_settings
+from experiments.reporting.expected_max import (cpu_hours_text, crossing, expected_max, hours_text, main as evp_main,
+                                               shared_settings)
 from experiments.training import search
 from experiments.training.search import Trial, apply_trial, apply_tuned, distributions, parameters
 from experiments.training.train import run
@@ -89,6 +90,14 @@ def test_cpu_hours_are_summed_and_say_how_many_trials_recorded_them() -> None:
     assert cpu_hours_text([trial(1.25), trial(0.5)]) == "1.75"
     assert cpu_hours_text([trial(None), trial(0.5)]) == "0.50 (1 of 2 trials)"  # an older trial did not record it
     assert cpu_hours_text([trial(None)]) == "–"
+
+
+def test_training_hours_are_split_by_device_where_trials_ran_on_a_gpu_too() -> None:
+    def trial(device: str, hours: float) -> Trial:
+        return Trial("m", 1, 30.0, "bleu", 1, 1, 1, hours, None, 1, 1, {}, {"hardware": {"device": device}})
+
+    assert hours_text([trial("cpu", 2.5), trial("cpu", 1.0)]) == "3.50"
+    assert hours_text([trial("cpu", 2.5), trial("cuda", 0.05), trial("cpu", 1.0)]) == "3.55 (cpu 3.50, cuda 0.05)"
 
 
 # ---- the draws

@@ -72,6 +72,19 @@ def crossing(trials: dict[str, list[Trial]]) -> str:
             f"{', '.join(changes)} within n <= {len(leads)}.")
 
 
+def hours_text(trials: list[Trial]) -> str:
+    """The training hours of a model's trials; split by device where some ran on a GPU (an hour there is not an
+    hour here)."""
+    by_device: dict[str, float] = {}
+    for t in trials:
+        device = str((t.run.get("hardware") or {}).get("device") or "?")
+        by_device[device] = by_device.get(device, 0.0) + t.hours
+    total = f"{sum(by_device.values()):.2f}"
+    if len(by_device) == 1:
+        return total
+    return f"{total} ({', '.join(f'{d} {h:.2f}' for d, h in sorted(by_device.items()))})"
+
+
 def cpu_hours_text(trials: list[Trial]) -> str:
     """The CPU hours of a model's trials, saying of how many where some did not record them ('–': none did)."""
     recorded = [t.cpu_hours for t in trials if t.cpu_hours is not None]
@@ -121,8 +134,7 @@ def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Pat
              markdown_table(["model", "trials done / planned", "updates", "real target tokens (M)", "training hours",
                              "CPU hours"],
                             [[m, f"{len(ts)} / {planned[m]}", f"{sum(t.steps for t in ts):,}",
-                              f"{sum(t.tokens for t in ts) / 1e6:.1f}", f"{sum(t.hours for t in ts):.2f}",
-                              cpu_hours_text(ts)]
+                              f"{sum(t.tokens for t in ts) / 1e6:.1f}", hours_text(ts), cpu_hours_text(ts)]
                              for m, ts in trials.items()]), "",
              "Training hours: the wall time of the trials' updates (validation left out), which counts any time a "
              "job was paused (SIGSTOP) or waited for a core another process held; CPU hours: the CPU time their "
