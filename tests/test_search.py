@@ -19,8 +19,8 @@ from omegaconf import OmegaConf, open_dict
 from experiments.core.config import validate
 from experiments.core.config_groups import check_groups
 from experiments.core.errors import ConfigError
-from experiments.reporting.expected_max import (cpu_hours_text, crossing, expected_max, hours_text, main as evp_main,
-                                               shared_settings)
+from experiments.reporting.expected_max import (cpu_hours_text, crossing, expected_max, hours_text, machine,
+                                               main as evp_main, shared_settings)
 from experiments.training import search
 from experiments.training.search import Trial, apply_trial, apply_tuned, distributions, parameters
 from experiments.training.train import run
@@ -98,6 +98,8 @@ def test_training_hours_are_split_by_device_where_trials_ran_on_a_gpu_too() -> N
 
     assert hours_text([trial("cpu", 2.5), trial("cpu", 1.0)]) == "3.50"
     assert hours_text([trial("cpu", 2.5), trial("cuda", 0.05), trial("cpu", 1.0)]) == "3.55 (cpu 3.50, cuda 0.05)"
+    assert machine({"cpu": "AMD EPYC", "device": "cuda", "gpu": "NVIDIA H200"}) == "NVIDIA H200"
+    assert machine({"cpu": "AMD EPYC", "device": "cpu"}) == "AMD EPYC"
 
 
 # ---- the draws

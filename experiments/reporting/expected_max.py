@@ -72,6 +72,11 @@ def crossing(trials: dict[str, list[Trial]]) -> str:
             f"{', '.join(changes)} within n <= {len(leads)}.")
 
 
+def machine(hardware: dict[str, Any]) -> str:
+    """The GPU a trial ran on, else its CPU (a GPU machine's CPU says nothing about the trial's speed)."""
+    return str(hardware.get("gpu") or hardware.get("cpu") or hardware.get("device"))
+
+
 def hours_text(trials: list[Trial]) -> str:
     """The training hours of a model's trials; split by device where some ran on a GPU (an hour there is not an
     hour here)."""
@@ -118,8 +123,8 @@ def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Pat
     budgets = {t.budget for ts in trials.values() for t in ts}
     if len(budgets) > 1:
         raise UserError(f"{root}: its trials trained on different token budgets {sorted(budgets)}: not one search")
-    machines = sorted({f"{t.run['hardware'].get('cpu') or t.run['hardware'].get('device')} "
-                       f"({t.run.get('precision', '?')})" for ts in trials.values() for t in ts})
+    machines = sorted({f"{machine(t.run['hardware'])} ({t.run.get('precision', '?')})"
+                       for ts in trials.values() for t in ts})
     commits = sorted({t.run.get("commit", "?") for ts in trials.values() for t in ts})
     lines = [f"# Expected validation {metric} of a random search: {root.name}", "",
              f"Every trial trained on up to {first.budget:,} real target tokens and was judged on greedy validation "
