@@ -95,6 +95,21 @@ def test_every_committed_experiment_is_in_a_committed_table() -> None:
     assert experiments - searches and experiments - searches <= tabled
 
 
+SEARCH_REPORTS = sorted(p.name for p in (REPO / "results").glob("*_evp.md"))
+
+
+@pytest.mark.parametrize("report", SEARCH_REPORTS)
+def test_committed_search_reports_are_what_the_committed_trials_give(report: str, tmp_path: Path) -> None:
+    """An expected-maximum report (and its curve) written again from the trials committed under results/runs:
+    the same text, but for where its Regenerate line says it was written."""
+    from experiments.reporting.expected_max import main as expected_max
+
+    search = report.removesuffix("_evp.md")
+    expected_max([str(REPO / "results" / "runs" / search), "--out", str(tmp_path)])
+    again = (tmp_path / report).read_text().replace(f"--out {tmp_path}`", "--out results`")
+    assert again.replace(str(REPO / "results" / "runs"), "results/runs") == (REPO / "results" / report).read_text()
+
+
 ENSEMBLE_REPORTS = sorted(p.name for p in (REPO / "results").glob("ensembles*.json"))
 
 
