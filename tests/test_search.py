@@ -197,6 +197,11 @@ def test_the_report_gives_each_models_expected_best_and_its_trials(search_runs: 
         assert all(c > 0 for c in cpu)
         assert re.search(rf"\| {model} \| 2 / \d \| [\d,]+ \| [\d.]+ \| [\d.]+ \| {sum(cpu):.2f} \|", text)
     assert "batch_tokens=" in text and "up to 3,000 real target tokens" in text
+    rising = {m: sum(json.loads((search_runs / m / f"seed{t}" / "results.json").read_text())["best_step"] ==
+                     json.loads((search_runs / m / f"seed{t}" / "results.json").read_text())["steps"] for t in (1, 2))
+              for m in ("gru", "transformer")}
+    assert f"(still rising, so a longer budget could rank them otherwise): gru {rising['gru']} of 2, " \
+           f"transformer {rising['transformer']} of 2." in text
     assert (tmp_path / f"{search_runs.name}_evp.png").read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / f"{search_runs.name}_settings.png").read_bytes().startswith(b"\x89PNG")
     assert f"`{search_runs.name}_settings.png`" in text

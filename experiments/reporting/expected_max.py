@@ -72,6 +72,14 @@ def crossing(trials: dict[str, list[Trial]]) -> str:
             f"{', '.join(changes)} within n <= {len(leads)}.")
 
 
+def still_rising(trials: dict[str, list[Trial]]) -> str:
+    """How many trials scored their best at their last validation (the trainer validates once more at the
+    budget's end): their curves had not flattened, so a longer budget could reorder them."""
+    counts = ", ".join(f"{m} {sum(t.best_step == t.steps for t in ts)} of {len(ts)}" for m, ts in trials.items())
+    return (f"Trials whose best validation was their last, at the budget's end (still rising, so a longer budget "
+            f"could rank them otherwise): {counts}.")
+
+
 def machine(hardware: dict[str, Any]) -> str:
     """The GPU a trial ran on, else its CPU (a GPU machine's CPU says nothing about the trial's speed)."""
     return str(hardware.get("gpu") or hardware.get("cpu") or hardware.get("device"))
@@ -132,7 +140,7 @@ def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Pat
              f"conf/experiment/{root.name}.yaml. Expected maximum over n trials, mean ± std (Dodge et al. 2019). "
              f"Hardware: {'; '.join(machines)}; commits {', '.join(commits)}. Regenerate: `{regenerate}`.", "",
              markdown_table(["n trials", *(f"{m} (of {len(ts)})" for m, ts in trials.items())], curve_rows(trials)),
-             crossing(trials), "",
+             crossing(trials), still_rising(trials), "",
              f"Plots: `{root.name}_evp.png` (these curves), `{root.name}_settings.png` (each trial's best validation "
              f"{metric} against the settings it drew, a panel for each setting both models search).", "",
              "Budget spent (finished trials):", "",
