@@ -77,7 +77,11 @@ def run_grid(items: list[str], runs_dir: Path, jobs: int, seconds: float, log: P
             rc = grid.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
             grid.send_signal(signal.SIGTERM)
-            rc = grid.wait(timeout=300)
+            try:
+                rc = grid.wait(timeout=120)
+            except subprocess.TimeoutExpired:  # a job that would not stop: what finished is still packed
+                os.killpg(grid.pid, signal.SIGKILL)
+                rc = grid.wait()
     return {"command": " ".join(cmd[1:]), "exit": rc, "seconds": round(time.monotonic() - started, 1)}
 
 
