@@ -76,10 +76,8 @@ class Progress:
     bad_evals: int = 0
     tokens: int = 0
     train_seconds: float = 0.0
-    # Process CPU seconds (all its threads) in the same updates: unlike train_seconds, a pause (SIGSTOP: the grid
-    # paused for a benchmark) or a wait for a busy core adds nothing. None: a run resumed from a checkpoint written
-    # before this was counted, so its count would miss the updates before the resume.
-    train_cpu_seconds: float | None = 0.0
+    # Process CPU seconds of the same updates, which no pause (SIGSTOP) or wait for a busy core adds to.
+    train_cpu_seconds: float | None = 0.0  # None: resumed from a checkpoint that did not count them yet
     stopped_early: bool = False
     # The train-log window so far (loss x tokens, tokens, seconds): a resumed run's first row averages the whole window.
     window_loss: float = 0.0
