@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     save_report(text, args.out, args.readme)
 
+
 if __name__ == "__main__":
     try:
         main()

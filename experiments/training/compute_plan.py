@@ -18,15 +18,16 @@ def plan_table(jobs: list[Any]) -> str:
     hours, unknown = 0.0, 0  # what the jobs not done add up to, and how many of them have no pace to go by
     paces = {(j.experiment, j.params.get("model"), unit): facts[id(j)][unit] for j in jobs
              for unit in ("s_per_update", "s_per_token") if unit in facts[id(j)]}
+    states = {id(job): job.state() for job in jobs}  # each reads the folder and its lock: once a job
     for job in jobs:
-        f, (limit, tokens) = facts[id(job)], job.limits()
+        f, (limit, tokens), state = facts[id(job)], job.limits(), states[id(job)]
         # A token budget (a search's trials) ends a run before its update cap: count what is left in tokens.
         unit, done, total = ("s_per_token", f.get("tokens", 0), tokens) if tokens else ("s_per_update", f["step"], limit)
-        done = 0 if job.state() == "begun" else done  # no checkpoint to resume from: it starts over
+        done = 0 if state == "begun" else done  # no checkpoint to resume from: it starts over
         pace = f.get(unit) or paces.get((job.experiment, job.params.get("model"), unit))
         guess = "" if unit in f else "~"  # at the pace of the same model in the same preset
-        left = "0" if job.state() == "done" else (f"{guess}{(total - done) * pace / 3600:.1f}" if pace else "–")
-        if job.state() != "done":
+        left = "0" if state == "done" else (f"{guess}{(total - done) * pace / 3600:.1f}" if pace else "–")
+        if state != "done":
             hours += (total - done) * pace / 3600 if pace else 0.0
             unknown += not pace
         best = f"{f['metric']} {f['best']:.2f} (step {f['best_step']})" if "metric" in f else "–"
@@ -34,10 +35,10 @@ def plan_table(jobs: list[Any]) -> str:
                                               if tokens else "")
         pace = f"{f['s_per_update']:.2f}" if "s_per_update" in f else "–"
         changed = job.changed_since()
-        state = job.state() + (f" (preset changed since: {', '.join(changed)})" if changed else "")
+        shown = state + (f" (preset changed since: {', '.join(changed)})" if changed else "")
         lines.append(f"| {job.experiment} | {job.params.get('model', '–')} | {job.params.get('seed', '–')} | "
-                     f"{state} | {updates} | {best} | {pace} | {left} |")
-    todo = sum(job.state() != "done" for job in jobs)
+                     f"{shown} | {updates} | {best} | {pace} | {left} |")
+    todo = sum(state != "done" for state in states.values())
     total = (f"In all, {todo} jobs not done: {hours:.1f} job-hours at these paces"
              + (f", and {unknown} with no pace yet (no run of that model and preset has timed an update)" if unknown
                 else "")
