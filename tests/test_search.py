@@ -19,8 +19,8 @@ from omegaconf import OmegaConf, open_dict
 from experiments.core.config import validate
 from experiments.core.config_groups import check_groups
 from experiments.core.errors import ConfigError
-from experiments.reporting.expected_max import (cpu_hours_text, crossing, expected_max, hours_text, machine,
-                                               main as evp_main, shared_settings)
+from experiments.reporting.expected_max import (cpu_hours_text, crossing, early_ranking, expected_max, hours_text,
+                                               kendall_tau, machine, main as evp_main, shared_settings)
 from experiments.training import search
 from experiments.training.search import Trial, apply_trial, apply_tuned, distributions, parameters
 from experiments.training.train import run
@@ -204,7 +204,39 @@ def test_the_report_gives_each_models_expected_best_and_its_trials(search_runs: 
            f"transformer {rising['transformer']} of 2." in text
     assert (tmp_path / f"{search_runs.name}_evp.png").read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / f"{search_runs.name}_settings.png").read_bytes().startswith(b"\x89PNG")
-    assert f"`{search_runs.name}_settings.png`" in text
+    assert (tmp_path / f"{search_runs.name}_trials.png").read_bytes().startswith(b"\x89PNG")
+    assert f"`{search_runs.name}_settings.png`" in text and f"`{search_runs.name}_trials.png`" in text
+
+
+def test_kendall_tau_counts_concordant_and_discordant_pairs() -> None:
+    assert kendall_tau([1, 2, 3], [10, 20, 30]) == 1 and kendall_tau([1, 2, 3], [3, 2, 1]) == -1
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)  # 2 concordant pairs, 1 discordant
+    assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / np.sqrt(2 * 3))  # tau-b: the tie leaves x's side
+    assert np.isnan(kendall_tau([1, 1], [1, 2]))
+
+
+def test_the_early_ranking_reads_each_trials_best_up_to_half_the_budget(tmp_path: Path) -> None:
+    def trial(model: str, number: int, curve: list[tuple[int, float]]) -> Trial:
+        folder = tmp_path / model / f"seed{number}"
+        folder.mkdir(parents=True)
+        rows = [{"event": "train", "step": 1, "loss": 1.0}]
+        rows += [{"event": "valid", "tokens": t, "bleu": b} for t, b in curve]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return Trial(model, number, max(b for _, b in curve), "bleu", 1, 1, 1, 1.0, None, 1, 1000, {},
+                     {"run_dir": str(folder)})
+
+    # up to 500 tokens the GRU's trials rank 1 > 2 > 3, at the end 3 > 2 > 1; trial 3's 39 at 750 is not early
+    gru = [trial("gru", 1, [(250, 25.0), (500, 30.0), (1000, 31.0)]), trial("gru", 2, [(500, 20.0), (1000, 35.0)]),
+           trial("gru", 3, [(500, 10.0), (750, 39.0), (1000, 40.0)])]
+    line = early_ranking({"gru": gru})
+    assert "Ranked at 50% of the budget (500 real target tokens)" in line
+    assert line.endswith("gru -1.00 over 3 trials, another best trial.")
+    transformer = [trial("transformer", 1, [(500, 12.0), (1000, 20.0)]),
+                   trial("transformer", 2, [(400, 11.0), (900, 19.0)])]
+    line = early_ranking({"gru": gru, "transformer": transformer})
+    together = kendall_tau([30, 20, 10, 12, 11], [31, 35, 40, 20, 19])
+    assert line.endswith(f"transformer 1.00 over 2 trials, the same best trial; both models' trials together "
+                         f"{together:.2f}.")
 
 
 def test_the_settings_plot_reads_each_keys_distribution_from_the_space() -> None:

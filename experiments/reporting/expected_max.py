@@ -29,6 +29,7 @@ from experiments.core.atomic import write_text
 from experiments.core.errors import UserError
 from experiments.core.outdirs import default_out, out_help, say_wrote
 from experiments.core.plotting import plt, save_figure
+from experiments.reporting.curves import valid_rows
 from experiments.training.runs import export, shown_path
 from experiments.training.search import Trial, distributions, load_trials
 from experiments.reporting.tables import embed, markdown_table
@@ -78,6 +79,79 @@ def still_rising(trials: dict[str, list[Trial]]) -> str:
     counts = ", ".join(f"{m} {sum(t.best_step == t.steps for t in ts)} of {len(ts)}" for m, ts in trials.items())
     return (f"Trials whose best validation was their last, at the budget's end (still rising, so a longer budget "
             f"could rank them otherwise): {counts}.")
+
+
+EARLY = 0.5  # the part of a search's token budget at which its ranking is compared with the ranking at the end
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float:
+    """Kendall's tau-b of two rankings of the same items (a pair tied in either counts as neither concordant
+    nor discordant, and leaves that ranking's side of the denominator); NaN with no untied pair."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    i, j = np.triu_indices(len(a), k=1)
+    da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+    untied = float(np.sqrt((da != 0).sum() * (db != 0).sum()))
+    return float((da * db).sum() / untied) if untied else float("nan")
+
+
+def best_up_to(trial: Trial, tokens: float) -> float | None:
+    """A trial's best validation score among its validations at or before ``tokens`` real target tokens."""
+    seen = [r[trial.metric] for r in valid_rows(trial.run) if r.get("tokens", 0) <= tokens and trial.metric in r]
+    return max(seen) if seen else None
+
+
+def early_ranking(trials: dict[str, list[Trial]]) -> str:
+    """Would a search at part of the budget have ranked the trials as the whole budget does?
+
+    Each trial's best validation up to ``EARLY`` of the budget against its best at the end: Kendall's tau-b per
+    model and over both models' trials together, and whether the best trial would have been the same. Trials
+    validate at the same real target tokens whatever their batch size (the space draws ``eval_every`` with it),
+    so the early scores are read at one point for all of them.
+    """
+    budget = next(iter(trials.values()))[0].budget
+    cells, pooled = [], ([], [])
+    for model, ts in trials.items():
+        pairs = [(early, t.score, t.trial) for t in ts if (early := best_up_to(t, EARLY * budget)) is not None]
+        if len(pairs) < 2:
+            continue
+        early_scores, final_scores, numbers = zip(*pairs)
+        pooled[0].extend(early_scores)
+        pooled[1].extend(final_scores)
+        same = numbers[int(np.argmax(early_scores))] == numbers[int(np.argmax(final_scores))]
+        cells.append(f"{model} {kendall_tau(list(early_scores), list(final_scores)):.2f} over {len(pairs)} trials, "
+                     f"{'the same' if same else 'another'} best trial")
+    if not cells:
+        return ""
+    together = f"; both models' trials together {kendall_tau(*pooled):.2f}" if len(cells) > 1 else ""
+    return (f"Ranked at {EARLY:.0%} of the budget ({EARLY * budget:,.0f} real target tokens), by their best "
+            f"validation up to there, against their ranking at the end (Kendall's tau-b, 1: the same order): "
+            f"{'; '.join(cells)}{together}.")
+
+
+def plot_trial_curves(trials: dict[str, list[Trial]], title: str, path: Path) -> None:
+    """Every trial's validation score against real target tokens, a panel a model, the best trial drawn
+    thicker; the dashed line is where ``early_ranking`` reads the trials."""
+    fig, axes = plt.subplots(1, len(trials), figsize=(5.4 * len(trials), 4.2), sharey=True, squeeze=False)
+    first = next(iter(trials.values()))[0]
+    lowest = min(t.score for ts in trials.values() for t in ts)
+    for ax, (model, ts) in zip(axes[0], trials.items()):
+        best = max(ts, key=lambda t: t.score)
+        for t in ts:
+            rows = sorted((r for r in valid_rows(t.run) if t.metric in r and "tokens" in r), key=lambda r: r["tokens"])
+            ax.plot([r["tokens"] / 1e6 for r in rows], [r[t.metric] for r in rows], marker=".", markersize=3,
+                    linewidth=2.4 if t is best else 1.0, label=f"trial {t.trial}: {t.score:.2f}")
+        ax.axvline(EARLY * first.budget / 1e6, color="0.5", linestyle="--", linewidth=1)
+        ax.annotate(f" ranked here too ({EARLY:.0%} of the budget)", (EARLY * first.budget / 1e6, 1.0),
+                    xycoords=("data", "axes fraction"), va="top", fontsize=7, color="0.4")
+        ax.set_title(f"{model} ({len(ts)} trials)", fontsize=10)
+        ax.set_xlabel("real target tokens (millions)")
+        ax.set_xlim(0, first.budget / 1e6 * 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2, loc="lower right", title="trial: its best", title_fontsize=7)
+    axes[0][0].set_ylabel(f"validation {first.metric} (greedy)")
+    axes[0][0].set_ylim(bottom=max(0.0, np.floor(lowest) - 10))  # the late part, where the ranking is decided
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
 
 
 def machine(hardware: dict[str, Any]) -> str:
@@ -140,9 +214,10 @@ def report(trials: dict[str, list[Trial]], unfinished: dict[str, int], root: Pat
              f"conf/experiment/{root.name}.yaml. Expected maximum over n trials, mean ± std (Dodge et al. 2019). "
              f"Hardware: {'; '.join(machines)}; commits {', '.join(commits)}. Regenerate: `{regenerate}`.", "",
              markdown_table(["n trials", *(f"{m} (of {len(ts)})" for m, ts in trials.items())], curve_rows(trials)),
-             crossing(trials), still_rising(trials), "",
-             f"Plots: `{root.name}_evp.png` (these curves), `{root.name}_settings.png` (each trial's best validation "
-             f"{metric} against the settings it drew, a panel for each setting both models search).", "",
+             crossing(trials), still_rising(trials), early_ranking(trials), "",
+             f"Plots: `{root.name}_evp.png` (these curves), `{root.name}_trials.png` (each trial's validation {metric} "
+             f"against real target tokens), `{root.name}_settings.png` (each trial's best validation {metric} against "
+             "the settings it drew, a panel for each setting both models search).", "",
              "Budget spent (finished trials):", "",
              markdown_table(["model", "trials done / planned", "updates", "real target tokens (M)", "training hours",
                              "CPU hours"],
@@ -283,10 +358,11 @@ def main(argv: list[str] | None = None) -> None:
          per_model)
     if args.readme:
         embed(args.readme, name, text)
-    settings_png = f"{args.runs.name}_settings.png"
+    settings_png, trials_png = f"{args.runs.name}_settings.png", f"{args.runs.name}_trials.png"
     plot_settings(trials, f"Each trial's best validation score against its draws: {args.runs.name}",
                   args.out / settings_png)
-    say_wrote(args.out, [f"{name}.md", f"{name}.png", settings_png])
+    plot_trial_curves(trials, f"Each trial's validation score as it trained: {args.runs.name}", args.out / trials_png)
+    say_wrote(args.out, [f"{name}.md", f"{name}.png", trials_png, settings_png])
 
 
 if __name__ == "__main__":
