@@ -71,6 +71,22 @@ def test_a_configuration_past_its_time_limit_stops_after_the_fewest_updates_and_
     assert row["tokens_per_s"] > 0
 
 
+def test_seen_shapes_time_the_batches_the_warm_up_ran_and_count_the_time_they_took_to_make() -> None:
+    made = []
+
+    def stream():
+        for i in range(100):
+            made.append(i)
+            yield f"batch{i}"
+
+    updates, warmup = measure.update_plan(stream(), warmup=2, steps=3, seen_shapes=True)
+    runs = list(updates)
+    assert warmup == 3 and [b for b, _ in runs] == ["batch0", "batch1", "batch2"] * 2 and made == [0, 1, 2]
+    assert [t for _, t in runs[3:]] == [t for _, t in runs[:3]]  # a timed batch costs what making it cost
+    updates, warmup = measure.update_plan(stream(), warmup=2, steps=3, seen_shapes=False)
+    assert warmup == 2 and [b for b, _ in updates] == [f"batch{i}" for i in range(5)]
+
+
 def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, prof = tmp_path / "results", tmp_path / "prof"
     readme = tmp_path / "README.md"
@@ -100,6 +116,7 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
         assert {(model, c) for c in ("base", "bf16", "threads1", "pool200", "random")} <= configs
     for r in training:
         assert r["tokens_per_s"] > 0 and r["step_s"] > 0 and r["peak_rss_mb"] > 0 and r["steps"] == r["steps_asked"]
+        assert r["seen_shapes"] and r["warmup_steps"] == r["steps_asked"]  # the timed batches were the warm-up
         assert 0 <= r["pad_tgt"] < 1 and 0 <= r["pad_src"] < 1
     by = {(r["model"], r["config"]): r for r in training}
     for r in (r for r in training if "peak" in r):  # the square sampled between the 3 timed updates, then twice

@@ -4,7 +4,10 @@ What is measured (each training configuration in a fresh worker process, so
 that its peak memory, thread setting and compile caches are its own):
 
 * training: ``Trainer.train_step`` over real token-budget batches of the
-  training split, ``--warmup`` updates first, then ``--steps`` measured ones;
+  training split, ``--steps`` of them run once as the warm-up and then again
+  measured (so that no measured update meets a new batch shape, as from a
+  run's second epoch on; ``--fresh-shapes``: ``--warmup`` updates, then
+  ``--steps`` measured ones on new batches, a first epoch's case);
   throughput is real (non-pad) target tokens per second of wall time, batch
   collation included (JoeyNMT's "Tokens per Sec" counts its data loading too);
   step time; peak memory (RSS on CPU, ``torch.cuda.max_memory_allocated`` on a

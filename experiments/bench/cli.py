@@ -72,7 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile configurations")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--batch-tokens", type=int, default=None, help="batch budget (default 4096; --tiny 512)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up updates per configuration (default 5; --tiny 2)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up updates per configuration (default 5; --tiny 2), "
+                   "with --fresh-shapes")
+    p.add_argument("--fresh-shapes", action="store_true",
+                   help="time updates on batches no warm-up update has run (a run's first epoch: bf16 on a CPU then "
+                        "pays a oneDNN kernel compilation per new matmul shape inside the timing); default: the "
+                        "timed batches run once first as the warm-up, as a run's updates are from its second epoch on")
     p.add_argument("--compile-warmup", type=int, default=None,
                    help="warm-up updates of torch.compile configurations, which recompile for the first few "
                         "batch shapes (default 8; --tiny 2)")
@@ -273,6 +278,7 @@ def run_meta(args: argparse.Namespace, argv: list[str] | None, device: torch.dev
         "task": "toy_reverse (tiny)" if args.tiny else args.task,
         "command": command.strip(),
         "warmup": args.warmup,
+        "seen_shapes": not args.fresh_shapes,
         "steps": args.steps,
         "batch_tokens": args.batch_tokens,
         "scaling_warmup": args.scaling_warmup,

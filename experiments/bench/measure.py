@@ -16,7 +16,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ def measure(spec: Spec, data: TaskData | None = None) -> dict[str, Any]:
             result["points"] = [measure_config(Spec("train", spec.preset, f"scale{tokens}",
                                                     [*spec.overrides, f"trainer.batch_tokens={tokens}"],
                                                     spec.batching, spec.warmup, spec.steps,
-                                                    max_seconds=spec.max_seconds,
+                                                    max_seconds=spec.max_seconds, seen_shapes=spec.seen_shapes,
                                                     run_dir=f"{spec.run_dir}/{tokens}"), data)
                                 for tokens in spec.scaling or []]
         else:
@@ -143,15 +143,48 @@ def dynamo_stats() -> dict[str, Any]:
             "break_reasons": [str(reason).splitlines()[0][:200] for reason in list(breaks)[:5]]}
 
 
+def fetched(stream: Iterator[Any]) -> tuple[Any, float]:
+    """The stream's next batch and the seconds it took to make (collation included)."""
+    t0 = time.perf_counter()
+    batch = next(stream)
+    return batch, time.perf_counter() - t0
+
+
+def update_plan(stream: Iterator[Any], warmup: int, steps: int,
+                seen_shapes: bool) -> tuple[Iterator[tuple[Any, float]], int]:
+    """The (batch, seconds to make it) of each update to run, and how many of them warm up.
+
+    Fresh shapes: ``warmup`` batches, then ``steps`` new ones timed, as in a
+    run's first epoch. Seen shapes: the ``steps`` timed batches run once as
+    the warm-up, then again timed, each counted with the time it took to make,
+    so that no timed update meets a batch shape for the first time. That is
+    what a run's updates are from its second epoch on, and what its tokens per
+    second mostly are: bf16 on a CPU compiles a oneDNN kernel for every new
+    matmul shape (kept in its cache after), which fresh shapes pay inside the
+    timing and fp32 does not.
+    """
+    if not seen_shapes:
+        return (fetched(stream) for _ in range(warmup + steps)), warmup
+
+    def twice() -> Iterator[tuple[Any, float]]:
+        first = []
+        for _ in range(steps):
+            first.append(fetched(stream))
+            yield first[-1]
+        yield from first
+
+    return twice(), steps
+
+
 def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> dict[str, Any]:
-    """``spec.warmup`` updates, then up to ``spec.steps`` timed ones, through ``Trainer.train_step``.
+    """Warm-up updates, then up to ``spec.steps`` timed ones, through ``Trainer.train_step`` (``update_plan``).
 
     The timed phase stops early once it has run ``spec.max_seconds`` (and at
     least MIN_MEASURED updates), so that one slow configuration cannot hold the
     whole bench up; the report gives the number of updates measured.
     """
     cuda = trainer.device.type == "cuda"
-    stream = batch_stream(data, cfg, spec.batching)
+    updates, w = update_plan(batch_stream(data, cfg, spec.batching), spec.warmup, spec.steps, spec.seen_shapes)
     rss_before = current_rss_mb()
     if cuda:
         torch.cuda.reset_peak_memory_stats(trainer.device)
@@ -164,37 +197,35 @@ def train_steps(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> di
     # The square peak, sampled between timed updates so that its maximum sees the machine as the updates did.
     sampler = SquarePeak(spec.peak["size"], peak_dtype(trainer.device, trainer.precision), trainer.device,
                          every=spec.steps // max(1, spec.peak["repeats"])) if spec.peak else None
-    for i in range(spec.warmup + spec.steps):
-        if i == spec.warmup:
+    for i, (batch, fetch_s) in enumerate(updates):
+        if i == w:
             cpu_start = time.process_time()
-        t0 = time.perf_counter()
-        batch = next(stream)
         t1 = time.perf_counter()
         loss, n_tokens = trainer.train_step([batch])
         if cuda:
             torch.cuda.synchronize(trainer.device)
         t2 = time.perf_counter()
         trainer.progress.step += 1
-        fetch.append(t1 - t0)
+        fetch.append(fetch_s)
         step.append(t2 - t1)
         tokens.append(n_tokens)
         losses.append(loss)
-        if i >= spec.warmup:
-            measured += t2 - t0
+        if i >= w:
+            measured += fetch_s + t2 - t1
             for kind, count in training_flops(model_cfg, vocab, batch, trainer.device.type).items():
                 flops[kind] += count
             sentences.append(batch.src.size(0))
             widths.append(batch.tgt_in.size(1))
             if sampler:
-                sampler.after_update(i + 1 - spec.warmup)
-            if spec.max_seconds and measured > spec.max_seconds and i + 1 - spec.warmup >= MIN_MEASURED:
+                sampler.after_update(i + 1 - w)
+            if spec.max_seconds and measured > spec.max_seconds and i + 1 - w >= MIN_MEASURED:
                 break
-    cpu = time.process_time() - cpu_start
-    w = spec.warmup
+    cpu = time.process_time() - cpu_start  # seen shapes: the timed batches were made in the warm-up, off this clock
     n = len(step) - w
     wall = sum(fetch[w:]) + sum(step[w:])
     result = {
         "warmup_steps": w,
+        "seen_shapes": spec.seen_shapes,
         "steps": n,
         "steps_asked": spec.steps,
         "warmup_s": sum(fetch[:w]) + sum(step[:w]),
@@ -230,15 +261,15 @@ def profile(trainer: Any, data: TaskData, cfg: DictConfig, spec: Spec) -> dict[s
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])
     out = Path(spec.profile_dir or ".") / f"{spec.preset}-{spec.name}-trace.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    stream = batch_stream(data, cfg, spec.batching)
-    for _ in range(spec.warmup):
-        trainer.train_step([next(stream)])
+    updates, w = update_plan(batch_stream(data, cfg, spec.batching), spec.warmup, spec.steps + 1, spec.seen_shapes)
+    for _ in range(w):
+        trainer.train_step([next(updates)[0]])
     with torch.profiler.profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=spec.steps),
                                 on_trace_ready=lambda p: p.export_chrome_trace(str(out)),
                                 record_shapes=True, acc_events=True) as prof:
         for _ in range(spec.steps + 1):
             with record_function("next_batch"):
-                batch = next(stream)
+                batch, _ = next(updates)
             with record_function("train_step"):
                 trainer.train_step([batch])
             prof.step()

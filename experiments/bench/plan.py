@@ -7,7 +7,7 @@ import functools
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class Spec:
     run_dir: str = ""
     load: int = 0  # busy one-thread processes running beside the worker (--load)
     env: dict[str, str] | None = None  # the worker's extra environment (OMP_WAIT_POLICY=PASSIVE)
+    seen_shapes: bool = False  # the timed batches run once first as the warm-up (measure.update_plan)
 
 
 @dataclass
@@ -226,6 +227,8 @@ def build_specs(args: argparse.Namespace, device: torch.device) -> tuple[list[Sp
         notes.append(f"This {device.type} has no native bf16 (no AVX512-BF16 / AMX): bf16 autocast is emulated and "
                      f"slow here, so bf16 configurations are measured with {args.slow_warmup} warm-up + "
                      f"{args.slow_steps} updates.")
+    if not args.fresh_shapes:
+        specs = [replace(s, seen_shapes=True) if s.kind in ("train", "scaling", "profile") else s for s in specs]
     return specs, notes
 
 

@@ -59,11 +59,14 @@ def header(report: dict[str, Any], image_prefix: str) -> list[str]:
     if not meta.get("gpu"):
         out += ["No GPU was used in this run: every number below is from the CPU.", ""]
     where = "in its own process" if meta["isolated_workers"] else "in the bench's process (--in-process)"
-    out += [f"Training: each configuration {where}, {meta['warmup']} warm-up update(s), then up to "
-            f"{meta['steps']} measured (updates = warm-up + measured); tokens/s counts real (non-pad) target "
-            "tokens per second of wall time, batch collation included; s/step is that wall time per update (CPU "
-            "s/step: CPU time of all threads, steadier on a shared machine); padding is over a whole epoch's "
-            "batches. Peak RSS is the worker process's (Python, torch, the data and the model included).", ""]
+    warmup = (f"up to {meta['steps']} updates run twice, the first time as the warm-up, the second measured (so "
+              "that no measured update meets a batch shape for the first time, as a run's updates from its second "
+              "epoch on; bf16 on a CPU compiles a kernel for each new matmul shape)" if meta.get("seen_shapes") else
+              f"{meta['warmup']} warm-up update(s), then up to {meta['steps']} measured on new batches")
+    out += [f"Training: each configuration {where}, {warmup} (updates = warm-up + measured); tokens/s counts real "
+            "(non-pad) target tokens per second of wall time, batch collation included; s/step is that wall time per "
+            "update (CPU s/step: CPU time of all threads, steadier on a shared machine); padding is over a whole "
+            "epoch's batches. Peak RSS is the worker process's (Python, torch, the data and the model included).", ""]
     out += [f"- {note}" for note in meta.get("notes", [])]
     if meta.get("notes"):
         out += [""]
