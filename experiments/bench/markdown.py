@@ -35,7 +35,7 @@ def machine(meta: dict[str, Any]) -> str:
 
 def save_report(text: str, out: Path | None, readme: Path | None) -> None:
     """Write a one-file report to ``out`` and embed it in ``readme`` between markers named for ``out``."""
-    from experiments.reporting.tables import embed
+    from experiments.reporting.embedding import embed
 
     if out:
         write_text(out, text)

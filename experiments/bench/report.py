@@ -369,7 +369,7 @@ def write_report(report: dict[str, Any], name: str, out_dir: Path, readme: Path 
 
 def embed_in_readme(report: dict[str, Any], readme: Path, name: str, out_dir: Path) -> None:
     """Copy the report's headline sections between ``<!-- table:NAME -->`` markers in ``readme``."""
-    from experiments.reporting.tables import embed
+    from experiments.reporting.embedding import embed
 
     meta = report["meta"]
     prefix = os.path.relpath(out_dir.resolve(), readme.resolve().parent) + "/"

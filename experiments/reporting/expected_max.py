@@ -32,7 +32,8 @@ from experiments.core.plotting import plt, save_figure
 from experiments.reporting.curves import valid_rows
 from experiments.training.runs import export, shown_path
 from experiments.training.search import Trial, distributions, load_trials
-from experiments.reporting.tables import embed, markdown_table
+from experiments.reporting.embedding import embed
+from experiments.reporting.tables import markdown_table
 
 
 def expected_max(values: list[float], n: int) -> tuple[float, float]:

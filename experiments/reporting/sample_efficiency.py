@@ -33,7 +33,8 @@ from experiments.reporting import curves
 from experiments.core.atomic import write_text
 from experiments.core.outdirs import default_out, out_help, say_wrote
 from experiments.core.errors import UserError
-from experiments.reporting.tables import embed, markdown_table
+from experiments.reporting.embedding import embed
+from experiments.reporting.tables import markdown_table
 
 Curves = dict[str, list[list[dict[str, Any]]]]  # label -> one list of validation rows per seed
 

@@ -46,6 +46,7 @@ from typing import Any
 
 
 from experiments.reporting import baselines, buckets, curves, studies, summary
+from experiments.reporting.embedding import embed
 from experiments.evaluation import lengths, metrics
 from experiments.core.atomic import write_text
 from experiments.core.errors import UserError
@@ -305,22 +306,6 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
 def task_budget(run: dict[str, Any]) -> str:
     cfg = config_of(run)
     return f"{cfg.trainer.batch_tokens}-token batches"
-
-
-def embed(readme: Path, name: str, table: str) -> None:
-    """Replace the text between ``<!-- table:name -->`` and ``<!-- /table:name -->`` with ``table``."""
-    try:
-        text = readme.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"--readme {readme}: cannot read it ({e}); name the README that holds the table's "
-                        "markers") from None
-    start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
-    if start not in text or end not in text:
-        print(f"note: {readme} has no {start} ... {end} markers; add them where the table belongs to embed it")
-        return
-    body = table.split("\n", 2)[2]  # without the "# name" heading
-    head, rest = text.split(start, 1)
-    write_text(readme, head + start + "\n" + body.rstrip() + "\n" + end + rest.split(end, 1)[1])
 
 
 def main(argv: list[str] | None = None) -> None:
