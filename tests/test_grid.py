@@ -144,6 +144,21 @@ def test_a_search_trial_is_planned_by_its_token_budget(tmp_path: Path) -> None:
         [first, other, second])
 
 
+def test_a_trial_not_begun_is_planned_at_the_pace_of_its_models_trials_together(tmp_path: Path) -> None:
+    """Trials draw different batch sizes: the next one is planned at all its model's trials' seconds over their
+    tokens, not at whichever trial the table read last."""
+    gru1, _, gru2, _, gru3, _ = grid.plan("tune_multi30k_de_en", tmp_path, [], {"seed": "1,2,3"})
+    for job, tokens, seconds in ((gru1, 5_120_000, 5120.0), (gru2, 1_280_000, 3840.0)):  # 1 and 3 ms a token
+        job.folder.mkdir(parents=True)
+        (job.folder / "metrics.jsonl").write_text(json.dumps(
+            {"event": "valid", "step": 500, "bleu": 20.0, "tokens": tokens, "train_seconds": seconds}) + "\n")
+        (job.folder / "config.yaml").write_text("trainer:\n  max_steps: 20000\n  max_tokens: 5120000\n")
+    (gru1.folder / "results.json").write_text("{}")
+    # (5120 + 3840) s over 6.4M tokens = 1.4 ms a token: 5.12M tokens, 1.99 h (trial 2 alone: 4.27 h; trial 1: 1.42)
+    row = "| tune_multi30k_de_en | gru | 3 | missing | 0 / 20000 (0.00M / 5.12M tokens) | – | – | ~2.0 |"
+    assert row in plan_table([gru1, gru2, gru3])
+
+
 def test_a_job_committed_under_results_runs_is_done_even_when_the_runs_folder_was_lost(tmp_path: Path) -> None:
     committed = tmp_path / "results" / "runs"
     copy = committed / "multi30k_de_en" / "gru" / "seed1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,7 @@ def plan_table(jobs: list[Any]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     facts = {id(job): job.facts() for job in jobs}
     hours, unknown = 0.0, 0  # what the jobs not done add up to, and how many of them have no pace to go by
-    paces = {(j.experiment, j.params.get("model"), unit): facts[id(j)][unit] for j in jobs
-             for unit in ("s_per_update", "s_per_token") if unit in facts[id(j)]}
+    paces = pooled_paces(jobs, facts)
     states = {id(job): job.state() for job in jobs}  # each reads the folder and its lock: once a job
     for job in jobs:
         f, (limit, tokens), state = facts[id(job)], job.limits(), states[id(job)]
@@ -25,7 +25,7 @@ def plan_table(jobs: list[Any]) -> str:
         unit, done, total = ("s_per_token", f.get("tokens", 0), tokens) if tokens else ("s_per_update", f["step"], limit)
         done = 0 if state == "begun" else done  # no checkpoint to resume from: it starts over
         pace = f.get(unit) or paces.get((job.experiment, job.params.get("model"), unit))
-        guess = "" if unit in f else "~"  # at the pace of the same model in the same preset
+        guess = "" if unit in f else "~"  # at the pooled pace of the same model in the same preset
         left = "0" if state == "done" else (f"{guess}{(total - done) * pace / 3600:.1f}" if pace else "–")
         if state != "done":
             hours += (total - done) * pace / 3600 if pace else 0.0
@@ -47,6 +47,22 @@ def plan_table(jobs: list[Any]) -> str:
     return "\n".join(lines) + "\n\n" + (total if todo else "Every job is done.") + "\n"
 
 
+def pooled_paces(jobs: list[Any], facts: dict[int, dict[str, Any]]) -> dict[tuple[Any, ...], float]:
+    """(preset, model, unit) -> the pace of all its jobs with one, together: their seconds over their updates (or
+    tokens). What a job that has not timed an update yet is planned at; a search's trials draw different batch
+    sizes and shapes, so any one trial's pace says little of the next one's."""
+    seconds: dict[tuple[Any, ...], float] = defaultdict(float)
+    amount: dict[tuple[Any, ...], float] = defaultdict(float)
+    for job in jobs:
+        f = facts[id(job)]
+        for unit, count in (("s_per_update", f.get("step", 0)), ("s_per_token", f.get("tokens", 0))):
+            if unit in f and count:
+                key = (job.experiment, job.params.get("model"), unit)
+                seconds[key] += f[unit] * count
+                amount[key] += count
+    return {key: seconds[key] / amount[key] for key in seconds}
+
+
 def embed_plan(readme: Path, jobs: list[Any], command: str) -> None:
     text = readme.read_text()
     start, end = "<!-- compute-plan -->", "<!-- /compute-plan -->"
@@ -55,7 +71,8 @@ def embed_plan(readme: Path, jobs: list[Any], command: str) -> None:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     body = (f"Written by `s2s-grid {command} --status --readme {readme.as_posix()}` on {stamp}; s/update is the mean "
             "training time per update so far (validation excluded) on the machine that ran it, hours left assume "
-            "that pace up to the update limit, or the token budget where a run has one (~: the pace of the same model in "
-            "the same preset; early stopping may end a run sooner).\n\n" + plan_table(jobs))
+            "that pace up to the update limit, or the token budget where a run has one (~: the pace of the same "
+            "model's runs in the same preset, all together; early stopping may end a run sooner).\n\n"
+            + plan_table(jobs))
     head, rest = text.split(start, 1)
     write_text(readme, head + start + "\n" + body + end + rest.split(end, 1)[1])
