@@ -140,7 +140,7 @@ def test_a_search_trial_is_planned_by_its_token_budget(tmp_path: Path) -> None:
            "| 1.28 | 0.7 |" in table
     assert "| tune_multi30k_de_en | gru | 2 | missing | 0 / 20000 (0.00M / 5.12M tokens) | – | – | ~0.7 |" in table
     # no Transformer trial has timed an update: its hours are unknown, and the total says it leaves them out
-    assert "In all, 3 jobs not done: 1.4 job-hours at these paces, and 1 with no pace yet" in plan_table(
+    assert "In all, 3 jobs not done: 1.4 job-hours at these paces; and 1 with no pace yet" in plan_table(
         [first, other, second])
 
 
@@ -157,6 +157,28 @@ def test_a_trial_not_begun_is_planned_at_the_pace_of_its_models_trials_together(
     # (5120 + 3840) s over 6.4M tokens = 1.4 ms a token: 5.12M tokens, 1.99 h (trial 2 alone: 4.27 h; trial 1: 1.42)
     row = "| tune_multi30k_de_en | gru | 3 | missing | 0 / 20000 (0.00M / 5.12M tokens) | – | – | ~2.0 |"
     assert row in plan_table([gru1, gru2, gru3])
+
+
+def test_jobs_of_presets_with_no_pace_yet_are_planned_from_their_task_or_as_copies(tmp_path: Path) -> None:
+    """A trained_as job whose source trains here only runs its tests; one whose source was only exported trains,
+    and, like a copy preset's job, is planned at the pace of its model on the same task in the other presets."""
+    runs, committed = tmp_path / "runs", tmp_path / "committed"
+    only = {"seed": "1,2", "model": "gru"}
+    samsum = grid.plan("samsum", runs, [], only, committed)
+    lengths = grid.plan("samsum_lengths", runs, [], only, committed)
+    copy = grid.plan("samsum_copy", runs, [], {"seed": "1", "model": "gru"}, committed)
+    exported = samsum[0].committed  # seed 1: exported only, no checkpoints here; seed 2 is queued to train here
+    exported.mkdir(parents=True)
+    (exported / "metrics.jsonl").write_text(json.dumps(
+        {"event": "valid", "step": 6000, "rouge_mean": 28.0, "tokens": 6000 * 800, "train_seconds": 12000.0}) + "\n")
+    (exported / "config.yaml").write_text("trainer:\n  max_steps: 6000\n")
+    (exported / "results.json").write_text("{}")
+    table = plan_table(samsum + lengths + copy)
+    assert "| samsum | gru | 2 | missing | 0 / 6000 | – | – | ~3.3 |" in table  # seed 1's 2 s an update
+    assert "| samsum_lengths | gru | 1 | missing | 0 / 6000 | – | – | ≈3.3 |" in table  # its source was only exported
+    assert "| samsum_lengths | gru | 2 | missing | 0 / 6000 | – | – | tests only |" in table  # after samsum:2 here
+    assert "| samsum_copy | gru | 1 | missing | 0 / 6000 | – | – | ≈3.3 |" in table
+    assert "In all, 4 jobs not done: 10.0 job-hours at these paces; 1 of them only run their tests" in table
 
 
 def test_a_job_committed_under_results_runs_is_done_even_when_the_runs_folder_was_lost(tmp_path: Path) -> None:
