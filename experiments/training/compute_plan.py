@@ -18,7 +18,7 @@ def plan_table(jobs: list[Any]) -> str:
     facts = {id(job): job.facts() for job in jobs}
     hours, unknown, derived = 0.0, 0, 0  # the jobs not done: their hours, how many have no pace, how many copy
     paces = pooled_paces(jobs, facts, lambda job: job.experiment)
-    task_paces = pooled_paces(jobs, facts, task_of)
+    task_paces: dict[tuple[Any, ...], float] | None = None  # pooled by task on first need: composing every preset
     states = {id(job): job.state() for job in jobs}  # each reads the folder and its lock: once a job
     queued = {job.folder: job for job in jobs}
     for job in jobs:
@@ -37,6 +37,7 @@ def plan_table(jobs: list[Any]) -> str:
             if not pace:
                 pace, guess = paces.get((job.experiment, model, unit)), "~"
             if not pace:
+                task_paces = pooled_paces(jobs, facts, task_of) if task_paces is None else task_paces
                 pace, guess = task_paces.get((task_of(job), model, unit)), "≈"
             left = f"{guess}{(total - done) * pace / 3600:.1f}" if pace else "–"
             hours += (total - done) * pace / 3600 if pace else 0.0
