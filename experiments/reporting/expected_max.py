@@ -29,7 +29,6 @@ from experiments.core.atomic import write_text
 from experiments.core.errors import UserError
 from experiments.core.outdirs import default_out, out_help, say_wrote
 from experiments.core.plotting import plt, save_figure
-from experiments.reporting.curves import valid_rows
 from experiments.training.runs import export, shown_path
 from experiments.training.search import Trial, distributions, load_trials
 from experiments.reporting.embedding import embed
@@ -97,7 +96,7 @@ def kendall_tau(x: list[float], y: list[float]) -> float:
 
 def best_up_to(trial: Trial, tokens: float) -> float | None:
     """A trial's best validation score among its validations at or before ``tokens`` real target tokens."""
-    seen = [r[trial.metric] for r in valid_rows(trial.run) if r.get("tokens", 0) <= tokens and trial.metric in r]
+    seen = [r[trial.metric] for r in trial.validations if r.get("tokens", 0) <= tokens and trial.metric in r]
     return max(seen) if seen else None
 
 
@@ -138,7 +137,7 @@ def plot_trial_curves(trials: dict[str, list[Trial]], title: str, path: Path) ->
     for ax, (model, ts) in zip(axes[0], trials.items()):
         best = max(ts, key=lambda t: t.score)
         for t in ts:
-            rows = sorted((r for r in valid_rows(t.run) if t.metric in r and "tokens" in r), key=lambda r: r["tokens"])
+            rows = sorted((r for r in t.validations if t.metric in r and "tokens" in r), key=lambda r: r["tokens"])
             ax.plot([r["tokens"] / 1e6 for r in rows], [r[t.metric] for r in rows], marker=".", markersize=3,
                     linewidth=2.4 if t is best else 1.0, label=f"trial {t.trial}: {t.score:.2f}")
         ax.axvline(EARLY * first.budget / 1e6, color="0.5", linestyle="--", linewidth=1)

@@ -193,7 +193,8 @@ def as_trained(cfg: DictConfig, given: frozenset[str] = frozenset()) -> DictConf
 
 @dataclass
 class Trial:
-    """A finished trial: its best validation score, what it cost, the settings it drew and its results.json."""
+    """A finished trial: its best validation score, what it cost, the settings it drew, its results.json and its
+    validation rows (metrics.jsonl's ``valid`` events, read once for the report's curves and early ranking)."""
 
     model: str
     trial: int
@@ -209,6 +210,7 @@ class Trial:
     settings: dict[str, Any]
     run: dict[str, Any]
     space: dict[str, Any] = field(default_factory=dict)  # the search's space as its config.yaml holds it
+    validations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_trial(folder: Path) -> Trial:
@@ -230,12 +232,13 @@ def load_trial(folder: Path) -> Trial:
     metric = next(k.removeprefix("valid_") for k in run if k.startswith("valid_") and k != "valid_average")
     flat = OmegaConf.create(cfg)
     settings = {k: OmegaConf.select(flat, k) for k in space_keys(search.get("space"), run["model"])}
-    tokens = max((e.get("tokens", 0) for e in events if e.get("event") == "valid"), default=0)
+    validations = [e for e in events if e.get("event") == "valid"]
+    tokens = max((e.get("tokens", 0) for e in validations), default=0)
     cpu = run.get("train_cpu_seconds")
     return Trial(run["model"], int(run["seed"]), float(run[f"valid_{metric}"]), metric, int(run["best_step"]),
                  int(run["steps"]), int(tokens), float(run["train_seconds"]) / 3600,
                  None if cpu is None else float(cpu) / 3600, int(run["params"]),
-                 int(cfg["trainer"]["max_tokens"]), settings, run, search.get("space") or {})
+                 int(cfg["trainer"]["max_tokens"]), settings, run, search.get("space") or {}, validations)
 
 
 def load_trials(root: Path) -> tuple[dict[str, list[Trial]], dict[str, int]]:
