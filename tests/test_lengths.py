@@ -126,3 +126,14 @@ def test_the_table_names_each_checkpoint_s_pick_and_the_lists_it_chose_from() ->
     assert "over length_penalty {0.6, 1, 2} x min_len {0, 6}" in text
     assert text.endswith(": gru seed 1 0.6, 0; gru seed 1 average 1, 6; transformer seed 1 2, 6; the other runs "
                          "decode with their preset's.\n")
+
+
+def test_a_table_of_runs_that_chose_names_their_picks(chosen: tuple[Path, dict], tmp_path: Path) -> None:
+    """s2s-tables over runs that chose their lengths: the line above, in the table (the table once failed there)."""
+    from experiments.reporting.tables import write_table
+
+    run_dir, results = chosen
+    table = write_table("tiny_lengths", find_runs([run_dir]), tmp_path, "regenerate").read_text()
+    pick, average = results["length_choice"], results["averaged"]["length_choice"]
+    assert (f"transformer seed {results['seed']} {pick['length_penalty']:g}, {pick['min_len']}; "
+            f"transformer seed {results['seed']} average {average['length_penalty']:g}, {average['min_len']}.") in table

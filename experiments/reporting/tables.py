@@ -232,10 +232,10 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
 
     sources, refs = texts(task, "test")
     tests = significance(kind, by_model, refs, ways, studies.pairs(runs))
-    lengths = {model: buckets.by_length(kind, [len(s.split()) for s in sources],
-                                        [hypotheses(r, "test", expected=len(refs)) for r in group], refs,
-                                        LENGTH_EDGES[kind])
-               for model, group in sorted(by_model.items())}
+    by_length = {model: buckets.by_length(kind, [len(s.split()) for s in sources],
+                                          [hypotheses(r, "test", expected=len(refs)) for r in group], refs,
+                                          LENGTH_EDGES[kind])
+                 for model, group in sorted(by_model.items())}
     by_curve = curves.curves(runs, primary)
     first = runs[0]
     signatures = "; ".join(f"{key.removesuffix('_signature')} `{value}`"
@@ -273,11 +273,11 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
         md.write(significance_text(tests))
     md.write(f"\nTest {primary}{ways[-1].suffix} by source length (words), mean over seeds, [95% bootstrap interval] "
              f"(plot: `{name}_length.png`):\n\n")
-    some = next(iter(lengths.values()))
-    md.write(markdown_table(["bucket", "n"] + list(lengths), [
-        [b["bucket"], str(b["count"])] + ["–" if lengths[m][i]["score"] is None else
-                                          f"{lengths[m][i]['score']:.2f} [{lengths[m][i]['low']:.1f}, "
-                                          f"{lengths[m][i]['high']:.1f}]" for m in lengths]
+    some = next(iter(by_length.values()))
+    md.write(markdown_table(["bucket", "n"] + list(by_length), [
+        [b["bucket"], str(b["count"])] + ["–" if by_length[m][i]["score"] is None else
+                                          f"{by_length[m][i]['score']:.2f} [{by_length[m][i]['low']:.1f}, "
+                                          f"{by_length[m][i]['high']:.1f}]" for m in by_length]
         for i, b in enumerate(some)]))
     matched = curves.matched_table(by_curve, primary)
     if matched:
@@ -294,7 +294,7 @@ def write_table(name: str, runs: list[dict[str, Any]], out: Path, regenerate: st
     write_text(out / f"{name}.csv", buffer.getvalue())
     budget = (f"{statistics.fmean(r['steps'] for r in runs):.0f} updates of {task_budget(first)}"  # one budget, or a study's
               if len({(r["steps"], task_budget(r)) for r in runs}) == 1 else "each row's preset sets its updates and batches")
-    buckets.plot_lengths(f"{name}: test {primary} by source length ({budget}, beam {first['beam_size']})", kind, lengths,
+    buckets.plot_lengths(f"{name}: test {primary} by source length ({budget}, beam {first['beam_size']})", kind, by_length,
                  out / f"{name}_length.png")
     if by_curve:
         curves.plot(by_curve, primary, f"{name}: validation {primary} (greedy, {task.splits.valid}) at equal compute; "
