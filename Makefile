@@ -1,6 +1,7 @@
 # make run   : fresh machine -> virtualenv -> install -> a small GRU and Transformer on Multi30k de->en,
 #              their comparison table and attention page under outputs/demo/ (python -m experiments.demo)
-# make test  : the test suite (real-data tests read $S2S_DATA_DIR, default ../shared/data)
+# make test  : lint (ruff, rules in pyproject.toml), then the test suite (real-data tests read $S2S_DATA_DIR,
+#              default ../shared/data)
 # make reproduce / make tables: the comparison tables under results/ and docs/results.md
 # make bench: the speed report under outputs/bench/ (BENCH_ARGS="--out results --readme docs/performance.md"
 #              replaces the committed one)
@@ -35,6 +36,7 @@ run: $(VENV)/.core
 	--eflomal) need the extras: make install (about a minute more: eflomal compiles)."
 
 test: install
+	$(VENV)/bin/ruff check models experiments tests
 	$(PY) -m pytest -q --durations=20
 
 # make reproduce EXPERIMENT=multi30k_de_en_cpu: run the preset's grid (Hydra multirun), then the tables.

@@ -317,8 +317,8 @@ def teacher_forced_loop(cells: nn.ModuleList, attention: Attention, combine: nn.
     spec = LoopSpec(len(cells), input_feeding, isinstance(attention, AdditiveAttention), dropout, mm_dtype,
                     tuple(packed.batch_sizes.tolist()))
     weights: list[Tensor] = [first.weight_ih[:, E:]] if input_feeding else []
-    for l, cell in enumerate(cells):
-        weights += [cell.weight_hh, cell.bias_hh] + ([cell.weight_ih, cell.bias_ih] if l > 0 else [])
+    for layer, cell in enumerate(cells):
+        weights += [cell.weight_hh, cell.bias_hh] + ([cell.weight_ih, cell.bias_ih] if layer > 0 else [])
     if spec.additive:
         weights += [attention.query_proj.weight, attention.query_proj.bias, attention.v.weight]
     weights += [combine.weight, combine.bias]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -66,7 +68,7 @@ def tiny_model(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
 
 
 def make_batch(
-    src_lengths: list[int] = [7, 4, 1, 6], tgt_len: int = 5, seed: int = 0
+    src_lengths: Sequence[int] = (7, 4, 1, 6), tgt_len: int = 5, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded random sources of the given lengths and a full random tgt_in."""
     g = torch.Generator().manual_seed(seed)
