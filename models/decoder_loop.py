@@ -23,8 +23,8 @@ as the source, into the memory's gradient: once per target position. Here:
 
 The computation is the one of ``GRUSeq2Seq._step`` (see models/gru.py), on the
 model's own parameters, so checkpoints are the same whichever loop runs; the
-dropout masks are drawn in the same order and the same way as ``nn.Dropout``
-draws them there (for the whole batch, finished sentences included), so the
+dropout masks are drawn in the same order and the same way as the model's
+dropout draws them there (for the whole batch, finished sentences included), so the
 two loops agree in training mode too (tests compare them in fp64). The state
 and gates are kept in fp32 (or fp64), the matmuls run in ``mm_dtype`` (bf16
 under autocast).
@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.attention import AdditiveAttention, Attention, MultiplicativeAttention, cpu_tanh_, matvec
+from models.dropout import dropout_noise
 
 
 @dataclass(frozen=True)
@@ -48,17 +49,18 @@ class LoopSpec:
     input_feeding: bool
     additive: bool  # Bahdanau's score; else q^T k over the projected keys (Luong dot or general)
     dropout: float  # applied to the attentional vector and between decoder layers
+    masks: str  # how the dropout masks are drawn (models/dropout.py)
     mm_dtype: torch.dtype
     rows: tuple[int, ...]  # sentences still running at each step (a PackedSequence's batch_sizes)
 
 
-def _drop_mask(like: Tensor, p: float, order: Tensor) -> Tensor | None:
-    """The rows of ``like`` (the first ``len(like)`` of the sorted batch) of the mask ``nn.Dropout`` would
-    multiply the whole (B, H) batch by: drawn for all B rows, in the caller's order, as ``GRUSeq2Seq._step``
-    draws it, so that both loops drop the same units; None without dropout."""
+def _drop_mask(like: Tensor, p: float, order: Tensor, masks: str) -> Tensor | None:
+    """The rows of ``like`` (the first ``len(like)`` of the sorted batch) of the mask ``GRUSeq2Seq._step``'s
+    dropout would multiply the whole (B, H) batch by: drawn for all B rows, in the caller's order, as that
+    dropout draws it (models/dropout.py), so that both loops drop the same units; None without dropout."""
     if p == 0:
         return None
-    full = like.new_empty(len(order), like.size(-1)).bernoulli_(1 - p).div_(1 - p)
+    full = dropout_noise((len(order), like.size(-1)), p, like, masks)
     return full[order[: like.size(0)]]
 
 
@@ -142,8 +144,8 @@ class _DecoderLoop(torch.autograd.Function):
                         if spec.input_feeding:
                             steps["feed"].append(x)
                             gi = gi + (x.to(mm) @ w.feed.t()).to(dtype)
-                    else:  # dropout between layers, as nn.Dropout in GRUSeq2Seq._step
-                        drop = _drop_mask(x, p, order)
+                    else:  # dropout between layers, as in GRUSeq2Seq._step
+                        drop = _drop_mask(x, p, order, spec.masks)
                         inp = x if drop is None else x * drop
                         saved["drop"].append(drop)
                         saved["inp"].append(inp)
@@ -173,7 +175,7 @@ class _DecoderLoop(torch.autograd.Function):
                 c = torch.bmm(alpha.to(mm)[:, None], memory_mm[:rows]).squeeze(1).to(dtype)  # (rows, H)
                 w_c, b_c = w.combine
                 a = torch.tanh(torch.addmm(b_c, torch.cat([c, q], dim=-1).to(mm), w_c.t()).to(dtype))
-                drop = _drop_mask(a, p, order)
+                drop = _drop_mask(a, p, order, spec.masks)
                 feed = a if drop is None else a * drop
                 for key, value in (("alpha", alpha), ("ctx", c), ("q", q), ("a", a), ("drop", drop), ("out", feed)):
                     steps[key].append(value)
@@ -293,11 +295,12 @@ class _DecoderLoop(torch.autograd.Function):
 
 def teacher_forced_loop(cells: nn.ModuleList, attention: Attention, combine: nn.Linear, emb: Tensor,
                         memory: Tensor, keys: Tensor, src_mask: Tensor, h0: list[Tensor], input_feeding: bool,
-                        dropout: float, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                        dropout: float, lengths: Tensor | None = None, masks: str = "auto") -> tuple[Tensor, Tensor]:
     """The decoder over the embedded target ``emb`` (B, T, E): attentional vectors (B, T, H), weights (B, T, S).
 
     ``cells`` are the decoder's ``nn.GRUCell`` stack, ``keys`` ``attention.project_keys(memory)``, ``h0``
-    each layer's initial state (B, H), ``dropout`` the probability in force (0 in eval mode). ``lengths`` (B,):
+    each layer's initial state (B, H), ``dropout`` the probability in force (0 in eval mode), ``masks`` how its
+    masks are drawn (models/dropout.py). ``lengths`` (B,):
     each sentence's target positions (default: all T); the steps beyond them are not run, and their
     attentional vectors and weights come back as zeros.
     """
@@ -314,7 +317,7 @@ def teacher_forced_loop(cells: nn.ModuleList, attention: Attention, combine: nn.
     # The first layer's input projection, embedding part, over every position at once (autograd records it).
     gates_emb = nn.functional.linear(packed.data, first.weight_ih[:, :E], first.bias_ih)  # (N, 3H)
     mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else first.weight_hh.dtype
-    spec = LoopSpec(len(cells), input_feeding, isinstance(attention, AdditiveAttention), dropout, mm_dtype,
+    spec = LoopSpec(len(cells), input_feeding, isinstance(attention, AdditiveAttention), dropout, masks, mm_dtype,
                     tuple(packed.batch_sizes.tolist()))
     weights: list[Tensor] = [first.weight_ih[:, E:]] if input_feeding else []
     for layer, cell in enumerate(cells):

@@ -37,6 +37,7 @@ from models.attention import build_attention
 from models.copy import copy_log_probs, teacher_forced_copy
 from models.interface import Cache, check_joint_vocabulary, target_lengths
 from models.decoder_loop import teacher_forced_loop
+from models.dropout import Dropout
 from models.recurrence import bidirectional_gru
 
 RECURRENCES = ("auto", "packed", "batched")
@@ -71,6 +72,7 @@ class GRUSeq2Seq(nn.Module):
         share_embeddings: bool = False,
         recurrence: str = "auto",
         decoder_loop: str = "auto",
+        dropout_masks: str = "auto",
         copy: bool = False,
     ) -> None:
         super().__init__()
@@ -98,7 +100,7 @@ class GRUSeq2Seq(nn.Module):
             if share_embeddings
             else nn.Embedding(tgt_vocab_size, emb_dim, padding_idx=pad_id)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout, dropout_masks)  # its masks: models/dropout.py
 
         self.encoder = nn.GRU(
             emb_dim,
@@ -152,7 +154,7 @@ class GRUSeq2Seq(nn.Module):
             out, h_n = self.encoder(packed)  # h_n: (enc_layers * 2, B, H/2), layer-major
             memory, _ = pad_packed_sequence(out, batch_first=True, total_length=S)  # (B, S, H)
         else:
-            memory, h_n = bidirectional_gru(self.encoder, emb, lengths)  # the same two, computed on a CPU's terms
+            memory, h_n = bidirectional_gru(self.encoder, emb, lengths, self.dropout.masks)  # the same, CPU's way
         final = h_n.transpose(0, 1).reshape(B, -1)  # (B, enc_layers * H)
         h0 = torch.tanh(self.bridge(final)).chunk(len(self.decoder), dim=-1)  # dec_layers x (B, H)
         cache: Cache = {"hidden": list(h0), "keys": self.attention.project_keys(memory)}
@@ -202,7 +204,7 @@ class GRUSeq2Seq(nn.Module):
             attn_vecs, weights = teacher_forced_loop(
                 self.decoder, self.attention, self.combine, emb, memory, cache["keys"], src_mask, cache["hidden"],
                 self.input_feeding, self.dropout.p if self.training else 0.0,
-                None if tgt_mask is None else target_lengths(tgt_mask))  # (B, T, H), (B, T, S)
+                None if tgt_mask is None else target_lengths(tgt_mask), self.dropout.masks)  # (B, T, H), (B, T, S)
         else:
             steps = []
             for t in range(tgt_in.size(1)):

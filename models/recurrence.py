@@ -24,8 +24,9 @@ reference the tests compare this one with.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from models.dropout import dropout
 
 
 def reverse_within_lengths(x: Tensor, lengths: Tensor) -> Tensor:
@@ -106,7 +107,7 @@ class _Recurrence(torch.autograd.Function):
         return d_gx.to(ctx.gates_dtype), d_w.to(w_hh.dtype), d_gh.sum(dim=(1, 2)).to(w_hh.dtype), None
 
 
-def bidirectional_gru(gru: nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+def bidirectional_gru(gru: nn.GRU, x: Tensor, lengths: Tensor, masks: str = "auto") -> tuple[Tensor, Tensor]:
     """``gru`` (bidirectional, batch first, with biases) over padded ``x`` (B, S, D) with ``lengths`` (B,).
 
     Returns what ``nn.GRU`` returns for the packed batch, padded back: the last
@@ -131,5 +132,5 @@ def bidirectional_gru(gru: nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Tensor, 
         finals.append(out.gather(2, last).squeeze(2))  # (2, B, H); the backward direction's is at its end too
         x = torch.cat([out[0], reverse_within_lengths(out[1], lengths)], dim=-1) * mask  # (B, S, 2H)
         if layer < gru.num_layers - 1:
-            x = F.dropout(x, gru.dropout, gru.training)
+            x = dropout(x, gru.dropout, gru.training, masks)
     return x, torch.cat(finals)

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from models.attention import masked_softmax
 from models.copy import teacher_forced_copy
+from models.dropout import Dropout, dropout
 from models.interface import Cache, check_joint_vocabulary
 
 
@@ -55,10 +56,11 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: floa
 
 
 class MultiHeadAttention(nn.Module):
-    def __init__(self, d_model: int, heads: int, attention_dropout: float) -> None:
+    def __init__(self, d_model: int, heads: int, attention_dropout: float, masks: str) -> None:
         super().__init__()
         self.heads = heads
         self.attention_dropout = attention_dropout
+        self.masks = masks  # how the explicit attention's dropout draws its masks (models/dropout.py)
         self.q_proj = nn.Linear(d_model, d_model)
         self.k_proj = nn.Linear(d_model, d_model)
         self.v_proj = nn.Linear(d_model, d_model)
@@ -95,7 +97,7 @@ class MultiHeadAttention(nn.Module):
             if is_causal:
                 raise ValueError("need_weights is only implemented without a causal mask")
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, h, T, S)
-            weights = F.dropout(masked_softmax(scores, mask), p)
+            weights = dropout(masked_softmax(scores, mask), p, True, self.masks)  # p is 0 in eval mode
             out = weights @ v  # (B, h, T, d_head)
         else:
             weights = None
@@ -110,11 +112,11 @@ class Residual(nn.Module):
     pre-norm: ``x + dropout(f(LN(x)))``; post-norm: ``LN(x + dropout(f(x)))``.
     """
 
-    def __init__(self, d_model: int, dropout: float, pre_norm: bool) -> None:
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool, masks: str) -> None:
         super().__init__()
         self.pre_norm = pre_norm
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout, masks)
 
     def normed(self, x: Tensor) -> Tensor:
         """The sub-layer's input."""
@@ -126,26 +128,26 @@ class Residual(nn.Module):
         return x if self.pre_norm else self.norm(x)
 
 
-def feed_forward(d_model: int, ff_size: int, activation_dropout: float) -> nn.Sequential:
+def feed_forward(d_model: int, ff_size: int, activation_dropout: float, masks: str) -> nn.Sequential:
     """Linear, ReLU then dropout on the hidden units, Linear.
 
     ReLU and its dropout share one slot so that the parameters keep the names
     (``ff.0``, ``ff.2``) of checkpoints saved before this dropout existed.
     """
-    act = nn.Sequential(nn.ReLU(), nn.Dropout(activation_dropout))
+    act = nn.Sequential(nn.ReLU(), Dropout(activation_dropout, masks))
     return nn.Sequential(nn.Linear(d_model, ff_size), act, nn.Linear(ff_size, d_model))
 
 
 class EncoderLayer(nn.Module):
     def __init__(
         self, d_model: int, heads: int, ff_size: int, dropout: float, attention_dropout: float,
-        activation_dropout: float, pre_norm: bool,
+        activation_dropout: float, pre_norm: bool, masks: str,
     ) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, heads, attention_dropout)
-        self.self_res = Residual(d_model, dropout, pre_norm)
-        self.ff = feed_forward(d_model, ff_size, activation_dropout)
-        self.ff_res = Residual(d_model, dropout, pre_norm)
+        self.self_attn = MultiHeadAttention(d_model, heads, attention_dropout, masks)
+        self.self_res = Residual(d_model, dropout, pre_norm, masks)
+        self.ff = feed_forward(d_model, ff_size, activation_dropout, masks)
+        self.ff_res = Residual(d_model, dropout, pre_norm, masks)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = self.self_res.normed(x)
@@ -157,15 +159,15 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(
         self, d_model: int, heads: int, ff_size: int, dropout: float, attention_dropout: float,
-        activation_dropout: float, pre_norm: bool,
+        activation_dropout: float, pre_norm: bool, masks: str,
     ) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, heads, attention_dropout)
-        self.self_res = Residual(d_model, dropout, pre_norm)
-        self.cross_attn = MultiHeadAttention(d_model, heads, attention_dropout)
-        self.cross_res = Residual(d_model, dropout, pre_norm)
-        self.ff = feed_forward(d_model, ff_size, activation_dropout)
-        self.ff_res = Residual(d_model, dropout, pre_norm)
+        self.self_attn = MultiHeadAttention(d_model, heads, attention_dropout, masks)
+        self.self_res = Residual(d_model, dropout, pre_norm, masks)
+        self.cross_attn = MultiHeadAttention(d_model, heads, attention_dropout, masks)
+        self.cross_res = Residual(d_model, dropout, pre_norm, masks)
+        self.ff = feed_forward(d_model, ff_size, activation_dropout, masks)
+        self.ff_res = Residual(d_model, dropout, pre_norm, masks)
 
     def forward(
         self,
@@ -249,6 +251,7 @@ class TransformerSeq2Seq(nn.Module):
         tie_embeddings: bool = True,
         max_positions: int = 1024,
         embed_init: str = "normal",
+        dropout_masks: str = "auto",
         copy: bool = False,
     ) -> None:
         super().__init__()
@@ -274,8 +277,8 @@ class TransformerSeq2Seq(nn.Module):
             else nn.Embedding(tgt_vocab_size, d_model, padding_idx=pad_id)
         )
         self.positions = PositionalEncoding(positions, max_positions, d_model)
-        self.dropout = nn.Dropout(dropout if embedding_dropout is None else embedding_dropout)
-        layer_args = (d_model, heads, ff_size, dropout, attention_dropout, activation_dropout, pre_norm)
+        self.dropout = Dropout(dropout if embedding_dropout is None else embedding_dropout, dropout_masks)
+        layer_args = (d_model, heads, ff_size, dropout, attention_dropout, activation_dropout, pre_norm, dropout_masks)
         self.encoder = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(enc_layers))
         self.decoder = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(dec_layers))
         # Pre-norm leaves the residual stream unnormalised: normalise once at the top.

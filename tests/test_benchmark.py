@@ -162,6 +162,9 @@ def test_tiny_bench_writes_a_complete_report(cache: Path, tmp_path: Path, monkey
     skipped = {f["model"]: (f.get("off"), f.get("on")) for f in saved["fast_paths"]
                if f["fast_path"].startswith("target padding skipped")}
     assert skipped == {"transformer": ("padded-targets", "base"), "gru": ("padded-targets", "base")}
+    masks = {f["model"]: (f.get("off"), f.get("on")) for f in saved["fast_paths"]
+             if f["fast_path"].startswith("dropout masks")}
+    assert masks == {"transformer": ("torch-dropout", "base"), "gru": ("torch-dropout", "base")}
     assert by[("gru", "packed")]["tokens_per_s"] > 0
     assert [c["model"] for c in saved["comparison"]] == ["transformer", "gru"]
     assert all(c["joeynmt_source"].startswith("anchor") for c in saved["comparison"])

@@ -72,6 +72,7 @@ def fast_paths(model: str, by: Rows, ok: list[dict[str, Any]], device: torch.dev
         pair(f"sorted batches (whole split vs pools of {by[(model, pool)]['pool_size']})", pool, "base",
              padding(pool, "base"))
     pair("fused AdamW", "unfused", "base")
+    pair("dropout masks (four units a 64-bit draw, vs torch's bernoulli_)", "torch-dropout", "base")
     pair("target padding skipped (output layer" + ("; the decoder loop's steps" if model == "gru" and
                                                      device.type == "cpu" else "") + ")", "padded-targets", "base",
          padding("base"))

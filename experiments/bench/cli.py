@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default="transformer,gru", help="comma-separated: transformer,gru")
     p.add_argument("--configs", default="all",
                    help="comma-separated subset of: base,bf16,compile,bf16+compile,threads1,pool,random,unfused,"
-                        "padded-targets (logits at padded target positions too) "
+                        "padded-targets (logits at padded target positions too), torch-dropout (torch's dropout masks "
+                        "on a CPU) "
                         "and, for the GRU, packed|batched (encoder recurrence), autograd|handwritten (decoder loop), "
                         "packed+autograd (all three as before the GRU's CPU paths); 'none' runs no training configuration (with --time-to-bleu, --time-to-quality or --profile alone)")
     p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile configurations")

@@ -96,6 +96,8 @@ def config_variants(model: str, device: torch.device, *, small_pool: int, compil
         if device.type == "cpu":  # the paths the GRU trained with on a CPU before its own two
             variants["packed+autograd"] = Variant(GRU_BEFORE_CPU_PATHS)
     variants["padded-targets"] = Variant(["trainer.skip_target_padding=false"])
+    if device.type == "cpu":  # the mask drawing of models/dropout.py against torch's bernoulli_
+        variants["torch-dropout"] = Variant(["model.dropout_masks=torch"])
     if device.type == "cpu" and usable_cores() > 1:
         variants["threads1"] = Variant(["trainer.num_threads=1"])
     variants[f"pool{small_pool}"] = Variant([f"trainer.pool_size={small_pool}"])

@@ -108,6 +108,11 @@ class GRUDecoderLoop(str, Enum):
     handwritten = "handwritten"  # models/decoder_loop.py: the backward written by hand
 
 
+class DropoutMasks(str, Enum):
+    auto = "auto"  # a CPU draws four units' masks from one 64-bit number (models/dropout.py); torch's elsewhere
+    torch = "torch"  # torch's dropout everywhere (bernoulli_ on a CPU): the bench's torch-dropout row
+
+
 @dataclass
 class GRUConfig:
     name: str = "gru"
@@ -122,6 +127,7 @@ class GRUConfig:
     share_embeddings: bool = True
     recurrence: GRURecurrence = GRURecurrence.auto
     decoder_loop: GRUDecoderLoop = GRUDecoderLoop.auto
+    dropout_masks: DropoutMasks = DropoutMasks.auto
     copy: bool = False  # pointer-generator: mix the vocabulary with a copy of the attended source pieces
 
 
@@ -158,6 +164,7 @@ class TransformerConfig:
     tie_embeddings: bool = True
     max_positions: int = 1024
     embed_init: EmbedInit = EmbedInit.normal  # normal: N(0, d^-1/2); xavier: xavier-uniform (JoeyNMT's)
+    dropout_masks: DropoutMasks = DropoutMasks.auto
     copy: bool = False  # pointer-generator: mix the vocabulary with a copy of the attended source pieces
 
 
