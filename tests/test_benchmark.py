@@ -620,6 +620,11 @@ def test_task_samsum_trains_on_dialogues_and_judges_its_own_targets(tmp_path: Pa
                                                               task="samsum")["targets"]}
     assert judged == {"transformer training (fp32) >= 2x JoeyNMT on samsum": True,
                       "gru training (fp32) >= 2x JoeyNMT on samsum": False}
+    # every configuration overridden to bf16: the plain rows are no fp32 figure, and the fp32 target is not judged
+    bf16 = [{**r, "precision": "bf16"} for r in rows]
+    overridden = analysis.analyse(bf16, joey, torch.device("cpu"), 4096, task="samsum")
+    assert [(c["fp32_ratio"], c["best_ratio"]) for c in overridden["comparison"]] == [(None, 2.25), (None, 1.5)]
+    assert [t["met"] for t in overridden["targets"]] == [None, None]
 
 
 def test_task_must_be_a_task_preset_and_time_to_bleu_a_translation_task(capsys) -> None:

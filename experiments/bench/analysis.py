@@ -117,8 +117,9 @@ def against_joeynmt(model: str, by: Rows, theirs: dict[str, Any], batch_tokens: 
     """Our fp32, random-batch and best tok/s at the batch budget as multiples of JoeyNMT's (measured or anchor)."""
     measured = theirs.get("tokens_per_s") if "error" not in theirs else None
     reference = measured or anchor
-    base = by.get((model, "base"), {})
-    random_ = by.get((model, "random"), {})
+    # the plain rows are fp32 unless an override (trainer.precision=bf16 for every configuration) made them not
+    base, random_ = ({} if row.get("precision", "fp32") != "fp32" else row
+                     for row in (by.get((model, "base"), {}), by.get((model, "random"), {})))
     candidates = [r for (m, _), r in by.items() if m == model and r.get("batch_tokens") == batch_tokens]
     best = max(candidates, key=lambda r: r["tokens_per_s"], default={})
     return {
@@ -129,7 +130,7 @@ def against_joeynmt(model: str, by: Rows, theirs: dict[str, Any], batch_tokens: 
                           "not measured (--joeynmt)",
         "joeynmt_step_s": theirs.get("step_s"),
         "joeynmt_params": theirs.get("params"),
-        "params": base.get("params") or best.get("params"),
+        "params": by.get((model, "base"), {}).get("params") or best.get("params"),
         "fp32_tokens_per_s": base.get("tokens_per_s"),
         "fp32_random_batches_tokens_per_s": random_.get("tokens_per_s"),
         "best_config": best.get("config"),
