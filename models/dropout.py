@@ -41,11 +41,11 @@ def check_masks(masks: str) -> str:
 
 def dropout_noise(shape: tuple[int, ...] | torch.Size, p: float, like: Tensor, masks: str = "auto") -> Tensor:
     """What dropout multiplies by, of ``like``'s dtype and device: 0 for a dropped unit, 1 / P(kept) for a kept one."""
-    if masks == "torch" or like.device.type != "cpu":
-        return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
     keep = round((1 - p) * LEVELS)
     if keep == 0:
         return like.new_zeros(shape)
+    if masks == "torch" or like.device.type != "cpu":
+        return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
     n = torch.Size(shape).numel()
     # the whole int64 range: random_() alone leaves the sign bit 0, and with it the top 16-bit lane half-ranged
     draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(1 << 63), (1 << 63) - 1)

@@ -19,9 +19,10 @@ CONFIGS = {
 }
 
 
-def model_pair(overrides: dict, dropout: float) -> tuple[GRUSeq2Seq, GRUSeq2Seq]:
+def model_pair(overrides: dict, dropout: float, masks: str = "auto") -> tuple[GRUSeq2Seq, GRUSeq2Seq]:
     kwargs = {"src_vocab_size": 23, "tgt_vocab_size": 23, "pad_id": 1, "emb_dim": 6, "hidden_size": 8,
-              "enc_layers": 2, "dropout": dropout, "tie_embeddings": True, "share_embeddings": True, **overrides}
+              "enc_layers": 2, "dropout": dropout, "tie_embeddings": True, "share_embeddings": True,
+              "dropout_masks": masks, **overrides}
     torch.manual_seed(0)
     autograd = GRUSeq2Seq(**kwargs, decoder_loop="autograd").double()
     handwritten = GRUSeq2Seq(**kwargs, decoder_loop="handwritten").double()
@@ -63,9 +64,10 @@ def graph_nodes(t: torch.Tensor) -> set[str]:
 
 
 @pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_handwritten_loop_equals_autograd_in_outputs_and_every_gradient(overrides, dropout):
-    autograd, handwritten = model_pair(overrides, dropout)
+@pytest.mark.parametrize("dropout, masks", [(0.0, "auto"), (0.3, "auto"), (0.3, "torch")])
+def test_handwritten_loop_equals_autograd_in_outputs_and_every_gradient(overrides, dropout, masks):
+    """In training mode too: both loops draw the same dropout masks, either way of drawing them."""
+    autograd, handwritten = model_pair(overrides, dropout, masks)
     src, mask, tgt_in, gold = batch([7, 3, 1, 5])  # unsorted, one of length 1, padding in the middle rows
     for model in (autograd, handwritten):
         model.train()
