@@ -69,6 +69,39 @@ def test_state_comes_from_the_folder_and_its_lock(tmp_path: Path, lock: str) -> 
     assert job.state() == "done"
 
 
+def test_a_job_that_fails_before_it_starts_says_why_at_once_and_the_queue_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The pool keeps a job's exception until the whole queue has run: a grid once sat with a core idle, its
+    next job's error unsaid, because the checkout's conf/ had a key its loaded schema lacked."""
+    first, second = grid.plan("multi30k_de_en", tmp_path, [], {"seed": "1"})
+    for job in (first, second):
+        job.folder.mkdir(parents=True)
+
+    def refuse(job: grid.Job) -> str:
+        if job is first:
+            raise ConfigError("In 'model/gru': Key 'dropout_masks' not in 'GRUConfig'\nmore")
+        return "waiting for something"
+
+    monkeypatch.setattr(grid, "start_from_source", refuse)
+    assert grid.run_job(first, 1) == (first, "failed (ConfigError before it started)")
+    said = capsys.readouterr().out
+    assert f"failed  {first.name} before it started: ConfigError: In 'model/gru': Key 'dropout_masks' not in" in said
+    assert "Traceback" in (first.folder / "grid.log").read_text()
+    assert grid.run_job(second, 1) == (second, "waiting for something")
+
+
+def test_a_grid_whose_checkout_moved_starts_nothing_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys) -> None:
+    job = grid.plan("multi30k_de_en", tmp_path, [], {"seed": "1", "model": "gru"})[0]
+    monkeypatch.setattr(grid, "checkout_commit", lambda: "aaaaaaa")
+    running = grid.Running(2)
+    monkeypatch.setattr(grid, "checkout_commit", lambda: "bbbbbbb")
+    assert grid.run_job(job, 1, running) == (job, "not started (the grid was ended)")
+    assert "the checkout under this grid moved from aaaaaaa to bbbbbbb" in running.ended_by
+    assert f"not starting {job.name} or any job after it" in capsys.readouterr().out
+    assert not (job.folder / "grid.log").exists()  # nothing was started
+
+
 def s2s_grid(runs: Path, cache: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     return subprocess.run([sys.executable, "-m", "experiments.training.grid", "smoke", "--runs-dir", str(runs), "--jobs", "2",

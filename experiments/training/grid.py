@@ -22,7 +22,11 @@ moved aside to ``seed<k>.replaced-<time>/``), and a job that another
 ``.grid.lock`` or ``.train.lock`` is held) is left to it. Ending the grid
 (SIGTERM, Ctrl-C) ends its running jobs with it and starts no more: a job
 left running without its grid would hold no lock, and the same command would
-start it a second time in the same folder.
+start it a second time in the same folder. A grid whose checkout moves to
+another commit while it runs starts no more jobs either (its loaded code would
+compose the new commit's conf/ and fail): run the command again, on the new
+code. A job that fails before its training starts says why at once, in the
+grid's output, and the queue goes on.
 
 Why several one-thread jobs instead of one job with every core: on these small
 models a second thread adds far less than a second job (measured on a 2-core
@@ -46,6 +50,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +69,7 @@ from experiments.training.deadline import Deadline, clock, parse_until
 from experiments.training.resume import is_environment, recorded_changes, show
 from experiments.training.search import as_trained, given_keys
 from experiments.training.runs import default_runs_dir, shown_path
-from experiments.core.runtime import usable_cores
+from experiments.core.runtime import git_commit, usable_cores
 from experiments.training.train import CONF_DIR
 
 
@@ -236,15 +241,20 @@ def plan(experiment: str, runs_dir: Path, overrides: list[str], only: dict[str, 
     return jobs
 
 
+def now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
 class Running:
     """The jobs this grid runs right now, each with its process and where it stood when it started."""
 
     def __init__(self, side_by_side: int = 1) -> None:
         self.side_by_side = side_by_side  # jobs started at once: each starts on its share of the cores
+        self.commit = checkout_commit()  # of the code this grid loaded; its conf/ is read from disk at each start
         self.lock = threading.Lock()
         self.jobs: dict[int, tuple[Job, subprocess.Popen, float, int]] = {}  # id -> job, process, start time, step
         self.stopped: dict[int, str] = {}  # id -> why it was stopped
-        self.ended_by = ""  # why the grid itself was ended (a signal): start nothing more
+        self.ended_by = ""  # why the grid itself was ended (a signal, a moved checkout): start nothing more
 
     def add(self, job: Job, proc: subprocess.Popen, step: int) -> None:
         with self.lock:
@@ -267,7 +277,7 @@ class Running:
         """The grid got SIGTERM or SIGINT: end its jobs too and start no more. A job outliving its grid would
         run without the folder's lock, and the same command run again would start it a second time."""
         self.ended_by = f"the grid got {signal.Signals(signum).name}"
-        print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {signal.Signals(signum).name}: ending the running jobs; "
+        print(f"[{now()}] {signal.Signals(signum).name}: ending the running jobs; "
               "the same command resumes them from their last validation", flush=True)
         with self.lock:
             current = [job for job, _, _, _ in self.jobs.values()]
@@ -280,8 +290,35 @@ def run_job(job: Job, threads: int, running: Running | None = None,
     """Run one job to its end in its folder (its output appended to grid.log); returns the outcome.
 
     ``threads`` 0 lets the trainer follow the free cores (``trainer.num_threads=0``). With a ``deadline``, a
-    job whose pace elsewhere in the runs folder says it would finish too late is not started.
+    job whose pace elsewhere in the runs folder says it would finish too late is not started. An error before
+    the job's process starts (its preset no longer composes, say) is its outcome, said at once: the pool would
+    keep it until the whole queue had run.
     """
+    try:
+        return _run_job(job, threads, running, deadline)
+    except Exception as e:  # every job's error is reported, none ends the queue
+        why = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        with contextlib.suppress(OSError), open(job.folder / "grid.log", "a") as log:
+            log.write(f"\n=== {now()} not started:\n{traceback.format_exc()}")
+        print(f"[{now()}] failed  {job.name} before it started: {type(e).__name__}: {why} "
+              f"(traceback: {job.folder / 'grid.log'})", flush=True)
+        return job, f"failed ({type(e).__name__} before it started)"
+
+
+def checkout_commit() -> str:
+    """The commit of this code's checkout (edits not committed do not count: only a moved checkout does)."""
+    return git_commit().removesuffix("-dirty")
+
+
+def moved_checkout(running: Running | None) -> str:
+    """Why this grid must start nothing more because its checkout is another commit now ('' if it is not)."""
+    if running is None or (current := checkout_commit()) == running.commit:
+        return ""
+    return (f"the checkout under this grid moved from {running.commit} to {current} since the grid started; "
+            "run the same command again to go on with the new code")
+
+
+def _run_job(job: Job, threads: int, running: Running | None, deadline: Deadline | None) -> tuple[Job, str]:
     with locks.hold(job.folder, locks.GRID) as other:
         if other or locks.holder(job.folder, locks.TRAIN):
             return job, "running elsewhere"
@@ -291,14 +328,18 @@ def run_job(job: Job, threads: int, running: Running | None = None,
             return job, f"done (committed in {job.committed})"
         if running and running.ended_by:
             return job, "not started (the grid was ended)"
+        if moved := moved_checkout(running):
+            running.ended_by = moved
+            print(f"[{now()}] not starting {job.name} or any job after it: {moved}", flush=True)
+            return job, "not started (the grid was ended)"
         if deadline and (late := too_late_to_start(job, deadline)):
-            print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] skip   {job.name}: {late}", flush=True)
+            print(f"[{now()}] skip   {job.name}: {late}", flush=True)
             return job, "skipped (--until)"
         if waiting := start_from_source(job):
             return job, waiting
         cmd = job.command(threads)
         started = time.time()
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        stamp = now()
         print(f"[{stamp}] start  {job.name}: {' '.join(cmd[3:])}", flush=True)
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else
                                 {"S2S_JOBS_SIDE_BY_SIDE": str(running.side_by_side if running else 1)})}
@@ -315,7 +356,7 @@ def run_job(job: Job, threads: int, running: Running | None = None,
         took = (time.time() - started) / 60
         outcome = "done" if rc == 0 and (job.folder / "results.json").exists() else \
             f"stopped ({stopped}; resumes from last.pt next time)" if stopped else f"failed (exit {rc})"
-        print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {outcome}  {job.name} after {took:.1f} min "
+        print(f"[{now()}] {outcome}  {job.name} after {took:.1f} min "
               f"(log: {job.folder / 'grid.log'})", flush=True)
         return job, outcome
 
@@ -339,10 +380,10 @@ def start_from_source(job: Job) -> str:
         try:
             derive.check_same_training(source, job.as_trained())
         except UserError as e:
-            print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] failed {job.name}: {e}", flush=True)
+            print(f"[{now()}] failed {job.name}: {e}", flush=True)
             return f"failed ({e})"
         derive.copy_run(source, job.folder)
-        print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] copy   {job.name}: the finished run {source} "
+        print(f"[{now()}] copy   {job.name}: the finished run {source} "
               f"(trained_as: {preset.trained_as}); it is tested under {job.experiment}", flush=True)
     return ""
 
@@ -370,7 +411,7 @@ def watch(running: Running, deadline: Deadline, done: threading.Event, every: fl
         key = deadline.to_stop([(id(j), j.limit(), t0, s0, j.facts()["step"]) for j, t0, s0 in current], now)
         job = next((j for j, _, _ in current if id(j) == key), None)
         if job:
-            print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] stop   {job.name}: side by side it would end after "
+            print(f"[{now()}] stop   {job.name}: side by side it would end after "
                   f"--until {clock(deadline.at)}; the other job(s) get its core", flush=True)
             running.stop(job, "--until: it would have finished too late")
 
