@@ -130,6 +130,19 @@ def test_running_the_grid_again_skips_done_jobs_and_resumes_interrupted_ones(tmp
     assert status.stdout.count("done") == 2 and "best valid bleu" in status.stdout and "s/update" in status.stdout
 
 
+def test_a_pause_in_one_validation_interval_does_not_set_the_jobs_pace(tmp_path: Path) -> None:
+    """Wall seconds count a SIGSTOP (a benchmark, CI) as training: the pace is the median over the intervals."""
+    job = grid.plan("multi30k_de_en", tmp_path, [], {"seed": "1", "model": "gru"})[0]
+    job.folder.mkdir(parents=True)
+    seconds = [500.0, 1000.0, 2500.0, 3000.0]  # 2 s an update, but 6 s in the third interval (paused)
+    (job.folder / "metrics.jsonl").write_text("".join(
+        json.dumps({"event": "valid", "step": 250 * k, "bleu": 1.0, "tokens": 250_000 * k, "train_seconds": t}) + "\n"
+        for k, t in enumerate(seconds, start=1)))
+    facts = job.facts()
+    assert facts["s_per_update"] == pytest.approx(2.0) and facts["s_per_token"] == pytest.approx(0.002)
+    assert grid.typical_pace([{"step": 250, "train_seconds": 750.0}], "step") == 3.0  # one interval: the mean
+
+
 def test_the_compute_plan_is_written_from_the_run_folders(tmp_path: Path) -> None:
     jobs = grid.plan("multi30k_de_en", tmp_path, [], {"seed": "1,2"})
     done, running = jobs[0], jobs[1]  # gru seed 1, transformer seed 1

@@ -63,8 +63,8 @@ def plan_table(jobs: list[Any]) -> str:
 
 def pooled_paces(jobs: list[Any], facts: dict[int, dict[str, Any]],
                  group: Callable[[Any], str]) -> dict[tuple[Any, ...], float]:
-    """(group, model, unit) -> the pace of all the group's jobs of that model with one, together: their seconds
-    over their updates (or tokens); ``group``: a job's preset, or its task. What a job that has not timed an
+    """(group, model, unit) -> the pace of all the group's jobs of that model with one, together: their paces
+    weighted by their updates (or tokens); ``group``: a job's preset, or its task. What a job that has not timed an
     update yet is planned at; a search's trials draw different batch sizes and shapes, so any one trial's pace
     says little of the next one's."""
     seconds: dict[tuple[Any, ...], float] = defaultdict(float)
@@ -101,8 +101,9 @@ def embed_plan(readme: Path, jobs: list[Any], command: str) -> None:
     if start not in text or end not in text:
         raise ConfigError(f"{readme} has no {start} ... {end} markers: add them where the plan belongs")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    body = (f"Written by `s2s-grid {command} --status --readme {readme.as_posix()}` on {stamp}; s/update is the mean "
-            "training time per update so far (validation excluded) on the machine that ran it, hours left assume "
+    body = (f"Written by `s2s-grid {command} --status --readme {readme.as_posix()}` on {stamp}; s/update is the median "
+            "over its validation intervals of the training time per update (validation excluded; an interval in which "
+            "the job was paused does not set it) on the machine that ran it, hours left assume "
             "that pace up to the update limit, or the token budget where a run has one (~: the pace of the same "
             "model's runs in the same preset, all together; ≈: of its runs on the same task in the other presets "
             "here, which may train otherwise, e.g. with copy; early stopping may end a run sooner).\n\n"

@@ -46,6 +46,7 @@ import itertools
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -75,6 +76,15 @@ from experiments.training.train import CONF_DIR
 
 COMMITTED = Path(CONF_DIR).parent / "results" / "runs"  # where s2s-tables --export puts finished runs
 COMPOSING = threading.Lock()  # Hydra's compose API is one global state: the jobs' threads take turns
+
+
+def typical_pace(timed: list[dict[str, Any]], unit: str) -> float:
+    """Training seconds per ``unit`` (step or tokens): the median over the intervals between validations, so
+    that an interval in which the job was paused (SIGSTOP for a benchmark or CI: wall seconds that count as
+    training) does not set the pace; the mean so far while there is only one interval."""
+    points = [(0.0, 0.0)] + [(float(r[unit]), float(r["train_seconds"])) for r in timed if r.get(unit)]
+    paces = [(t1 - t0) / (u1 - u0) for (u0, t0), (u1, t1) in zip(points, points[1:]) if u1 > u0]
+    return float(statistics.median(paces)) if paces else points[-1][1] / max(points[-1][0], 1.0)
 
 
 @dataclass
@@ -130,10 +140,10 @@ class Job:
             best = max(valid, key=lambda r: r[key])
             out.update(metric=key, best=best[key], best_step=best["step"])
         timed = [r for r in valid if r.get("train_seconds")]
-        if timed:  # training seconds per update (and per real target token) so far, validation not included
-            out["s_per_update"] = timed[-1]["train_seconds"] / timed[-1]["step"]
+        if timed:  # training seconds per update (and per real target token), validation not included
+            out["s_per_update"] = typical_pace(timed, "step")
             if timed[-1].get("tokens"):
-                out["tokens"], out["s_per_token"] = timed[-1]["tokens"], timed[-1]["train_seconds"] / timed[-1]["tokens"]
+                out["tokens"], out["s_per_token"] = timed[-1]["tokens"], typical_pace(timed, "tokens")
         return out
 
     def limits(self) -> tuple[int, int]:
