@@ -57,7 +57,7 @@ def plan_table(jobs: list[Any]) -> str:
              + (f"; and {unknown} with no pace yet (no run of that model on that task has timed an update)" if unknown
                 else "")
              + f"; about {hours / 2:.1f} h as two one-thread jobs side by side (on 2 cores, as these paces were "
-               "timed).")
+               "timed; a session's pauses for benchmarks and CI come on top).")
     return "\n".join(lines) + "\n\n" + (total if todo else "Every job is done.") + "\n"
 
 
