@@ -327,7 +327,7 @@ def plot(trials: dict[str, list[Trial]], title: str, path: Path, planned: int = 
     ax.set_ylabel(f"expected best validation {metric} (± std)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower right")  # the curves rise to the upper right; below them, late n, stays empty
     save_figure(fig, path)
 
 
