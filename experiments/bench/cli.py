@@ -274,6 +274,7 @@ def run_meta(args: argparse.Namespace, argv: list[str] | None, device: torch.dev
         # what the workers' trainers run with (runtime.widen_onednn_cache): bf16 matmul kernels kept compiled
         "onednn_cache": int(os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY))
         if device.type == "cpu" else None,
+        "malloc": info["malloc"],  # the workers inherit this process's environment, LD_PRELOAD included
         "load_before": load_before,
         "load_after": load_average(),
         "task": "toy_reverse (tiny)" if args.tiny else args.task,

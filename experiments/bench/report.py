@@ -47,6 +47,8 @@ def header(report: dict[str, Any], image_prefix: str) -> list[str]:
                    "emulated (no AVX512-BF16 / AMX: slow)" if device == "cpu" else "emulated"])
     if meta.get("onednn_cache"):
         hw.append(["oneDNN kernel cache (matmul shapes kept compiled; CPU bf16)", meta["onednn_cache"]])
+    if meta.get("malloc"):
+        hw.append(["malloc (experiments/core/allocator.py)", meta["malloc"]])
     if meta.get("load_before") or meta.get("load_after"):
         hw.append(["load average (1, 5, 15 min) before / after the run",
                    " / ".join(" ".join(fmt(x, ".2f") for x in load) if load else "–"

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.core.allocator import malloc_in_use
 from experiments.core.errors import ConfigError
 
 
@@ -164,7 +165,7 @@ def cpu_name() -> str:
 
 def hardware(device: torch.device) -> dict[str, str | int]:
     info: dict[str, str | int] = {"cpu": cpu_name(), "cores": usable_cores(), "torch": torch.__version__,
-                                  "device": device.type}
+                                  "device": device.type, "malloc": malloc_in_use()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -31,7 +31,8 @@ grid's output, and the queue goes on.
 Why several one-thread jobs instead of one job with every core: on these small
 models a second thread adds far less than a second job (measured on a 2-core
 AMD EPYC: 833 + 786 target tokens/s for two one-thread jobs against 1441 for one
-two-thread job).
+two-thread job). The jobs run on tcmalloc where it is installed
+(``--allocator``; why and what it gives: experiments/core/allocator.py).
 
 Over 400 lines: the queue, the folder locks, the deadline watch, the end on a
 signal and the status table are one command's life cycle around one ``Job``.
@@ -65,6 +66,7 @@ from experiments.training import locks
 from experiments.training.runfolder import previous_run
 from experiments.training.compute_plan import embed_plan
 from experiments.core.config_groups import check_tuned
+from experiments.core import allocator
 from experiments.core.errors import ConfigError, UserError
 from experiments.training.deadline import Deadline, clock, parse_until
 from experiments.training.resume import is_environment, recorded_changes, show
@@ -296,16 +298,17 @@ class Running:
 
 
 def run_job(job: Job, threads: int, running: Running | None = None,
-            deadline: Deadline | None = None) -> tuple[Job, str]:
+            deadline: Deadline | None = None, env: dict[str, str] | None = None) -> tuple[Job, str]:
     """Run one job to its end in its folder (its output appended to grid.log); returns the outcome.
 
-    ``threads`` 0 lets the trainer follow the free cores (``trainer.num_threads=0``). With a ``deadline``, a
+    ``threads`` 0 lets the trainer follow the free cores (``trainer.num_threads=0``). ``env``: the job's
+    environment (default this process's; ``main`` adds the allocator's ``LD_PRELOAD``). With a ``deadline``, a
     job whose pace elsewhere in the runs folder says it would finish too late is not started. An error before
     the job's process starts (its preset no longer composes, say) is its outcome, said at once: the pool would
     keep it until the whole queue had run.
     """
     try:
-        return _run_job(job, threads, running, deadline)
+        return _run_job(job, threads, running, deadline, dict(os.environ) if env is None else env)
     except Exception as e:  # every job's error is reported, none ends the queue
         why = str(e).strip().splitlines()[0] if str(e).strip() else ""
         with contextlib.suppress(OSError), open(job.folder / "grid.log", "a") as log:
@@ -328,7 +331,8 @@ def moved_checkout(running: Running | None) -> str:
             "run the same command again to go on with the new code")
 
 
-def _run_job(job: Job, threads: int, running: Running | None, deadline: Deadline | None) -> tuple[Job, str]:
+def _run_job(job: Job, threads: int, running: Running | None, deadline: Deadline | None,
+             base_env: dict[str, str]) -> tuple[Job, str]:
     with locks.hold(job.folder, locks.GRID) as other:
         if other or locks.holder(job.folder, locks.TRAIN):
             return job, "running elsewhere"
@@ -351,7 +355,7 @@ def _run_job(job: Job, threads: int, running: Running | None, deadline: Deadline
         started = time.time()
         stamp = now()
         print(f"[{stamp}] start  {job.name}: {' '.join(cmd[3:])}", flush=True)
-        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else
+        env = {**base_env, **({"OMP_NUM_THREADS": str(threads)} if threads else
                                 {"S2S_JOBS_SIDE_BY_SIDE": str(running.side_by_side if running else 1)})}
         with open(job.folder / "grid.log", "a") as log:  # Hydra itself writes train.log
             log.write(f"\n=== {stamp} {' '.join(cmd)}\n")
@@ -463,6 +467,10 @@ def main(argv: list[str] | None = None) -> None:
                              "time)")
     parser.add_argument("--final-minutes", type=float, default=10.0,
                         help="with --until: minutes allowed after a job's last update (its final tests)")
+    parser.add_argument("--allocator", choices=allocator.CHOICES, default="auto",
+                        help="the jobs' malloc: tcmalloc where installed (auto, the default; about 1.1x faster "
+                             "training on a CPU: results/allocator.md), tcmalloc or an error saying what to "
+                             "install, or the system's")
     parser.add_argument("--committed", type=Path, default=COMMITTED,
                         help="the exported runs (s2s-tables --export): a job found there is done and not run again, "
                              "even where the runs folder was lost ('none': ignore them)")
@@ -500,19 +508,24 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    try:
+        env, malloc = allocator.preload_env(dict(os.environ), args.allocator)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     threads = args.threads if args.threads is not None else 0 if deadline else 1
     width = args.jobs or max(1, usable_cores() // max(1, threads))
     print(f"{' '.join(presets)}: {len(jobs)} jobs, {len(jobs) - len(todo)} done or running elsewhere, "
           f"{len(todo)} to run, {width} at a time with "
-          f"{threads or 'the free cores as'} thread(s) each" + (f", until {clock(deadline.at)}" if deadline else ""),
-          flush=True)
+          f"{threads or 'the free cores as'} thread(s) each" + (f", until {clock(deadline.at)}" if deadline else "")
+          + f"; malloc: {malloc}", flush=True)
     running, finished = Running(min(width, len(todo)) or 1), threading.Event()
     if deadline:
         threading.Thread(target=watch, args=(running, deadline, finished), daemon=True).start()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, running.end)
     with ThreadPoolExecutor(max_workers=width) as pool:
-        futures = [pool.submit(run_job, job, threads, running, deadline) for job in todo]
+        futures = [pool.submit(run_job, job, threads, running, deadline, env) for job in todo]
         # A signal may be handed to a job's thread; Python runs the handler in the main thread, which a wait
         # without timeout would never wake: wake every second.
         while wait(futures, timeout=1.0).not_done:

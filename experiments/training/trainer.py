@@ -46,6 +46,7 @@ from experiments.evaluation import checkpoint, metrics
 from experiments.evaluation.builders import autocast_for, build_model, resolve_precision
 from experiments.core.atomic import remove_stale, storage_error, write_text
 from experiments.data.pipeline import TaskData
+from experiments.core.allocator import preload_hint
 from experiments.core.errors import CheckpointError, ConfigError
 from experiments.evaluation.evaluate import decode_split, score, split_loss
 from experiments.training.optim import make_optimizer, make_schedules
@@ -109,6 +110,8 @@ class Trainer:
         self.threads = self.set_threads(self.first_threads() if self.cores else self.tc.num_threads)
         if self.device.type == "cpu":
             widen_onednn_cache()  # before the model's first matmul: oneDNN reads it once
+            if self.is_main and (hint := preload_hint()):
+                log.info(hint)
         seed_everything(cfg.seed)
         with distributed.main_first():  # rank 0 builds the Arrow, tokenizer and token-id caches; the others read them
             # A resumed run goes on with its own tokenizer; a fresh start's comes from its settings (the cache),
