@@ -4,8 +4,8 @@ Why: a training update on a CPU allocates its large tensors afresh (the
 logits and their gradient, the embeddings' gradients, each step's saved
 states), and glibc's malloc hands allocations above its mmap threshold
 back to the kernel when they are freed, so the next update's tensors are
-new pages again: tens of thousands of page faults an update, each page
-zeroed by the kernel before torch writes it. tcmalloc (gperftools, Debian's
+new pages again, each faulted in and zeroed by the kernel before torch
+writes it. tcmalloc (gperftools, Debian's
 ``libtcmalloc-minimal4``) keeps freed memory for the next allocation.
 ``python -m experiments.bench.allocator`` measures what that gives (the same
 runs side by side, one thread each, as the grid trains: results/allocator.md);
