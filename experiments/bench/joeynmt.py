@@ -202,7 +202,7 @@ def bench_model(cfg: DictConfig, data: TaskData, work_dir: Path, python: Path, *
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     cmd = [str(python), "-m", "joeynmt", "train", str(config_path), "--skip-test"]
-    rc, seconds, rss = run_measured(cmd, log_path=run_dir / "stdout.log", timeout=timeout, cwd=run_dir, env=env)
+    rc, seconds, rss, _ = run_measured(cmd, log_path=run_dir / "stdout.log", timeout=timeout, cwd=run_dir, env=env)
     log_file = model_dir / "train.log"
     text = log_file.read_text() if log_file.exists() else (run_dir / "stdout.log").read_text()
     result: dict[str, Any] = {"model": kind, "config": str(config_path), "steps": steps, "log_every": log_every,

@@ -63,7 +63,7 @@ def run_sweeps(models: str, overrides: list[str], work_dir: Path, steps: int, ti
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         say(f"sweep {name} ...")
-        rc, wall, _ = run_measured(sweep_command(name, models, overrides, folder, steps),
+        rc, wall, _, _ = run_measured(sweep_command(name, models, overrides, folder, steps),
                                    log_path=folder / "sweep.log", timeout=timeout)
         row = {"sweep": name, "steps": steps, "wall_s": wall, "jobs": sweep_jobs(folder)}
         if rc != 0 or len(row["jobs"]) != 2:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from experiments.bench.measure import maxrss_mb, measure, row_head
 from experiments.bench.plan import Spec
@@ -46,11 +46,18 @@ def busy_processes(count: int) -> Iterator[list[int]]:
             p.wait()
 
 
-def run_measured(cmd: list[str], *, log_path: Path, timeout: float, cwd: str | Path | None = None,
-                 env: dict[str, str] | None = None) -> tuple[int, float, float]:
-    """Run ``cmd`` (output to ``log_path``); returns exit code, wall seconds and the child's peak RSS in MiB.
+class Measured(NamedTuple):
+    code: int  # exit status
+    seconds: float  # wall time
+    peak_mb: float  # peak resident set
+    minor_faults: int  # pages the kernel mapped in (and zeroed, for fresh memory) without reading a disk
 
-    The peak comes from ``wait4`` for this child alone, without psutil. The
+
+def run_measured(cmd: list[str], *, log_path: Path, timeout: float, cwd: str | Path | None = None,
+                 env: dict[str, str] | None = None) -> Measured:
+    """Run ``cmd`` (output to ``log_path``); returns its exit code, wall seconds, peak RSS and minor page faults.
+
+    Both come from ``wait4`` for this child alone, without psutil. The
     child gets its own process group so that a timeout ends it and whatever it started.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +80,7 @@ def run_measured(cmd: list[str], *, log_path: Path, timeout: float, cwd: str | P
         finally:
             timer.cancel()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - start, maxrss_mb(usage.ru_maxrss)
+    return Measured(proc.returncode, time.perf_counter() - start, maxrss_mb(usage.ru_maxrss), usage.ru_minflt)
 
 
 class Runner:
@@ -113,7 +120,7 @@ class Runner:
         out_file.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "experiments.bench", "--worker", str(spec_file), str(out_file)]
         timeout = self.timeout if spec.kind not in ("ttb", "ttq") else TTB_TIMEOUT
-        rc, _, rss = run_measured(cmd, log_path=log_file, timeout=timeout,
+        rc, _, rss, _ = run_measured(cmd, log_path=log_file, timeout=timeout,
                                   env={**os.environ, **spec.env} if spec.env else None)
         if not out_file.exists():
             tail = log_file.read_text()[-2000:]

@@ -105,8 +105,8 @@ def train_once(model: str, arm: Arm, name: str, args: argparse.Namespace) -> dic
            f"trainer.eval_every={args.steps + 1}", "trainer.test_after_training=false",
            f"trainer.precision={arm.precision}", "trainer.num_threads=1", "trainer.device=cpu",
            "trainer.progress=false", "logger=none", f"hydra.run.dir={run_dir}", *args.overrides]
-    code, seconds, peak = run_measured(cmd, log_path=run_dir.with_suffix(".log"), timeout=args.timeout,
-                                       env={**os.environ, **arm.env})
+    code, seconds, peak, faults = run_measured(cmd, log_path=run_dir.with_suffix(".log"), timeout=args.timeout,
+                                               env={**os.environ, **arm.env})
     if code:
         raise UserError(f"{model} ({arm.label}) failed (exit {code}): see {run_dir.with_suffix('.log')}")
     windows = [e for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
@@ -115,7 +115,7 @@ def train_once(model: str, arm: Arm, name: str, args: argparse.Namespace) -> dic
     if arm.malloc and malloc != arm.malloc:
         raise UserError(f"{model} ({arm.label}) ran on the {malloc} malloc, not {arm.malloc}: see "
                         f"{run_dir / 'results.json'}")
-    return {"windows": windows, "peak_mb": peak, "seconds": seconds, "malloc": malloc}
+    return {"windows": windows, "peak_mb": peak, "seconds": seconds, "malloc": malloc, "faults": faults}
 
 
 def measure(pairs: Pairs, args: argparse.Namespace) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -153,10 +153,11 @@ def speed_tables(results: dict[str, dict[str, list[dict[str, Any]]]], pairs: Pai
 
 
 def run_table(results: dict[str, dict[str, list[dict[str, Any]]]], pairs: Pairs, losses_header: str) -> list[str]:
-    """Every run's peak RSS and wall time, and whether it logged the losses of the first run of its precision
-    (``–`` on that run itself)."""
-    lines = [f"| model | pair | run | peak RSS MiB | wall s | {losses_header} | malloc |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    """Every run's peak RSS and wall time, whether it logged the losses of the first run of its precision (``–``
+    on that run itself), its malloc, and its minor page faults (start-up included: the pages the kernel mapped in
+    and zeroed, which a malloc that keeps freed memory spares the updates)."""
+    lines = [f"| model | pair | run | peak RSS MiB | wall s | {losses_header} | malloc | minor page faults |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for model, measured in results.items():
         references: dict[str, list[float]] = {}
         for pair, runs in measured.items():
@@ -165,5 +166,5 @@ def run_table(results: dict[str, dict[str, list[dict[str, Any]]]], pairs: Pairs,
                 reference = references.setdefault(arm.precision, losses)
                 same = "–" if reference is losses else "the same" if losses == reference else "**different**"
                 lines.append(f"| {model} | {pair} | {run['label']} | {run['peak_mb']:.0f} | {run['seconds']:.0f} | "
-                             f"{same} | {run['malloc']} |")
+                             f"{same} | {run['malloc']} | {run['faults']:,} |")
     return lines
