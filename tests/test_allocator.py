@@ -98,3 +98,12 @@ def test_training_on_tcmalloc_logs_the_system_mallocs_losses_side_by_side(tmp_pa
     runs = [line.strip("| ").split(" | ") for line in text.splitlines() if line.startswith("| gru_tiny | fp32 |")]
     assert [(r[2], r[5], r[6]) for r in runs] == [("fp32, system", "–", "system"),
                                                   ("fp32, tcmalloc", "the same", "tcmalloc")]
+
+
+@needs_tcmalloc
+def test_a_run_on_the_system_malloc_is_told_how_to_preload_tcmalloc_and_one_on_it_is_not() -> None:
+    hint = "from experiments.core.allocator import preload_hint; print(preload_hint())"
+    on = {"system": without_preload(), "tcmalloc": allocator.preload_env(without_preload(), "tcmalloc")[0]}
+    said = {name: subprocess.run([sys.executable, "-c", hint], cwd=REPO, env=env, capture_output=True, text=True,
+                                 check=True).stdout.strip() for name, env in on.items()}
+    assert f"LD_PRELOAD={TCMALLOC}" in said["system"] and said["tcmalloc"] == "None"
