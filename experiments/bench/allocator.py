@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import torch
 
 from experiments.bench.plan import native_bf16
-from experiments.bench.side_by_side import Arm, Pairs, add_options, header, parse, run, run_table, speed_tables
+from experiments.bench.side_by_side import (Arm, Pairs, add_options, command, header, parse, run, run_table,
+                                             speed_tables)
 from experiments.core.allocator import preload_env
-from experiments.core.errors import UserError
 
 
 def system_env(env: dict[str, str]) -> dict[str, str]:
@@ -69,8 +68,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    command(main)

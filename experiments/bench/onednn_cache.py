@@ -19,10 +19,9 @@ cache that holds them all saves shows there.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from experiments.bench.side_by_side import Arm, Pairs, add_options, header, parse, run, run_table, speed_tables
-from experiments.core.errors import UserError
+from experiments.bench.side_by_side import (Arm, Pairs, add_options, command, header, parse, run, run_table,
+                                             speed_tables)
 from experiments.core.runtime import ONEDNN_CACHE_CAPACITY
 
 DEFAULT_CAPACITY = 1024  # oneDNN's own
@@ -57,8 +56,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    command(main)

@@ -63,6 +63,15 @@ def add_options(p: argparse.ArgumentParser, work_dir: str) -> None:
     p.add_argument("overrides", nargs="*", help="more s2s-train overrides for every run (tests: a tiny task)")
 
 
+def command(main: Callable[[], None]) -> None:
+    """Run ``main`` as a command: a user error is one line on stderr and exit status 2."""
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.readme and not args.out:
