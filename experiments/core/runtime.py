@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import platform
@@ -13,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.core.allocator import malloc_in_use
+from experiments.core.allocator import malloc_in_use, preload_hint
 from experiments.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(name: str, setting: str = "trainer.device") -> torch.device:
@@ -133,6 +136,14 @@ def widen_onednn_cache(capacity: int = ONEDNN_CACHE_CAPACITY) -> None:
     overrides it.
     """
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
+
+
+def start_on_cpu(say: bool) -> None:
+    """What a CPU run sets up before its first matmul: oneDNN's wider kernel cache (``widen_onednn_cache``); with
+    ``say``, it logs how to start on tcmalloc where it runs on the system's malloc (experiments/core/allocator.py)."""
+    widen_onednn_cache()
+    if say and (hint := preload_hint()):
+        log.info(hint)
 
 
 def seed_everything(seed: int) -> None:

@@ -46,14 +46,13 @@ from experiments.evaluation import checkpoint, metrics
 from experiments.evaluation.builders import autocast_for, build_model, resolve_precision
 from experiments.core.atomic import remove_stale, storage_error, write_text
 from experiments.data.pipeline import TaskData
-from experiments.core.allocator import preload_hint
 from experiments.core.errors import CheckpointError, ConfigError
 from experiments.evaluation.evaluate import decode_split, score, split_loss
 from experiments.training.optim import make_optimizer, make_schedules
 from experiments.training.preflight import check_limits, run_splits
 from experiments.evaluation.loss import sequence_loss
 from experiments.core.runtime import (FreeCores, git_commit, pick_device, seed_everything, set_threads,
-                                     widen_onednn_cache)
+                                     start_on_cpu)
 from experiments.data.tokenizer import save as save_tokenizer
 from experiments.training.tracking import Tracker
 from models import count_parameters
@@ -109,9 +108,7 @@ class Trainer:
             else None
         self.threads = self.set_threads(self.first_threads() if self.cores else self.tc.num_threads)
         if self.device.type == "cpu":
-            widen_onednn_cache()  # before the model's first matmul: oneDNN reads it once
-            if self.is_main and (hint := preload_hint()):
-                log.info(hint)
+            start_on_cpu(say=self.is_main)  # before the model's first matmul: oneDNN reads its cache size once
         seed_everything(cfg.seed)
         with distributed.main_first():  # rank 0 builds the Arrow, tokenizer and token-id caches; the others read them
             # A resumed run goes on with its own tokenizer; a fresh start's comes from its settings (the cache),
